@@ -1,0 +1,464 @@
+//! The SCA state store: a fixed-size hash table of slots, each behind its
+//! own lock, each holding the AoRs that hash to it.
+//!
+//! Everything about one AoR (its call-info and line-seize subscriptions,
+//! later its appearances) lives in one [`AorEntry`] under one slot lock, so
+//! a decision that looks at subscriptions and appearances together is
+//! atomic without lock ordering.
+//!
+//! The store is generic over the allocator and the lock: in the module the
+//! allocator is Kamailio's shared memory and the lock a Kamailio
+//! `gen_lock_t`; in tests, the global heap and a spin lock.
+//!
+//! State changes go through explicit operations ([`SubscriptionRec`] in,
+//! [`Change`] out) so that persistence and replication can record and
+//! replay them.
+
+use allocator_api2::alloc::{AllocError, Allocator};
+use allocator_api2::vec::Vec;
+use core::hash::BuildHasher;
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+
+use crate::model::{EventType, SubState};
+use crate::packed::Packed;
+use crate::sync::{Guard, Locked, RawLock};
+
+/// Seed of the AoR hash: the same in every process, forever.
+const HASH_SEED: u64 = 0x5ca_5ca_5ca;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// Shared memory is exhausted; nothing was changed.
+    NoMemory,
+}
+
+impl From<AllocError> for StoreError {
+    fn from(_: AllocError) -> Self {
+        StoreError::NoMemory
+    }
+}
+
+/// A subscription as plain data: what a SUBSCRIBE carries, what the DB
+/// stores, what a peer node receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRec<'a> {
+    pub aor: &'a [u8],
+    pub subscriber: &'a [u8],
+    pub event: EventType,
+    /// Absolute expiry, seconds since the epoch.
+    pub expires: i64,
+    pub state: SubState,
+    /// Seized appearance index (line-seize only), or -1.
+    pub index: i32,
+    pub call_id: &'a [u8],
+    pub from_tag: &'a [u8],
+    pub to_tag: &'a [u8],
+    pub record_route: &'a [u8],
+    pub notify_cseq: u32,
+    pub subscribe_cseq: u32,
+}
+
+// indexes into Subscription::strs
+const S_SUBSCRIBER: usize = 0;
+const S_CALL_ID: usize = 1;
+const S_FROM_TAG: usize = 2;
+const S_TO_TAG: usize = 3;
+const S_RR: usize = 4;
+
+/// A stored subscription: its strings in one allocation.
+pub struct Subscription<A: Allocator> {
+    strs: Packed<A, 5>,
+    pub event: EventType,
+    pub state: SubState,
+    pub expires: i64,
+    pub index: i32,
+    pub notify_cseq: u32,
+    pub subscribe_cseq: u32,
+    /// Changed since last written to the DB.
+    pub dirty: bool,
+}
+
+impl<A: Allocator> Subscription<A> {
+    fn new_in(r: &SubscriptionRec<'_>, alloc: A) -> Result<Self, AllocError> {
+        Ok(Subscription {
+            strs: Packed::new_in(
+                [r.subscriber, r.call_id, r.from_tag, r.to_tag, r.record_route],
+                alloc,
+            )?,
+            event: r.event,
+            state: r.state,
+            expires: r.expires,
+            index: r.index,
+            notify_cseq: r.notify_cseq,
+            subscribe_cseq: r.subscribe_cseq,
+            dirty: true,
+        })
+    }
+
+    pub fn subscriber(&self) -> &[u8] {
+        self.strs.get(S_SUBSCRIBER)
+    }
+    pub fn call_id(&self) -> &[u8] {
+        self.strs.get(S_CALL_ID)
+    }
+    pub fn from_tag(&self) -> &[u8] {
+        self.strs.get(S_FROM_TAG)
+    }
+    pub fn to_tag(&self) -> &[u8] {
+        self.strs.get(S_TO_TAG)
+    }
+    pub fn record_route(&self) -> &[u8] {
+        self.strs.get(S_RR)
+    }
+
+    /// Same SIP dialog as `r` (Call-ID, From-tag and To-tag)?
+    pub fn same_dialog(&self, r: &SubscriptionRec<'_>) -> bool {
+        self.call_id() == r.call_id && self.from_tag() == r.from_tag && self.to_tag() == r.to_tag
+    }
+
+    pub fn to_rec<'s>(&'s self, aor: &'s [u8]) -> SubscriptionRec<'s> {
+        SubscriptionRec {
+            aor,
+            subscriber: self.subscriber(),
+            event: self.event,
+            expires: self.expires,
+            state: self.state,
+            index: self.index,
+            call_id: self.call_id(),
+            from_tag: self.from_tag(),
+            to_tag: self.to_tag(),
+            record_route: self.record_route(),
+            notify_cseq: self.notify_cseq,
+            subscribe_cseq: self.subscribe_cseq,
+        }
+    }
+
+    pub fn shm_bytes(&self) -> usize {
+        core::mem::size_of::<Self>() + self.strs.heap_len()
+    }
+}
+
+/// All state of one AoR.
+pub struct AorEntry<A: Allocator> {
+    aor: Vec<u8, A>,
+    hash: u64,
+    pub subs: Vec<Subscription<A>, A>,
+}
+
+impl<A: Allocator> AorEntry<A> {
+    pub fn aor(&self) -> &[u8] {
+        &self.aor
+    }
+
+    pub fn find_sub(&self, event: EventType, subscriber: &[u8]) -> Option<usize> {
+        self.subs.iter().position(|s| s.event == event && s.subscriber() == subscriber)
+    }
+
+    pub fn subs_of(&self, event: EventType) -> impl Iterator<Item = &Subscription<A>> {
+        self.subs.iter().filter(move |s| s.event == event)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+}
+
+/// What an operation did, for the caller to log, persist or replicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Inserted,
+    Updated,
+    Removed,
+    Unchanged,
+}
+
+pub struct SlotData<A: Allocator + Clone> {
+    aors: HashTable<AorEntry<A>, A>,
+}
+
+pub struct Store<A: Allocator + Clone, L: RawLock> {
+    slots: Vec<Locked<L, SlotData<A>>, A>,
+    mask: u64,
+    alloc: A,
+}
+
+impl<A: Allocator + Clone, L: RawLock> Store<A, L> {
+    /// A store of `2^log2_slots` slots. Call [`Store::init_locks`] once the
+    /// store has reached its final address.
+    pub fn new_in(log2_slots: u32, alloc: A) -> Result<Self, StoreError> {
+        let log2 = log2_slots.clamp(1, 20);
+        let n = 1usize << log2;
+        let mut slots = Vec::new_in(alloc.clone());
+        slots.try_reserve_exact(n).map_err(|_| StoreError::NoMemory)?;
+        for _ in 0..n {
+            slots.push(Locked::new(SlotData { aors: HashTable::new_in(alloc.clone()) }));
+        }
+        Ok(Store { slots, mask: (n - 1) as u64, alloc })
+    }
+
+    pub fn init_locks(&self) -> bool {
+        self.slots.iter().all(|s| s.init())
+    }
+
+    /// Release host lock resources (at shutdown; nobody locks afterwards).
+    pub fn destroy_locks(&self) {
+        for s in self.slots.iter() {
+            s.destroy();
+        }
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn hash(aor: &[u8]) -> u64 {
+        FixedState::with_seed(HASH_SEED).hash_one(aor)
+    }
+
+    /// Lock the slot of `aor` and work on that AoR.
+    pub fn lock_aor<'s>(&'s self, aor: &'s [u8]) -> AorGuard<'s, A, L> {
+        let hash = Self::hash(aor);
+        let slot = &self.slots[(hash & self.mask) as usize];
+        AorGuard { guard: slot.lock(), aor, hash, alloc: &self.alloc }
+    }
+
+    /// Visit every AoR, one slot locked at a time.
+    pub fn for_each_aor(&self, mut f: impl FnMut(&AorEntry<A>)) {
+        for slot in self.slots.iter() {
+            let g = slot.lock();
+            for e in g.aors.iter() {
+                f(e);
+            }
+        }
+    }
+
+    /// Visit every AoR mutably, one slot locked at a time; entries that `f`
+    /// leaves empty are dropped.
+    pub fn retain_aors(&self, mut f: impl FnMut(&mut AorEntry<A>)) {
+        for slot in self.slots.iter() {
+            let mut g = slot.lock();
+            g.aors.retain(|e| {
+                f(e);
+                !e.is_empty()
+            });
+        }
+    }
+
+    pub fn subscription_count(&self, event: EventType) -> usize {
+        let mut n = 0;
+        self.for_each_aor(|e| n += e.subs_of(event).count());
+        n
+    }
+}
+
+/// A locked slot, narrowed to one AoR.
+pub struct AorGuard<'s, A: Allocator + Clone, L: RawLock> {
+    guard: Guard<'s, L, SlotData<A>>,
+    aor: &'s [u8],
+    hash: u64,
+    alloc: &'s A,
+}
+
+impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
+    pub fn entry(&self) -> Option<&AorEntry<A>> {
+        let aor = self.aor;
+        self.guard.aors.find(self.hash, |e| e.aor.as_slice() == aor)
+    }
+
+    pub fn entry_mut(&mut self) -> Option<&mut AorEntry<A>> {
+        let aor = self.aor;
+        self.guard.aors.find_mut(self.hash, |e| e.aor.as_slice() == aor)
+    }
+
+    fn entry_or_insert(&mut self) -> Result<&mut AorEntry<A>, StoreError> {
+        let aor = self.aor;
+        if self.entry().is_none() {
+            let mut key = Vec::new_in(self.alloc.clone());
+            key.try_reserve_exact(aor.len()).map_err(|_| StoreError::NoMemory)?;
+            key.extend_from_slice(aor);
+            let e = AorEntry { aor: key, hash: self.hash, subs: Vec::new_in(self.alloc.clone()) };
+            self.guard.aors.try_reserve(1, |e| e.hash).map_err(|_| StoreError::NoMemory)?;
+            self.guard.aors.insert_unique(self.hash, e, |e| e.hash);
+        }
+        let hash = self.hash;
+        self.guard
+            .aors
+            .find_mut(hash, |e| e.aor.as_slice() == aor)
+            .ok_or(StoreError::NoMemory)
+    }
+
+    /// Drop the AoR's entry if nothing is left in it.
+    pub fn prune(&mut self) {
+        let aor = self.aor;
+        if let Ok(occ) = self.guard.aors.find_entry(self.hash, |e| e.aor.as_slice() == aor) {
+            if occ.get().is_empty() {
+                occ.remove();
+            }
+        }
+    }
+
+    pub fn find_sub(&self, event: EventType, subscriber: &[u8]) -> Option<&Subscription<A>> {
+        let e = self.entry()?;
+        e.find_sub(event, subscriber).and_then(|i| e.subs.get(i))
+    }
+
+    pub fn find_sub_mut(
+        &mut self,
+        event: EventType,
+        subscriber: &[u8],
+    ) -> Option<&mut Subscription<A>> {
+        let e = self.entry_mut()?;
+        let i = e.find_sub(event, subscriber)?;
+        e.subs.get_mut(i)
+    }
+
+    /// Insert or replace the subscription of (`r.event`, `r.subscriber`).
+    /// On `NoMemory` the store is unchanged.
+    pub fn put_sub(&mut self, r: &SubscriptionRec<'_>) -> Result<Change, StoreError> {
+        let alloc = self.alloc.clone();
+        self.entry_or_insert()?;
+        let sub = match Subscription::new_in(r, alloc) {
+            Ok(s) => s,
+            Err(_) => {
+                self.prune();
+                return Err(StoreError::NoMemory);
+            }
+        };
+        let e = self.entry_or_insert()?;
+        match e.find_sub(r.event, r.subscriber) {
+            Some(i) => {
+                e.subs[i] = sub;
+                Ok(Change::Updated)
+            }
+            None => {
+                if e.subs.try_reserve(1).is_err() {
+                    self.prune();
+                    return Err(StoreError::NoMemory);
+                }
+                e.subs.push(sub);
+                Ok(Change::Inserted)
+            }
+        }
+    }
+
+    pub fn remove_sub(&mut self, event: EventType, subscriber: &[u8]) -> Change {
+        let removed = match self.entry_mut() {
+            Some(e) => match e.find_sub(event, subscriber) {
+                Some(i) => {
+                    e.subs.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        };
+        self.prune();
+        if removed {
+            Change::Removed
+        } else {
+            Change::Unchanged
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::SpinLock;
+    use allocator_api2::alloc::Global;
+
+    fn rec<'a>(aor: &'a [u8], who: &'a [u8], event: EventType) -> SubscriptionRec<'a> {
+        SubscriptionRec {
+            aor,
+            subscriber: who,
+            event,
+            expires: 1000,
+            state: SubState::Active,
+            index: -1,
+            call_id: b"cid",
+            from_tag: b"ft",
+            to_tag: b"tt",
+            record_route: b"",
+            notify_cseq: 0,
+            subscribe_cseq: 1,
+        }
+    }
+
+    fn store() -> Store<Global, SpinLock> {
+        let s = Store::new_in(2, Global).expect("store");
+        assert!(s.init_locks());
+        s
+    }
+
+    #[test]
+    fn put_find_update_remove() {
+        let s = store();
+        let aor = b"sip:100@example.com";
+        {
+            let mut g = s.lock_aor(aor);
+            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.1", EventType::CallInfo)), Ok(Change::Inserted));
+            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.2", EventType::CallInfo)), Ok(Change::Inserted));
+            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.1", EventType::LineSeize)), Ok(Change::Inserted));
+            let mut r = rec(aor, b"sip:100@10.0.0.1", EventType::CallInfo);
+            r.expires = 2000;
+            assert_eq!(g.put_sub(&r), Ok(Change::Updated));
+            let found = g.find_sub(EventType::CallInfo, b"sip:100@10.0.0.1").expect("found");
+            assert_eq!(found.expires, 2000);
+            assert_eq!(found.to_rec(aor), r);
+        }
+        assert_eq!(s.subscription_count(EventType::CallInfo), 2);
+        assert_eq!(s.subscription_count(EventType::LineSeize), 1);
+        {
+            let mut g = s.lock_aor(aor);
+            assert_eq!(g.remove_sub(EventType::CallInfo, b"sip:100@10.0.0.1"), Change::Removed);
+            assert_eq!(g.remove_sub(EventType::CallInfo, b"sip:100@10.0.0.1"), Change::Unchanged);
+        }
+        assert_eq!(s.subscription_count(EventType::CallInfo), 1);
+    }
+
+    #[test]
+    fn empty_aor_entries_are_dropped() {
+        let s = store();
+        let aor = b"sip:200@example.com";
+        {
+            let mut g = s.lock_aor(aor);
+            g.put_sub(&rec(aor, b"c", EventType::CallInfo)).expect("put");
+            g.remove_sub(EventType::CallInfo, b"c");
+            assert!(g.entry().is_none());
+        }
+        let mut n = 0;
+        s.for_each_aor(|_| n += 1);
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn many_aors_across_slots_are_all_found() {
+        let s = store();
+        let aors: std::vec::Vec<std::string::String> =
+            (0..500).map(|i| format!("sip:{i}@example.com")).collect();
+        for a in &aors {
+            let mut g = s.lock_aor(a.as_bytes());
+            g.put_sub(&rec(a.as_bytes(), b"c", EventType::CallInfo)).expect("put");
+        }
+        for a in &aors {
+            let g = s.lock_aor(a.as_bytes());
+            assert!(g.find_sub(EventType::CallInfo, b"c").is_some(), "{a}");
+        }
+        assert_eq!(s.subscription_count(EventType::CallInfo), 500);
+    }
+
+    #[test]
+    fn retain_drops_what_the_visitor_empties() {
+        let s = store();
+        for i in 0..10 {
+            let a = format!("sip:{i}@x");
+            let mut g = s.lock_aor(a.as_bytes());
+            let mut r = rec(a.as_bytes(), b"c", EventType::CallInfo);
+            r.expires = i;
+            g.put_sub(&r).expect("put");
+        }
+        s.retain_aors(|e| e.subs.retain(|sub| sub.expires >= 5));
+        assert_eq!(s.subscription_count(EventType::CallInfo), 5);
+    }
+}

@@ -1,0 +1,194 @@
+//! Build script of sca_rs: the `kamailio-sys` layer.
+//!
+//! - finds the Kamailio headers fetched by `make setup` (scripts/setup.sh)
+//!   and the compile defines derived from the same source's Makefiles;
+//! - refuses to build when they are missing or belong to another Kamailio
+//!   than the one installed (`kamailio -v`);
+//! - compiles the C shim (`shim/shim.c`) with exactly those defines, so the
+//!   module's version and compile-flag strings match the Debian binary;
+//! - checks the compile-flag string against `kamailio -v` right here, so a
+//!   mismatch is a build error rather than a module that Kamailio rejects;
+//! - runs bindgen over `shim/wrapper.h` with the same defines.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fail(msg: &str) -> ! {
+    eprintln!("\nsca_rs build error: {msg}\n");
+    panic!("sca_rs build error: {msg}");
+}
+
+fn read(path: &Path, what: &str) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot read {what} at {}: {e}.\n\
+             The Kamailio headers are fetched by the project's set-up: run `make setup` \
+             (as root) or set SCA_RS_KAMAILIO_HEADERS to a directory made by scripts/setup.sh.",
+            path.display()
+        ))
+    })
+}
+
+/// `kamailio -v` of the installed binary (KAMAILIO_BIN overrides the name).
+fn kamailio_v() -> String {
+    let bin = env::var("KAMAILIO_BIN").unwrap_or_else(|_| "kamailio".into());
+    let out = Command::new(&bin).arg("-v").output().unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot run `{bin} -v` ({e}): the module is built for the installed Kamailio; \
+             run `make setup` to install it"
+        ))
+    });
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The string literal(s) following `marker` in preprocessor output,
+/// concatenated as the C compiler would.
+fn literal_after(expanded: &str, marker: &str) -> Option<String> {
+    let start = expanded.find(marker)? + marker.len();
+    let rest = &expanded[start..];
+    let end = rest.find(';')?;
+    let mut out = String::new();
+    let mut in_str = false;
+    // skip the preprocessor's own `# line "file"` markers
+    let text: String = rest[..end]
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for c in text.chars() {
+        match (in_str, c) {
+            (false, '"') => in_str = true,
+            (true, '"') => in_str = false,
+            (true, c) => out.push(c),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let hdr = env::var("SCA_RS_KAMAILIO_HEADERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("kamailio-headers"));
+
+    println!("cargo:rerun-if-env-changed=SCA_RS_KAMAILIO_HEADERS");
+    println!("cargo:rerun-if-env-changed=KAMAILIO_BIN");
+    println!("cargo:rerun-if-changed=shim");
+    println!("cargo:rerun-if-changed={}", hdr.join("VERSION").display());
+    println!("cargo:rerun-if-changed={}", hdr.join("cdefs.txt").display());
+
+    // ---- the headers must be those of the installed Kamailio
+    let hdr_version = read(&hdr.join("VERSION"), "the Kamailio headers' VERSION");
+    let hdr_version = hdr_version.trim();
+    let upstream = hdr_version.split('-').next().unwrap_or(hdr_version);
+    let kv = kamailio_v();
+    let installed = kv
+        .lines()
+        .find_map(|l| l.strip_prefix("version: kamailio "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| fail(&format!("cannot read the version from `kamailio -v`:\n{kv}")));
+    if installed != upstream {
+        fail(&format!(
+            "kamailio-headers/ are from Kamailio {hdr_version} but the installed kamailio is \
+             {installed}; run `make setup` again to fetch matching headers"
+        ));
+    }
+    let flags_line = kv
+        .lines()
+        .find_map(|l| l.strip_prefix("flags: "))
+        .unwrap_or_else(|| fail("no `flags:` line in `kamailio -v`"))
+        .trim_end()
+        .to_string();
+
+    let defs: Vec<String> = read(&hdr.join("cdefs.txt"), "the derived compile defines")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if !defs.iter().any(|d| d.starts_with("-DVERSIONVAL=")) {
+        fail("kamailio-headers/cdefs.txt holds no -DVERSIONVAL: run `make setup` again");
+    }
+
+    let shim = root.join("shim");
+    let mut cc = cc::Build::new();
+    // -isystem: Kamailio's own headers warn under -Wextra; our shim must not.
+    cc.flag("-isystem").flag(hdr.to_string_lossy().as_ref()).include(&shim).define("MOD_NAME", "\"sca_rs\"");
+    for d in &defs {
+        cc.flag(d);
+    }
+    cc.flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-sign-compare")
+        .flag_if_supported("-Wno-missing-field-initializers");
+
+    // ---- the module's compile flags must equal the binary's, byte for byte
+    let probe = out_dir.join("sca_rs_flags_probe.c");
+    fs::write(
+        &probe,
+        "#include \"core/ver_defs.h\"\nsca_rs_flags_marker = SER_COMPILE_FLAGS;\n\
+         sca_rs_version_marker = SER_FULL_VERSION;\n",
+    )
+    .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", probe.display())));
+    let expanded = cc.clone().file(&probe).expand();
+    let expanded = String::from_utf8_lossy(&expanded);
+    let ours = literal_after(&expanded, "sca_rs_flags_marker =")
+        .unwrap_or_else(|| fail("cannot expand SER_COMPILE_FLAGS with the derived defines"));
+    if ours != flags_line {
+        fail(&format!(
+            "the derived defines give other compile flags than the installed kamailio:\n  \
+             module:   {ours}\n  kamailio: {flags_line}\n\
+             Kamailio would refuse to load the module. Run `make setup` again."
+        ));
+    }
+    let version = literal_after(&expanded, "sca_rs_version_marker =").unwrap_or_default();
+    println!("cargo:rustc-env=SCA_RS_KAMAILIO_VERSION={version}");
+
+    cc.file(shim.join("shim.c")).compile("sca_rs_shim");
+
+    // ---- bindings
+    let mut b = bindgen::Builder::default()
+        .header(shim.join("wrapper.h").to_string_lossy())
+        .clang_arg(format!("-I{}", hdr.display()))
+        .clang_arg(format!("-I{}", shim.display()))
+        .clang_arg("-DMOD_NAME=\"sca_rs\"")
+        .use_core()
+        .derive_default(true)
+        .layout_tests(true)
+        .generate_comments(false)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+    for d in defs.iter().filter(|d| d.starts_with("-D")) {
+        b = b.clang_arg(d);
+    }
+    for t in [
+        "sip_msg", "hdr_field", "to_body", "to_param", "contact_body", "contact_t", "rpc_t",
+        "rpc_export_t", "rpc_export", "module_exports", "cmd_export_t", "param_export_t",
+        "sr_kemi_t", "sr_kemi_val_t", "str", "gen_lock_t", "sca_rs_dialog", "sip_uri",
+        "event_t", "rr_t", "action_u_t", "hdr_types_t", "request_method",
+    ] {
+        b = b.allowlist_type(t);
+    }
+    for f in [
+        "parse_headers", "parse_from_header", "parse_to_header", "parse_uri", "parse_contact",
+        "parse_event", "add_lump_rpl2", "register_timer", "sr_kemi_modules_add",
+        "rpc_register_array", "get_ticks", "sca_rs_.*", "find_export", "parse_sip_msg_uri",
+        "parse_rr_body", "free_rr", "get_body", "parse_to", "get_ticks_raw",
+    ] {
+        b = b.allowlist_function(f);
+    }
+    for v in [
+        "sca_rs_.*", "process_no", "my_pid", "(REQUEST|FAILURE|TM_ONREPLY|BRANCH|ONSEND|CORE_ONREPLY|ONREPLY|EVENT|ANY|LOCAL|BRANCH_FAILURE)_ROUTE",
+        "PARAM_(STRING|INT|STR|VAR)", "LUMP_RPL_HDR", "PROC_(MAIN|TIMER|RPC|INIT|SIPINIT|TCP_MAIN)", "PARSE_OK",
+    ] {
+        b = b.allowlist_var(v);
+    }
+    let bindings = b
+        .generate()
+        .unwrap_or_else(|e| fail(&format!("bindgen failed over shim/wrapper.h: {e}")));
+    bindings
+        .write_to_file(out_dir.join("bindings.rs"))
+        .unwrap_or_else(|e| fail(&format!("cannot write bindings: {e}")));
+}

@@ -1,0 +1,172 @@
+/* sca_rs C shim. See shim.h. GPL-2.0-or-later. */
+#include <string.h>
+
+#include "core/sr_module.h"
+#include "core/ver_defs.h"
+#include "core/dprint.h"
+#include "core/mem/shm_mem.h"
+#include "core/mem/mem.h"
+#include "core/locking.h"
+#include "core/parser/msg_parser.h"
+#include "core/parser/parse_rr.h"
+#include "modules/sl/sl.h"
+#include "modules/tm/tm_load.h"
+
+#include "shim.h"
+
+const char sca_rs_full_version[] = SER_FULL_VERSION;
+const char sca_rs_compile_flags[] = SER_COMPILE_FLAGS;
+
+/* ------------------------------------------------------------ logging */
+
+int sca_rs_log_enabled(int level)
+{
+	return get_debug_level(LOG_MNAME, LOG_MNAME_LEN) >= level;
+}
+
+void sca_rs_log(int level, const char *prefix, const char *func,
+		const char *msg, int len)
+{
+	LOG_FX(DEFAULT_FACILITY, level, NULL, prefix, func, "%.*s\n", len, msg);
+}
+
+/* ------------------------------------------------------------ memory */
+
+void *sca_rs_shm_malloc(size_t size)
+{
+	return shm_malloc(size);
+}
+
+void sca_rs_shm_free(void *p)
+{
+	shm_free(p);
+}
+
+void *sca_rs_pkg_malloc(size_t size)
+{
+	return pkg_malloc(size);
+}
+
+void sca_rs_pkg_free(void *p)
+{
+	pkg_free(p);
+}
+
+/* ------------------------------------------------------------ locks */
+
+size_t sca_rs_gen_lock_size(void)
+{
+	return sizeof(gen_lock_t);
+}
+
+int sca_rs_lock_init(gen_lock_t *l)
+{
+	return lock_init(l) == NULL ? -1 : 0;
+}
+
+void sca_rs_lock_get(gen_lock_t *l)
+{
+	lock_get(l);
+}
+
+void sca_rs_lock_release(gen_lock_t *l)
+{
+	lock_release(l);
+}
+
+void sca_rs_lock_destroy(gen_lock_t *l)
+{
+	lock_destroy(l);
+}
+
+/* ------------------------------------------------------------ sl */
+
+static sl_api_t sca_rs_slb;
+static int sca_rs_sl_bound;
+
+int sca_rs_sl_bind(void)
+{
+	if(sl_load_api(&sca_rs_slb) != 0)
+		return -1;
+	sca_rs_sl_bound = 1;
+	return 0;
+}
+
+int sca_rs_sl_reply(struct sip_msg *msg, int code, const str *reason)
+{
+	if(!sca_rs_sl_bound)
+		return -1;
+	return sca_rs_slb.freply(msg, code, (str *)reason);
+}
+
+int sca_rs_sl_get_totag(struct sip_msg *msg, str *totag)
+{
+	if(!sca_rs_sl_bound)
+		return -1;
+	return sca_rs_slb.get_reply_totag(msg, totag);
+}
+
+/* ------------------------------------------------------------ tm */
+
+static struct tm_binds sca_rs_tmb;
+static int sca_rs_tm_bound;
+
+int sca_rs_tm_bind(void)
+{
+	if(load_tm_api(&sca_rs_tmb) != 0)
+		return -1;
+	sca_rs_tm_bound = 1;
+	return 0;
+}
+
+static void sca_rs_tm_cb(struct cell *t, int type, struct tmcb_params *ps)
+{
+	int status = 0;
+
+	if(ps == NULL)
+		return;
+	if(ps->rpl == FAKED_REPLY)
+		status = ps->code > 0 ? ps->code : 408;
+	else if(ps->rpl != NULL)
+		status = ps->rpl->first_line.u.reply.statuscode;
+	else
+		status = ps->code;
+	sca_rs_tm_reply(ps->param ? *ps->param : NULL, status);
+}
+
+int sca_rs_tm_request_within(const str *method, const str *headers,
+		const str *body, const struct sca_rs_dialog *d, void *cb_param)
+{
+	uac_req_t req;
+	dlg_t dlg;
+	int rc;
+
+	if(!sca_rs_tm_bound)
+		return -1;
+	memset(&dlg, 0, sizeof(dlg));
+	dlg.id.call_id = d->call_id;
+	dlg.id.loc_tag = d->local_tag;
+	dlg.id.rem_tag = d->remote_tag;
+	dlg.loc_seq.value = d->local_cseq;
+	dlg.loc_seq.is_set = 1;
+	dlg.rem_target = d->remote_target;
+	dlg.loc_uri = d->local_uri;
+	dlg.rem_uri = d->remote_uri;
+	dlg.state = DLG_CONFIRMED;
+	if(d->route_set.len > 0) {
+		/* parse_rr_body wants a writable-looking pointer; it does not
+		 * modify the buffer */
+		if(parse_rr_body(d->route_set.s, d->route_set.len, &dlg.route_set)
+				< 0) {
+			LM_ERR("cannot parse the stored route set '%.*s'\n",
+					d->route_set.len, d->route_set.s);
+			return -1;
+		}
+	}
+	set_uac_req(&req, (str *)method, (str *)headers, (str *)body, &dlg,
+			TMCB_LOCAL_COMPLETED, sca_rs_tm_cb, cb_param);
+	rc = sca_rs_tmb.t_request_within(&req);
+	if(dlg.route_set)
+		free_rr(&dlg.route_set);
+	return rc;
+}

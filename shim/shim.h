@@ -1,0 +1,65 @@
+/* sca_rs C shim: the small part of the host layer that must be C because it
+ * wraps Kamailio macros, variadic functions and static-inline API loaders.
+ * Compiled by build.rs with exactly the defines Debian's kamailio was built
+ * with. Everything here is called from src/host/. */
+#ifndef SCA_RS_SHIM_H
+#define SCA_RS_SHIM_H
+
+#include <stddef.h>
+#include "core/str.h"
+#include "core/locking.h"
+
+struct sip_msg;
+
+/* the loader's version checks: SER_FULL_VERSION / SER_COMPILE_FLAGS */
+extern const char sca_rs_full_version[];
+extern const char sca_rs_compile_flags[];
+
+/* logging: the message is data, never a format string */
+int sca_rs_log_enabled(int level);
+void sca_rs_log(int level, const char *prefix, const char *func,
+		const char *msg, int len);
+
+/* shared memory */
+void *sca_rs_shm_malloc(size_t size);
+void sca_rs_shm_free(void *p);
+/* pkg memory (per process) */
+void *sca_rs_pkg_malloc(size_t size);
+void sca_rs_pkg_free(void *p);
+
+/* locks: a gen_lock_t that lives in shared memory */
+size_t sca_rs_gen_lock_size(void);
+int sca_rs_lock_init(gen_lock_t *l);
+void sca_rs_lock_get(gen_lock_t *l);
+void sca_rs_lock_release(gen_lock_t *l);
+void sca_rs_lock_destroy(gen_lock_t *l);
+
+/* sl: stateless (or transaction-aware) replies */
+int sca_rs_sl_bind(void);
+int sca_rs_sl_reply(struct sip_msg *msg, int code, const str *reason);
+int sca_rs_sl_get_totag(struct sip_msg *msg, str *totag);
+
+/* tm: in-dialog requests (NOTIFY) */
+int sca_rs_tm_bind(void);
+struct sca_rs_dialog {
+	str call_id;
+	str local_tag;   /* our To-tag from the 202 */
+	str remote_tag;  /* subscriber's From-tag */
+	unsigned int local_cseq;
+	str remote_target; /* R-URI: subscriber contact */
+	str local_uri;   /* From */
+	str remote_uri;  /* To */
+	str route_set;   /* Record-Route body as received, may be empty */
+};
+/* Sends METHOD within the dialog. On a final reply (or timeout) calls
+ * sca_rs_tm_reply(cb_param, status) in the process that receives it.
+ * Returns <0 on error. */
+int sca_rs_tm_request_within(const str *method, const str *headers,
+		const str *body, const struct sca_rs_dialog *d, void *cb_param);
+/* implemented in Rust */
+void sca_rs_tm_reply(void *cb_param, int status);
+
+/* rpc: variadic helpers (Rust can call variadic pointers, but a few fixed
+ * shapes here keep the Rust side simple and type-checked) */
+
+#endif

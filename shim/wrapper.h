@@ -1,0 +1,23 @@
+/* sca_rs: the Kamailio 5.6 headers bindgen reads (types and core functions
+ * that the Rust host layer calls directly). Macros, variadic and static-inline
+ * APIs go through shim.c instead; shim.h declares those. */
+#include "core/sr_module.h"
+#include "core/str.h"
+#include "core/rpc.h"
+#include "core/rpc_lookup.h"
+#include "core/dprint.h"
+#include "core/locking.h"
+#include "core/timer.h"
+#include "core/ut.h"
+#include "core/data_lump_rpl.h"
+#include "core/parser/msg_parser.h"
+#include "core/parser/parse_from.h"
+#include "core/parser/parse_to.h"
+#include "core/parser/parse_uri.h"
+#include "core/parser/parse_expires.h"
+#include "core/parser/parse_event.h"
+#include "core/parser/contact/parse_contact.h"
+#include "core/parser/parse_rr.h"
+#include "core/kemi.h"
+#include "core/route.h"
+#include "shim.h"

@@ -1,0 +1,96 @@
+//! Building blocks for the tables Kamailio reads from the module
+//! (`exports`, commands, parameters, RPC methods): const constructors and
+//! a `Sync` cell for statics that C code reads or writes.
+
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, c_void, CStr};
+
+use crate::sys;
+
+/// A static that Kamailio's C code reads or writes (module parameters,
+/// export tables). Kamailio writes parameters while parsing the config, in
+/// the main process, before any worker exists; afterwards they are read
+/// only.
+#[repr(transparent)]
+pub struct HostCell<T>(UnsafeCell<T>);
+
+// SAFETY: see the type's doc: writes happen single-threaded before fork.
+unsafe impl<T> Sync for HostCell<T> {}
+
+impl<T> HostCell<T> {
+    pub const fn new(v: T) -> Self {
+        HostCell(UnsafeCell::new(v))
+    }
+    pub const fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}
+
+impl<T: Copy> HostCell<T> {
+    /// Read the value (after config parsing, it no longer changes).
+    pub fn read(&self) -> T {
+        // SAFETY: see the type's doc.
+        unsafe { *self.0.get() }
+    }
+    /// Write the value: only in mod_init / single-threaded set-up.
+    pub fn write(&self, v: T) {
+        // SAFETY: see the type's doc.
+        unsafe { *self.0.get() = v }
+    }
+}
+
+pub use sys::{
+    FAILURE_ROUTE, ONREPLY_ROUTE, PARAM_INT, PARAM_STR, PARAM_STRING, REQUEST_ROUTE,
+};
+/// sr_module.h: `(1U<<(8*sizeof(int)-1))`, which bindgen cannot evaluate.
+pub const PARAM_USE_FUNC: u32 = 1 << (8 * core::mem::size_of::<core::ffi::c_int>() - 1);
+
+pub type CmdFn = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char) -> i32;
+pub type RpcFn = unsafe extern "C" fn(*mut sys::rpc_t, *mut c_void);
+
+pub const fn cmd(name: &'static CStr, f: CmdFn, param_no: i32, flags: u32) -> sys::cmd_export_t {
+    sys::cmd_export_t {
+        name: name.as_ptr() as *mut c_char,
+        function: Some(f),
+        param_no,
+        fixup: None,
+        free_fixup: None,
+        flags,
+    }
+}
+
+pub const CMD_END: sys::cmd_export_t = sys::cmd_export_t {
+    name: core::ptr::null_mut(),
+    function: None,
+    param_no: 0,
+    fixup: None,
+    free_fixup: None,
+    flags: 0,
+};
+
+pub const fn param(name: &'static CStr, type_: u32, ptr: *mut c_void) -> sys::param_export_t {
+    sys::param_export_t { name: name.as_ptr() as *mut c_char, type_, param_pointer: ptr }
+}
+
+pub const PARAM_END: sys::param_export_t =
+    sys::param_export_t { name: core::ptr::null_mut(), type_: 0, param_pointer: core::ptr::null_mut() };
+
+pub const fn rpc(name: &'static CStr, f: RpcFn, doc: *mut *const c_char) -> sys::rpc_export_t {
+    sys::rpc_export_t { name: name.as_ptr(), function: Some(f), doc_str: doc, flags: 0 }
+}
+
+pub const RPC_END: sys::rpc_export_t =
+    sys::rpc_export_t { name: core::ptr::null(), function: None, doc_str: core::ptr::null_mut(), flags: 0 };
+
+/// A NUL-terminated doc string array of one entry, as `rpc_export_t` wants.
+#[repr(transparent)]
+pub struct RpcDoc(pub HostCell<[*const c_char; 2]>);
+
+impl RpcDoc {
+    pub const fn new(doc: &'static CStr) -> Self {
+        RpcDoc(HostCell::new([doc.as_ptr(), core::ptr::null()]))
+    }
+    pub const fn ptr(&self) -> *mut *const c_char {
+        self.0.get() as *mut *const c_char
+    }
+}

@@ -1,0 +1,246 @@
+//! Safe access to a SIP message (`struct sip_msg`) during a script call.
+//!
+//! Header values are returned as byte slices into Kamailio's message
+//! buffer, valid while the script function runs. Parsing of SCA-specific
+//! values (Call-Info, Event, Expires, ...) is done by `sca_core::parse`; the
+//! host's own parsers are used for From/To/Contact, as the C module does.
+
+use crate::host::kstr::as_bytes;
+use crate::sys;
+
+pub const SIP_REQUEST: i16 = 1;
+pub const SIP_REPLY: i16 = 2;
+
+pub struct SipMsg<'a> {
+    raw: &'a mut sys::sip_msg,
+}
+
+/// A parsed From/To header.
+pub struct NameAddr<'a> {
+    pub uri: &'a [u8],
+    pub tag: &'a [u8],
+    pub body: &'a [u8],
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
+}
+
+impl<'a> SipMsg<'a> {
+    /// # Safety
+    /// `p` is the message Kamailio passed to the current callback, alive
+    /// and not used elsewhere for the returned lifetime.
+    pub unsafe fn from_raw(p: *mut sys::sip_msg) -> Option<Self> {
+        // SAFETY: per the function contract.
+        unsafe { p.as_mut() }.map(|raw| SipMsg { raw })
+    }
+
+    pub fn as_ptr(&mut self) -> *mut sys::sip_msg {
+        self.raw
+    }
+
+    pub fn is_request(&self) -> bool {
+        self.raw.first_line.type_ == SIP_REQUEST
+    }
+
+    /// Request method (empty for a reply).
+    pub fn method(&self) -> &'a [u8] {
+        if !self.is_request() {
+            return &[];
+        }
+        // SAFETY: for a request, `request` is the active union member and
+        // its strs point into the message buffer.
+        unsafe { as_bytes(&self.raw.first_line.u.request.method) }
+    }
+
+    /// Reply status code (0 for a request).
+    pub fn status(&self) -> u32 {
+        if self.is_request() {
+            return 0;
+        }
+        // SAFETY: for a reply, `reply` is the active union member.
+        unsafe { self.raw.first_line.u.reply.statuscode }
+    }
+
+    /// The Request-URI as the script sees it now ($ru: rewritten or not).
+    pub fn ruri(&self) -> &'a [u8] {
+        if !self.is_request() {
+            return &[];
+        }
+        // SAFETY: new_uri is set by the core when the R-URI was rewritten;
+        // else the first line's URI, both inside message-lifetime buffers.
+        unsafe {
+            let nu = as_bytes(&self.raw.new_uri);
+            if !nu.is_empty() {
+                nu
+            } else {
+                as_bytes(&self.raw.first_line.u.request.uri)
+            }
+        }
+    }
+
+    /// Parse every header (Kamailio's HDR_EOH_F). Err on a malformed message.
+    pub fn parse_all(&mut self) -> Result<(), ()> {
+        let eoh: sys::hdr_flags_t = 1 << sys::_hdr_types_t_HDR_EOH_T;
+        // SAFETY: raw is a valid message; the core parser is re-entrant per message.
+        if unsafe { sys::parse_headers(self.raw, eoh, 0) } < 0 {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn hdr(&self, h: *mut sys::hdr_field) -> Option<&'a sys::hdr_field> {
+        // SAFETY: header pointers of sip_msg are NULL or point to parsed
+        // headers that live as long as the message.
+        unsafe { h.as_ref() }
+    }
+
+    fn hdr_body(&self, h: *mut sys::hdr_field) -> Option<&'a [u8]> {
+        // SAFETY: a hdr_field's body points into the message buffer.
+        self.hdr(h).map(|h| trim(unsafe { as_bytes(&h.body) }))
+    }
+
+    /// Every header, in order: (name, body).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let mut cur: *mut sys::hdr_field = self.raw.headers;
+        core::iter::from_fn(move || {
+            // SAFETY: the header list is NULL-terminated, built by the parser.
+            let h = unsafe { cur.as_ref() }?;
+            cur = h.next;
+            // SAFETY: name and body point into the message buffer.
+            Some(unsafe { (as_bytes(&h.name), trim(as_bytes(&h.body))) })
+        })
+    }
+
+    /// Bodies of all headers called `name` (case-insensitive; `short` is the
+    /// compact form, if any).
+    pub fn headers_named<'n>(
+        &self,
+        name: &'n [u8],
+        short: Option<&'n [u8]>,
+    ) -> impl Iterator<Item = &'a [u8]> + 'n
+    where
+        'a: 'n,
+    {
+        self.headers().filter_map(move |(n, b)| {
+            let n = trim(n);
+            (n.eq_ignore_ascii_case(name) || short.is_some_and(|s| n.eq_ignore_ascii_case(s)))
+                .then_some(b)
+        })
+    }
+
+    pub fn call_id(&self) -> Option<&'a [u8]> {
+        self.hdr_body(self.raw.callid).filter(|b| !b.is_empty())
+    }
+
+    pub fn event(&self) -> Option<&'a [u8]> {
+        self.hdr_body(self.raw.event)
+    }
+
+    pub fn expires(&self) -> Option<&'a [u8]> {
+        self.hdr_body(self.raw.expires)
+    }
+
+    /// CSeq number and method.
+    pub fn cseq(&self) -> Option<(&'a [u8], &'a [u8])> {
+        let b = self.hdr_body(self.raw.cseq)?;
+        let mut it = b.split(|c| c.is_ascii_whitespace()).filter(|p| !p.is_empty());
+        Some((it.next()?, it.next().unwrap_or(&[])))
+    }
+
+    pub fn record_route(&self) -> Option<&'a [u8]> {
+        self.hdr_body(self.raw.record_route)
+    }
+
+    /// All Record-Route header bodies joined with ", " (RFC 3261 12.1.1
+    /// route set order as received).
+    pub fn record_route_set(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for b in self.headers_named(b"Record-Route", None) {
+            if !out.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(b);
+        }
+        out
+    }
+
+    /// The parsed From header (parsed on demand).
+    pub fn from(&mut self) -> Option<NameAddr<'a>> {
+        // SAFETY: raw is valid; parse_from_header stores the result in the message.
+        if self.raw.from.is_null() || unsafe { sys::parse_from_header(self.raw) } < 0 {
+            return None;
+        }
+        let h = self.hdr(self.raw.from)?;
+        // SAFETY: after a successful parse, `parsed` is a to_body that lives
+        // with the message.
+        let tb = unsafe { (h.parsed as *const sys::to_body).as_ref() }?;
+        Some(Self::name_addr(tb))
+    }
+
+    /// The parsed To header (parsed on demand).
+    pub fn to(&mut self) -> Option<NameAddr<'a>> {
+        // SAFETY: as for from().
+        if self.raw.to.is_null() || unsafe { sys::parse_to_header(self.raw) } < 0 {
+            return None;
+        }
+        let h = self.hdr(self.raw.to)?;
+        // SAFETY: after a successful parse, `parsed` is a to_body.
+        let tb = unsafe { (h.parsed as *const sys::to_body).as_ref() }?;
+        if tb.error != 1 {
+            return None; // PARSE_OK is 1
+        }
+        Some(Self::name_addr(tb))
+    }
+
+    fn name_addr(tb: &'a sys::to_body) -> NameAddr<'a> {
+        // SAFETY: to_body strs point into the message buffer.
+        unsafe {
+            NameAddr { uri: as_bytes(&tb.uri), tag: as_bytes(&tb.tag_value), body: as_bytes(&tb.body) }
+        }
+    }
+
+    /// URI of the first Contact, through the core's Contact parser.
+    /// Err(()) for a malformed Contact or `*`; Ok(None) when absent.
+    pub fn contact_uri(&mut self) -> Result<Option<&'a [u8]>, ()> {
+        if self.raw.contact.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: contact is a parsed header of this message.
+        if unsafe { sys::parse_contact(self.raw.contact) } < 0 {
+            return Err(());
+        }
+        let h = self.hdr(self.raw.contact).ok_or(())?;
+        // SAFETY: parse_contact stored a contact_body in `parsed`.
+        let cb = unsafe { (h.parsed as *const sys::contact_body).as_ref() }.ok_or(())?;
+        if cb.star != 0 {
+            return Err(());
+        }
+        // SAFETY: contacts is NULL or a parsed contact list of this message.
+        let c = unsafe { cb.contacts.as_ref() }.ok_or(())?;
+        // SAFETY: uri points into the message buffer.
+        let uri = unsafe { as_bytes(&c.uri) };
+        if uri.is_empty() {
+            return Err(());
+        }
+        Ok(Some(uri))
+    }
+
+    /// The message body (empty if none).
+    pub fn body(&mut self) -> &'a [u8] {
+        // SAFETY: get_body returns a pointer into the message buffer or NULL.
+        let p = unsafe { sys::get_body(self.raw) };
+        if p.is_null() {
+            return &[];
+        }
+        let start = p as usize;
+        let buf = self.raw.buf as usize;
+        let len = self.raw.len as usize;
+        if start < buf || start > buf + len {
+            return &[];
+        }
+        // SAFETY: [p, buf+len) lies inside the message buffer.
+        unsafe { core::slice::from_raw_parts(p as *const u8, buf + len - start) }
+    }
+}

@@ -1,0 +1,65 @@
+//! In-dialog requests (NOTIFY) through the `tm` module.
+
+use crate::host::kstr::from_bytes;
+use crate::sys;
+
+/// Bind tm (in mod_init). Err when the tm module is not loaded first.
+pub fn bind() -> Result<(), ()> {
+    // SAFETY: called once in mod_init, before fork.
+    if unsafe { sys::sca_rs_tm_bind() } == 0 {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// The dialog an in-dialog request is sent in (borrowed strings).
+pub struct Dialog<'a> {
+    pub call_id: &'a [u8],
+    pub local_tag: &'a [u8],
+    pub remote_tag: &'a [u8],
+    /// CSeq before this request; tm sends `local_cseq + 1`.
+    pub local_cseq: u32,
+    pub remote_target: &'a [u8],
+    pub local_uri: &'a [u8],
+    pub remote_uri: &'a [u8],
+    pub route_set: &'a [u8],
+}
+
+/// Send `method` in `d` with extra `headers` (CRLF-terminated lines).
+pub fn request_within(method: &str, headers: &[u8], body: &[u8], d: &Dialog<'_>) -> Result<(), ()> {
+    let m = from_bytes(method.as_bytes());
+    let h = from_bytes(headers);
+    let b = from_bytes(body);
+    let dlg = sys::sca_rs_dialog {
+        call_id: from_bytes(d.call_id),
+        local_tag: from_bytes(d.local_tag),
+        remote_tag: from_bytes(d.remote_tag),
+        local_cseq: d.local_cseq,
+        remote_target: from_bytes(d.remote_target),
+        local_uri: from_bytes(d.local_uri),
+        remote_uri: from_bytes(d.remote_uri),
+        route_set: from_bytes(d.route_set),
+    };
+    // SAFETY: every str borrows memory that outlives the call; tm copies
+    // what it keeps into the transaction.
+    let rc = unsafe {
+        sys::sca_rs_tm_request_within(&m, &h, if body.is_empty() { core::ptr::null() } else { &b }, &dlg, core::ptr::null_mut())
+    };
+    if rc < 0 {
+        Err(())
+    } else {
+        Ok(())
+    }
+}
+
+/// Called by the shim's tm callback with the final status of a request
+/// sent by [`request_within`].
+#[no_mangle]
+pub extern "C" fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) {
+    crate::host::guard::guard_or("tm reply callback", (), || {
+        if !(200..300).contains(&status) {
+            crate::lm_dbg!("in-dialog request got final status {status}");
+        }
+    })
+}

@@ -1,0 +1,152 @@
+//! The module proper: what Kamailio loads (`exports`, version strings),
+//! its initialisation, and the glue from script functions and RPC
+//! commands to the logic in `sca_core`.
+
+use core::ffi::{c_char, c_int};
+use core::ptr::{null_mut, NonNull};
+use std::sync::OnceLock;
+
+use sca_core::store::Store;
+
+use crate::host::export::{cmd, HostCell, CMD_END, REQUEST_ROUTE};
+use crate::host::guard::{guard, guard_or, install_panic_hook};
+use crate::host::lock::KLock;
+use crate::host::shm::{self, Shm};
+use crate::host::{sl, tm};
+use crate::{lm_err, lm_info, sys};
+
+pub mod notify;
+pub mod params;
+pub mod rpc;
+pub mod subscribe;
+pub mod timer;
+
+use params::Config;
+
+/// The SCA state every process shares: lives in Kamailio shared memory.
+pub struct Shared {
+    pub store: Store<Shm, KLock>,
+}
+
+static SHARED: HostCell<*mut Shared> = HostCell::new(null_mut());
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+/// The shared state (None before mod_init succeeded).
+pub fn shared() -> Option<&'static Shared> {
+    // SAFETY: SHARED is written once in mod_init before fork and points to
+    // shm that lives until mod_destroy.
+    unsafe { SHARED.read().as_ref() }
+}
+
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get()
+}
+
+// ---------------------------------------------------------------- loader
+
+/// `SER_FULL_VERSION` as compiled by the shim from Kamailio's macros.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static module_version: HostCell<*const c_char> =
+    HostCell::new(&raw const sys::sca_rs_full_version as *const c_char);
+
+/// `SER_COMPILE_FLAGS` as compiled by the shim with the binary's defines.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static module_flags: HostCell<*const c_char> =
+    HostCell::new(&raw const sys::sca_rs_compile_flags as *const c_char);
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static module_interface_ver: HostCell<core::ffi::c_uint> = HostCell::new(4);
+
+static CMDS: HostCell<[sys::cmd_export_t; 2]> = HostCell::new([
+    cmd(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 0, REQUEST_ROUTE),
+    CMD_END,
+]);
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static exports: HostCell<sys::module_exports> = HostCell::new(sys::module_exports {
+    name: c"sca_rs".as_ptr() as *mut c_char,
+    dlflags: 0,
+    cmds: CMDS.get() as *mut sys::cmd_export_t,
+    params: params::PARAMS.get() as *mut sys::param_export_t,
+    rpc_methods: rpc::RPCS.get() as *mut sys::rpc_export_t,
+    pv_items: null_mut(),
+    response_f: None,
+    init_mod_f: Some(mod_init),
+    init_child_f: Some(child_init),
+    destroy_mod_f: Some(mod_destroy),
+});
+
+// ---------------------------------------------------------------- life cycle
+
+unsafe extern "C" fn mod_init() -> c_int {
+    install_panic_hook();
+    guard("mod_init", || match init() {
+        Ok(()) => 0,
+        Err(e) => {
+            lm_err!("sca_rs initialisation failed: {e}");
+            -1
+        }
+    })
+}
+
+fn init() -> Result<(), String> {
+    let cfg = Config::load()?;
+    tm::bind().map_err(|_| "cannot bind the tm API: load tm.so before sca_rs.so".to_string())?;
+    sl::bind().map_err(|_| "cannot bind the sl API: load sl.so before sca_rs.so".to_string())?;
+    // SAFETY: a size query without side effects.
+    let c_lock = unsafe { sys::sca_rs_gen_lock_size() };
+    if c_lock != core::mem::size_of::<sys::gen_lock_t>() {
+        return Err(format!(
+            "gen_lock_t is {c_lock} bytes in C but {} in the bindings: headers do not match the build",
+            core::mem::size_of::<sys::gen_lock_t>()
+        ));
+    }
+    let store = Store::new_in(cfg.log2_slots, Shm)
+        .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
+    let p: NonNull<Shared> = shm::into_shared(Shared { store })
+        .map_err(|_| "out of shared memory creating the SCA state".to_string())?;
+    // SAFETY: p was just created and is not shared yet.
+    if !unsafe { p.as_ref() }.store.init_locks() {
+        return Err("cannot initialise the SCA table locks".into());
+    }
+    SHARED.write(p.as_ptr());
+    timer::register(cfg.purge_expired_interval)?;
+    match &cfg.db_url {
+        None => lm_info!("sca_rs: no db_url set: subscriptions are kept in memory only"),
+        Some(url) => lm_info!(
+            "sca_rs: db_url {} set; subscriptions are kept in shared memory (DB persistence is not in this build yet)",
+            crate::host::log::B(url)
+        ),
+    }
+    lm_info!(
+        "sca_rs initialised: {} hash slots, call-info max expires {}s, line-seize max expires {}s",
+        1u32 << cfg.log2_slots,
+        cfg.call_info_max_expires,
+        cfg.line_seize_max_expires
+    );
+    CONFIG.set(cfg).map_err(|_| "mod_init ran twice".to_string())?;
+    Ok(())
+}
+
+unsafe extern "C" fn child_init(_rank: c_int) -> c_int {
+    guard("child_init", || 0)
+}
+
+unsafe extern "C" fn mod_destroy() {
+    guard_or("mod_destroy", (), || {
+        let p = SHARED.read();
+        if let Some(nn) = NonNull::new(p) {
+            SHARED.write(null_mut());
+            // SAFETY: mod_destroy runs once in the main process after the
+            // workers are gone; nobody uses the shared state any more.
+            unsafe {
+                nn.as_ref().store.destroy_locks();
+                shm::free_shared(nn);
+            }
+        }
+    })
+}

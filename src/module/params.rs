@@ -1,0 +1,101 @@
+//! Module parameters: the C `sca` module's names and defaults. Kamailio
+//! writes them while parsing the config (main process, before mod_init);
+//! [`Config::load`] validates them once in mod_init.
+
+use core::ffi::{c_int, c_void};
+use core::ptr::null_mut;
+
+use crate::host::export::{param, HostCell, PARAM_END, PARAM_INT, PARAM_STR};
+use crate::host::kstr;
+use crate::sys;
+
+const NO_STR: sys::str_ = sys::str_ { s: null_mut(), len: 0 };
+
+pub static HASH_TABLE_SIZE: HostCell<c_int> = HostCell::new(-1);
+pub static CALL_INFO_MAX_EXPIRES: HostCell<c_int> = HostCell::new(3600);
+pub static LINE_SEIZE_MAX_EXPIRES: HostCell<c_int> = HostCell::new(15);
+pub static PURGE_EXPIRED_INTERVAL: HostCell<c_int> = HostCell::new(120);
+pub static DB_UPDATE_INTERVAL: HostCell<c_int> = HostCell::new(300);
+pub static ONHOLD_BFLAG: HostCell<c_int> = HostCell::new(-1);
+pub static DB_URL: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static SUBS_TABLE: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static STATE_TABLE: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static OUTBOUND_PROXY: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static SERVER_ADDRESS: HostCell<sys::str_> = HostCell::new(NO_STR);
+
+const N_PARAMS: usize = 12;
+
+pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
+    param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
+    param(c"call_info_max_expires", PARAM_INT, CALL_INFO_MAX_EXPIRES.get() as *mut c_void),
+    param(c"line_seize_max_expires", PARAM_INT, LINE_SEIZE_MAX_EXPIRES.get() as *mut c_void),
+    param(c"purge_expired_interval", PARAM_INT, PURGE_EXPIRED_INTERVAL.get() as *mut c_void),
+    param(c"db_update_interval", PARAM_INT, DB_UPDATE_INTERVAL.get() as *mut c_void),
+    param(c"onhold_bflag", PARAM_INT, ONHOLD_BFLAG.get() as *mut c_void),
+    param(c"db_url", PARAM_STR, DB_URL.get() as *mut c_void),
+    param(c"subs_table", PARAM_STR, SUBS_TABLE.get() as *mut c_void),
+    param(c"state_table", PARAM_STR, STATE_TABLE.get() as *mut c_void),
+    param(c"outbound_proxy", PARAM_STR, OUTBOUND_PROXY.get() as *mut c_void),
+    param(c"server_address", PARAM_STR, SERVER_ADDRESS.get() as *mut c_void),
+    PARAM_END,
+]);
+
+/// Validated configuration, fixed at mod_init (before fork: every process
+/// gets the same copy).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log2_slots: u32,
+    pub call_info_max_expires: u32,
+    pub line_seize_max_expires: u32,
+    pub purge_expired_interval: u32,
+    pub db_update_interval: u32,
+    pub onhold_bflag: i32,
+    pub db_url: Option<Vec<u8>>,
+    pub subs_table: Vec<u8>,
+    pub state_table: Vec<u8>,
+    pub outbound_proxy: Option<Vec<u8>>,
+    pub server_address: Option<Vec<u8>>,
+}
+
+fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
+    // SAFETY: the core wrote a str pointing to config-lifetime pkg memory
+    // (or left ours, NULL).
+    let b = unsafe { kstr::as_bytes(&c.read()) };
+    (!b.is_empty()).then(|| b.to_vec())
+}
+
+fn positive(name: &str, v: c_int) -> Result<u32, String> {
+    if v <= 0 {
+        Err(format!("modparam {name} must be a positive number of seconds, got {v}"))
+    } else {
+        Ok(v as u32)
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Config, String> {
+        let hts = HASH_TABLE_SIZE.read();
+        // like the C module: 2^hash_table_size slots, 2^9 by default
+        let log2_slots = if hts > 0 { hts as u32 } else { 9 };
+        if log2_slots > 20 {
+            return Err(format!("modparam hash_table_size {hts} is too large (at most 20: 2^20 slots)"));
+        }
+        let onhold_bflag = ONHOLD_BFLAG.read();
+        if onhold_bflag > 31 {
+            return Err(format!("modparam onhold_bflag {onhold_bflag} > 31"));
+        }
+        Ok(Config {
+            log2_slots,
+            call_info_max_expires: positive("call_info_max_expires", CALL_INFO_MAX_EXPIRES.read())?,
+            line_seize_max_expires: positive("line_seize_max_expires", LINE_SEIZE_MAX_EXPIRES.read())?,
+            purge_expired_interval: positive("purge_expired_interval", PURGE_EXPIRED_INTERVAL.read())?,
+            db_update_interval: positive("db_update_interval", DB_UPDATE_INTERVAL.read())?,
+            onhold_bflag,
+            db_url: opt_str(&DB_URL),
+            subs_table: opt_str(&SUBS_TABLE).unwrap_or_else(|| b"sca_subscriptions".to_vec()),
+            state_table: opt_str(&STATE_TABLE).unwrap_or_else(|| b"sca_state".to_vec()),
+            outbound_proxy: opt_str(&OUTBOUND_PROXY),
+            server_address: opt_str(&SERVER_ADDRESS),
+        })
+    }
+}

@@ -1,0 +1,265 @@
+//! `sca_handle_subscribe()`: call-info and line-seize SUBSCRIBEs.
+//!
+//! The decisions (status codes, reason phrases, which subscription is
+//! created, refreshed or ended) follow the C sca module; see
+//! docs/compat.md for where we deliberately differ.
+
+use core::ffi::c_char;
+
+use sca_core::model::{EventType, SubState};
+use sca_core::parse;
+use sca_core::store::SubscriptionRec;
+
+use crate::host::guard::guard;
+use crate::host::log::B;
+use crate::host::msg::SipMsg;
+use crate::host::sl;
+use crate::module::{config, notify, params::Config, shared, Shared};
+use crate::{lm_dbg, lm_err, lm_info, sys};
+
+/// A failed SUBSCRIBE: the reply to send (the C module's codes/phrases).
+struct Reject(u16, &'static str);
+
+const BAD_SCA_REQUEST: Reject = Reject(400, "Bad Shared Call Appearance Request");
+
+pub unsafe extern "C" fn w_sca_handle_subscribe(
+    msg: *mut sys::sip_msg,
+    _p1: *mut c_char,
+    _p2: *mut c_char,
+) -> i32 {
+    guard("sca_handle_subscribe", || {
+        // SAFETY: Kamailio passes the message being routed.
+        let Some(mut msg) = (unsafe { SipMsg::from_raw(msg) }) else { return -1 };
+        let (Some(st), Some(cfg)) = (shared(), config()) else {
+            lm_err!("sca_handle_subscribe called before the module was initialised");
+            return -1;
+        };
+        handle_subscribe(st, cfg, &mut msg, now())
+    })
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn reply_error(msg: &mut SipMsg<'_>, r: Reject) -> i32 {
+    let extra: &[u8] = if r.0 == 480 { b"Retry-After: 1\r\n" } else { b"" };
+    let _ = sl::reply(msg, r.0, r.1, extra);
+    -1
+}
+
+/// What a SUBSCRIBE asks for, parsed (strings borrow the message).
+struct Request<'m> {
+    aor: &'m [u8],
+    subscriber: &'m [u8],
+    /// Requested lifetime after clamping, seconds (0 = unsubscribe).
+    expires: u32,
+    call_id: &'m [u8],
+    from_tag: &'m [u8],
+    /// Our To-tag: the request's (in-dialog) or the one sl will send.
+    to_tag: Vec<u8>,
+    in_dialog: bool,
+    record_route: Vec<u8>,
+    cseq: u32,
+    /// The R-URI as received (the 202's Contact, like the C module).
+    ruri: &'m [u8],
+}
+
+fn parse_request<'m>(cfg: &Config, msg: &mut SipMsg<'m>, event: EventType) -> Result<Request<'m>, Reject> {
+    let max = match event {
+        EventType::CallInfo => cfg.call_info_max_expires,
+        EventType::LineSeize => cfg.line_seize_max_expires,
+    };
+    // A missing Expires means 0 for the C module (RFC 6665 would use the
+    // package default); we keep the C behaviour for interoperability.
+    let expires = match msg.expires() {
+        None => 0,
+        Some(v) => parse::expires::parse(v).map_err(|e| {
+            lm_err!("bad Expires header '{}': {e}", B(v));
+            BAD_SCA_REQUEST
+        })?,
+    };
+    let expires = parse::expires::clamp(expires, max);
+
+    let call_id = msg.call_id().ok_or_else(|| {
+        lm_err!("SUBSCRIBE without Call-ID");
+        BAD_SCA_REQUEST
+    })?;
+    let cseq = msg
+        .cseq()
+        .and_then(|(n, _)| core::str::from_utf8(n).ok()?.parse::<u32>().ok())
+        .ok_or_else(|| {
+            lm_err!("SUBSCRIBE with a missing or bad CSeq");
+            BAD_SCA_REQUEST
+        })?;
+    let subscriber = match msg.contact_uri() {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            // The C module accepts this and stores a subscription that can
+            // never be NOTIFYed; we refuse it (docs/compat.md).
+            lm_err!("SUBSCRIBE from {} without Contact", B(call_id));
+            return Err(BAD_SCA_REQUEST);
+        }
+        Err(()) => {
+            lm_err!("SUBSCRIBE with an invalid Contact header");
+            return Err(BAD_SCA_REQUEST);
+        }
+    };
+    let from = msg.from().ok_or_else(|| {
+        lm_err!("SUBSCRIBE with a missing or bad From header");
+        BAD_SCA_REQUEST
+    })?;
+    if from.tag.is_empty() {
+        lm_err!("SUBSCRIBE without From-tag");
+        return Err(BAD_SCA_REQUEST);
+    }
+    let to = msg.to().ok_or_else(|| {
+        lm_err!("SUBSCRIBE with a missing or bad To header");
+        BAD_SCA_REQUEST
+    })?;
+    let ruri = msg.ruri();
+    if ruri.is_empty() {
+        lm_err!("SUBSCRIBE without Request-URI");
+        return Err(BAD_SCA_REQUEST);
+    }
+
+    let (aor, to_tag, in_dialog, record_route) = if to.tag.is_empty() {
+        let tag = sl::reply_totag(msg).ok_or_else(|| {
+            lm_err!("cannot get a To-tag for the reply to SUBSCRIBE {}", B(ruri));
+            Reject(400, "Bad Shared Call Appearance Request")
+        })?;
+        let tag = tag.to_vec();
+        let aor = parse::uri::extract_aor(ruri).map_err(|e| {
+            lm_err!("cannot get an AoR from Request-URI {}: {e}", B(ruri));
+            BAD_SCA_REQUEST
+        })?;
+        (aor, tag, false, msg.record_route_set())
+    } else {
+        (to.uri, to.tag.to_vec(), true, msg.record_route_set())
+    };
+    if parse::uri::host_of(aor).is_err() {
+        lm_err!("AoR {} of SUBSCRIBE has no host", B(aor));
+        return Err(BAD_SCA_REQUEST);
+    }
+    Ok(Request {
+        aor,
+        subscriber,
+        expires,
+        call_id,
+        from_tag: from.tag,
+        to_tag,
+        in_dialog,
+        record_route,
+        cseq,
+        ruri,
+    })
+}
+
+pub fn handle_subscribe(st: &Shared, cfg: &Config, msg: &mut SipMsg<'_>, now: i64) -> i32 {
+    if msg.parse_all().is_err() {
+        lm_err!("header parsing failed: bad request");
+        return reply_error(msg, Reject(400, "Bad Request"));
+    }
+    if msg.method() != b"SUBSCRIBE" {
+        lm_err!("sca_handle_subscribe called for a {} request", B(msg.method()));
+        return reply_error(msg, Reject(500, "Internal server error - config"));
+    }
+    let Some(ev) = msg.event() else {
+        return reply_error(msg, Reject(400, "Missing Event"));
+    };
+    let event = match parse::event::parse(ev) {
+        Ok(e) => e,
+        Err(_) => return reply_error(msg, Reject(400, "Bad Event")),
+    };
+    let req = match parse_request(cfg, msg, event) {
+        Ok(r) => r,
+        Err(r) => return reply_error(msg, r),
+    };
+    if event == EventType::LineSeize {
+        lm_err!("line-seize SUBSCRIBE from {}: line-seize is not supported by this build", B(req.subscriber));
+        return reply_error(msg, Reject(501, "Not Implemented"));
+    }
+
+    let state = if req.expires > 0 { SubState::Active } else { SubState::Terminated };
+    let mut rec = SubscriptionRec {
+        aor: req.aor,
+        subscriber: req.subscriber,
+        event,
+        expires: now + i64::from(req.expires),
+        state,
+        index: -1,
+        call_id: req.call_id,
+        from_tag: req.from_tag,
+        to_tag: &req.to_tag,
+        record_route: &req.record_route,
+        notify_cseq: 0,
+        subscribe_cseq: req.cseq,
+    };
+
+    let mut guard = st.store.lock_aor(req.aor);
+    let existing = guard.find_sub(event, req.subscriber).map(|s| (s.notify_cseq, s.record_route().to_vec()));
+    // The stored route set, when this refresh carries none (kept alive for
+    // the NOTIFY below).
+    let kept_rr;
+    match existing {
+        Some((notify_cseq, old_rr)) => {
+            // refresh, re-subscription (new dialog) or unsubscribe: the
+            // subscription takes the request's dialog and lifetime; its
+            // NOTIFY CSeq goes on. A refresh without Record-Route keeps the
+            // stored route set; one with it replaces it.
+            rec.notify_cseq = notify_cseq.wrapping_add(1);
+            if rec.record_route.is_empty() {
+                kept_rr = old_rr;
+                rec.record_route = &kept_rr;
+            }
+            if let Err(e) = guard.put_sub(&rec) {
+                drop(guard);
+                lm_err!("cannot update the subscription of {}: {e:?}", B(req.subscriber));
+                return reply_error(msg, Reject(500, "Internal Server Error - update subscription"));
+            }
+        }
+        None if req.in_dialog => {
+            drop(guard);
+            return reply_error(msg, Reject(481, "Call Leg/Transaction Does Not Exist"));
+        }
+        None if req.expires > 0 => {
+            if let Err(e) = guard.put_sub(&rec) {
+                drop(guard);
+                lm_err!("cannot save the subscription of {}: {e:?}", B(req.subscriber));
+                return reply_error(msg, Reject(500, "Internal Server Error - save subscription"));
+            }
+        }
+        // an out-of-dialog unsubscribe for nothing: answer, store nothing
+        None => {}
+    }
+    drop(guard);
+
+    let (code, reason) = event.ok_reply();
+    let mut extra = Vec::with_capacity(160);
+    extra.extend_from_slice(b"Event: ");
+    extra.extend_from_slice(event.name().as_bytes());
+    extra.extend_from_slice(b"\r\nContact: ");
+    extra.extend_from_slice(cfg.server_address.as_deref().unwrap_or(req.ruri));
+    extra.extend_from_slice(b"\r\nAllow-Events: call-info, line-seize\r\n");
+    extra.extend_from_slice(format!("Expires: {}\r\n", req.expires).as_bytes());
+    if sl::reply(msg, code, reason, &extra).is_err() {
+        return reply_error(msg, Reject(500, "Internal server error"));
+    }
+
+    let mut call_info = Vec::with_capacity(128);
+    if notify::idle_call_info_header(&rec, &mut call_info).is_err() {
+        return -1;
+    }
+    if notify::send(cfg, &rec, &call_info, now).is_err() {
+        return -1;
+    }
+    if state == SubState::Terminated {
+        lm_info!("{} unsubscribed from {} for {}", B(req.subscriber), event.name(), B(req.aor));
+    } else {
+        lm_dbg!("{} subscribed to {} for {} ({}s)", B(req.subscriber), event.name(), B(req.aor), req.expires);
+    }
+    1
+}

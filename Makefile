@@ -1,0 +1,46 @@
+# sca_rs — see README.md. Every target that builds or runs things first
+# runs the set-up (idempotent, quiet when already done).
+
+CARGO ?= cargo
+MODULE := target/release/sca_rs.so
+KAMAILIO_MODDIR ?= $(shell dpkg -L kamailio 2>/dev/null | grep -m1 '/kamailio/modules$$' || echo /usr/lib/x86_64-linux-gnu/kamailio/modules)
+RUN_DIR := .build/run
+
+.PHONY: all setup build install test unit-test integration-test run clean fmt clippy
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked -p sca_rs
+	@cp -f target/release/libsca_rs.so $(MODULE)
+	@echo "module: $(MODULE)"
+
+install: build
+	install -m 0644 $(MODULE) $(KAMAILIO_MODDIR)/sca_rs.so
+
+unit-test: setup
+	$(CARGO) test --locked -p sca_core
+
+integration-test: build
+	$(CARGO) test --release --locked -p sca_rs --tests
+
+test: unit-test integration-test
+
+# Run Kamailio in the foreground with the module on the example config
+# (sqlite DB under .build/run, SIP on udp 127.0.0.1:5060, kamcmd socket
+# unixs:.build/run/kamailio_ctl).
+run: build
+	@bash scripts/run-example.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy: setup
+	$(CARGO) clippy --all-targets --release -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf .build

@@ -1,0 +1,753 @@
+//! Start a real Kamailio for an integration test and talk to it over its
+//! binrpc control socket (`kamcmd`).
+//!
+//! Every instance gets its own UDP port on 127.0.0.1, its own temporary
+//! directory (config, log, sqlite DB, runtime dir, ctl socket), and its own
+//! process group, so tests can run in parallel and nothing outlives a test.
+//!
+//! Environment knobs:
+//! * `SCA_IMPL=c|rust`   module used by [`ScaModule::from_env`] (default `rust`).
+//! * `SCA_RS_MODULE=/path/to/sca_rs.so`  override where our module is found.
+//! * `KAMAILIO_BIN`, `KAMCMD_BIN`, `KAMAILIO_MPATH`  override the tools/paths.
+//! * `KAMAILIO_DEBUG=<n>`  Kamailio log level for the `{{DEBUG}}` placeholder.
+//! * `SCA_RS_REPO=/path`  repository root (default: CARGO_MANIFEST_DIR).
+//! * `KEEP_TEST_DIRS=1`  keep the temporary directories (their path is printed).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Debian's Kamailio module directory.
+pub const DEFAULT_MPATH: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+/// Debian's sqlite schema directory.
+pub const SQLITE_SCHEMA_DIR: &str = "/usr/share/kamailio/db_sqlite";
+/// How long `kamcmd` may take before it is killed.
+pub const KAMCMD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines of log shown when something goes wrong.
+pub const LOG_TAIL_LINES: usize = 60;
+
+/// Which SCA implementation Kamailio loads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScaModule {
+    /// Debian's C `sca.so`.
+    C,
+    /// Our `sca_rs` cdylib.
+    Rust,
+}
+
+impl ScaModule {
+    /// `SCA_IMPL=c` selects the C module, anything else (or unset) ours.
+    pub fn from_env() -> ScaModule {
+        match std::env::var("SCA_IMPL").as_deref() {
+            Ok("c") | Ok("C") => ScaModule::C,
+            _ => ScaModule::Rust,
+        }
+    }
+
+    /// Module name as used in `modparam("<name>", ...)`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScaModule::C => "sca",
+            ScaModule::Rust => "sca_rs",
+        }
+    }
+
+    /// Path for `loadmodule`.
+    ///
+    /// For [`ScaModule::Rust`]: `$SCA_RS_MODULE`, else cargo's own output
+    /// `<repo>/target/release/libsca_rs.so`, else the `make build` copy
+    /// `<repo>/target/release/sca_rs.so` (the latter is named in the error
+    /// when neither exists).
+    pub fn loadmodule_path(&self) -> PathBuf {
+        match self {
+            ScaModule::C => Path::new(&mpath()).join("sca.so"),
+            ScaModule::Rust => {
+                if let Ok(p) = std::env::var("SCA_RS_MODULE") {
+                    return PathBuf::from(p);
+                }
+                // cargo's own output first: `cargo test` rebuilds it, while
+                // the sca_rs.so copy is only refreshed by `make build`
+                let release = repo_root().join("target").join("release");
+                let candidates = [release.join("libsca_rs.so"), release.join("sca_rs.so")];
+                candidates
+                    .iter()
+                    .find(|p| p.exists())
+                    .unwrap_or(&candidates[1])
+                    .clone()
+            }
+        }
+    }
+}
+
+/// The repository root: `$SCA_RS_REPO` if set, else the directory of the
+/// Cargo.toml the tests are built from.
+pub fn repo_root() -> PathBuf {
+    match std::env::var_os("SCA_RS_REPO") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+pub fn kamailio_bin() -> String {
+    env_or("KAMAILIO_BIN", "/usr/sbin/kamailio")
+}
+
+fn kamcmd_bin() -> String {
+    env_or("KAMCMD_BIN", "/usr/sbin/kamcmd")
+}
+
+pub fn mpath() -> String {
+    env_or("KAMAILIO_MPATH", DEFAULT_MPATH)
+}
+
+/// Options for [`Kamailio::start`].
+#[derive(Clone, Debug)]
+pub struct KamailioOpts {
+    /// Config template; see [`render_template`] for the placeholders.
+    pub cfg_template: String,
+    pub module: ScaModule,
+    /// Create `<dir>/kamailio.sqlite` with the standard + sca schema and set
+    /// `{{DB_URL}}` to it.
+    pub with_db: bool,
+    /// Extra placeholders (`NAME` → value, used as `{{NAME}}`); they may
+    /// override the built-in ones except `PORT`, `CTL_SOCKET` and `RUN_DIR`.
+    pub vars: Vec<(String, String)>,
+    /// SQL run against the fresh DB after the schema (e.g. seed rows).
+    pub db_seed_sql: Option<String>,
+    /// Worker processes per listener (`-n`).
+    pub children: u32,
+    /// Deadline for Kamailio to answer on its ctl socket.
+    pub ready_timeout: Duration,
+    /// Extra command-line arguments for kamailio.
+    pub extra_args: Vec<String>,
+}
+
+impl KamailioOpts {
+    pub fn new(cfg_template: &str, module: ScaModule) -> KamailioOpts {
+        KamailioOpts {
+            cfg_template: cfg_template.to_string(),
+            module,
+            with_db: true,
+            vars: Vec::new(),
+            db_seed_sql: None,
+            children: 2,
+            ready_timeout: Duration::from_secs(10),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Set (or override) a template placeholder.
+    pub fn var(mut self, name: &str, value: &str) -> KamailioOpts {
+        self.vars.retain(|(k, _)| k != name);
+        self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn with_db(mut self, yes: bool) -> KamailioOpts {
+        self.with_db = yes;
+        self
+    }
+
+    pub fn db_seed_sql(mut self, sql: &str) -> KamailioOpts {
+        self.db_seed_sql = Some(sql.to_string());
+        self
+    }
+
+    pub fn children(mut self, n: u32) -> KamailioOpts {
+        self.children = n;
+        self
+    }
+
+    pub fn ready_timeout(mut self, t: Duration) -> KamailioOpts {
+        self.ready_timeout = t;
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> KamailioOpts {
+        self.extra_args.push(a.to_string());
+        self
+    }
+}
+
+/// Replace every `{{NAME}}` in `template` by its value; an unknown or
+/// unterminated placeholder is an error (so a typo cannot silently produce a
+/// config that Kamailio half-accepts).
+pub fn render_template(template: &str, vars: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| {
+            format!(
+                "unterminated placeholder near {:?}",
+                trunc(&rest[start..], 40)
+            )
+        })?;
+        let name = &after[..end];
+        let value = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("no value for placeholder {{{{{name}}}}}"))?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn trunc(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+// ------------------------------------------------------------------ ports
+
+/// Ports handed out by this process and not yet released.
+static PORTS_IN_USE: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A UDP port on 127.0.0.1 reserved for one Kamailio.
+///
+/// Kamailio binds its UDP sockets with SO_REUSEADDR, so two instances given
+/// the same port would *both* start and silently share traffic. To make that
+/// impossible between tests, a reservation is held in-process (a set) and
+/// across processes (an exclusive lock file under the temp dir holding our
+/// pid; a lock whose pid is gone is stale and taken over).
+#[derive(Debug)]
+pub struct PortReservation {
+    pub port: u16,
+    lock_file: PathBuf,
+}
+
+impl PortReservation {
+    pub fn new() -> Result<PortReservation, String> {
+        let lock_dir = std::env::temp_dir().join("sca_rs-test-ports");
+        fs::create_dir_all(&lock_dir).map_err(|e| format!("create {}: {e}", lock_dir.display()))?;
+        for _ in 0..50 {
+            let port = {
+                let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+                    .map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+                s.local_addr()
+                    .map_err(|e| format!("local_addr: {e}"))?
+                    .port()
+            };
+            {
+                let mut guard = PORTS_IN_USE
+                    .lock()
+                    .map_err(|_| "port set poisoned".to_string())?;
+                let set = guard.get_or_insert_with(HashSet::new);
+                if set.contains(&port) {
+                    continue;
+                }
+                let lock_file = lock_dir.join(format!("{port}.lock"));
+                if !take_lock_file(&lock_file) {
+                    continue;
+                }
+                set.insert(port);
+                return Ok(PortReservation { port, lock_file });
+            }
+        }
+        Err("could not reserve a free UDP port after 50 attempts".into())
+    }
+}
+
+fn take_lock_file(path: &Path) -> bool {
+    let me = std::process::id();
+    for _ in 0..2 {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(mut f) => {
+                return f.write_all(me.to_string().as_bytes()).is_ok();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = fs::read_to_string(path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok());
+                let alive = match owner {
+                    // SAFETY: kill with signal 0 only checks for existence.
+                    Some(pid) if pid > 0 => unsafe { libc::kill(pid, 0) == 0 },
+                    // Being written right now, or garbage: treat as taken.
+                    _ => true,
+                };
+                if alive {
+                    return false;
+                }
+                let _ = fs::remove_file(path);
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+impl Drop for PortReservation {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.lock_file);
+        if let Ok(mut guard) = PORTS_IN_USE.lock() {
+            if let Some(set) = guard.as_mut() {
+                set.remove(&self.port);
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------- temp dirs
+
+/// A private temporary directory, removed on drop unless `KEEP_TEST_DIRS`
+/// is set.
+#[derive(Debug)]
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(prefix: &str) -> Result<TestDir, String> {
+        let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos:x}", std::process::id()));
+        fs::create_dir(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
+        Ok(TestDir { path })
+    }
+
+    pub fn keep() -> bool {
+        std::env::var_os("KEEP_TEST_DIRS").is_some_and(|v| !v.is_empty() && v != "0")
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if TestDir::keep() {
+            eprintln!("[harness] keeping test dir {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+// ------------------------------------------------------------ processes
+
+/// Run a command with a deadline; returns its output, or an error when it
+/// cannot be started or does not finish in time (it is then killed).
+pub fn run_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> Result<std::process::Output, String> {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {desc}: {e}"))?;
+    let mut out_pipe = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut err_pipe = child.stderr.take().ok_or("no stderr pipe")?;
+    let out_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{desc} did not finish within {timeout:?}"));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("waiting for {desc}: {e}")),
+        }
+    };
+    let stdout = out_t.join().map_err(|_| "stdout reader panicked")?;
+    let stderr = err_t.join().map_err(|_| "stderr reader panicked")?;
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Create an sqlite DB at `db` from Debian's standard + sca schemas, then
+/// run `seed_sql` if given.
+pub fn create_sqlite_db(db: &Path, seed_sql: Option<&str>) -> Result<(), String> {
+    let mut sql = String::new();
+    for f in ["standard-create.sql", "sca-create.sql"] {
+        let p = Path::new(SQLITE_SCHEMA_DIR).join(f);
+        sql.push_str(&fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))?);
+        sql.push('\n');
+    }
+    if let Some(s) = seed_sql {
+        sql.push_str(s);
+        sql.push('\n');
+    }
+    sqlite_exec(db, &sql).map(|_| ())
+}
+
+/// Run SQL through the `sqlite3` CLI (`-bail`, list mode, `|` separator).
+pub fn sqlite_exec(db: &Path, sql: &str) -> Result<String, String> {
+    let script = db.with_extension(format!(
+        "sql-{}",
+        DIR_COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    fs::write(&script, sql).map_err(|e| format!("write {}: {e}", script.display()))?;
+    let mut cmd = Command::new("sqlite3");
+    cmd.arg("-bail")
+        .arg(db)
+        .arg(format!(".read {}", script.display()));
+    let res = run_with_timeout(&mut cmd, Duration::from_secs(10));
+    let _ = fs::remove_file(&script);
+    let out = res?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "sqlite3 {} failed ({}): {}",
+            db.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+// ------------------------------------------------------------- Kamailio
+
+/// A running Kamailio. Dropping it stops it (SIGTERM, then SIGKILL of its
+/// process group after 3 s) and removes its directory.
+pub struct Kamailio {
+    child: Option<Child>,
+    pub port: u16,
+    pub module: ScaModule,
+    /// `unixs:<dir>/kamailio_ctl`
+    pub ctl: String,
+    pub cfg_path: PathBuf,
+    pub log_path: PathBuf,
+    pub db_path: Option<PathBuf>,
+    /// The fully rendered config.
+    pub cfg: String,
+    exit_status: Option<ExitStatus>,
+    // Drop order: the process is stopped in Drop::drop before these go.
+    _port: PortReservation,
+    dir: TestDir,
+}
+
+impl Kamailio {
+    /// Start Kamailio and wait until it answers on its ctl socket; panics
+    /// with the log tail if it does not.
+    pub fn start(opts: KamailioOpts) -> Kamailio {
+        match Kamailio::try_start(opts) {
+            Ok(k) => k,
+            Err(e) => panic!("Kamailio did not start: {e}"),
+        }
+    }
+
+    /// Like [`Kamailio::start`] but returns the failure (with log tail).
+    pub fn try_start(opts: KamailioOpts) -> Result<Kamailio, String> {
+        let port = PortReservation::new()?;
+        let dir = TestDir::new("sca_rs-kam")?;
+        let ctl_path = dir.path.join("kamailio_ctl");
+        let ctl = format!("unixs:{}", ctl_path.display());
+        let cfg_path = dir.path.join("kamailio.cfg");
+        let log_path = dir.path.join("kamailio.log");
+
+        let loadmodule = opts.module.loadmodule_path();
+        if !loadmodule.exists() {
+            return Err(format!(
+                "SCA module {} not found (build it, or set SCA_RS_MODULE / SCA_IMPL=c)",
+                loadmodule.display()
+            ));
+        }
+
+        let mut vars: Vec<(String, String)> = vec![
+            ("MPATH".into(), mpath()),
+            ("SCA_MODULE".into(), opts.module.name().into()),
+            ("SCA_LOADMODULE".into(), loadmodule.display().to_string()),
+            ("DEBUG".into(), env_or("KAMAILIO_DEBUG", "2")),
+            ("CHILDREN".into(), opts.children.to_string()),
+        ];
+        let db_path = if opts.with_db {
+            let db = dir.path.join("kamailio.sqlite");
+            create_sqlite_db(&db, opts.db_seed_sql.as_deref())?;
+            // db URL syntax is scheme://host/database, so an absolute path
+            // needs a fourth slash (with three it is relative to the cwd).
+            vars.push(("DB_URL".into(), format!("sqlite:///{}", db.display())));
+            Some(db)
+        } else {
+            None
+        };
+        vars.extend(opts.vars.iter().cloned());
+        // Fixed per instance: tests must not override these.
+        vars.push(("PORT".into(), port.port.to_string()));
+        vars.push(("CTL_SOCKET".into(), ctl.clone()));
+        vars.push(("RUN_DIR".into(), dir.path.display().to_string()));
+
+        let cfg = render_template(&opts.cfg_template, &vars)?;
+        fs::write(&cfg_path, &cfg).map_err(|e| format!("write {}: {e}", cfg_path.display()))?;
+
+        let log = fs::File::create(&log_path)
+            .map_err(|e| format!("create {}: {e}", log_path.display()))?;
+        let log2 = log.try_clone().map_err(|e| format!("dup log fd: {e}"))?;
+        let mut cmd = Command::new(kamailio_bin());
+        cmd.arg("-DD")
+            .arg("-E")
+            .arg("-f")
+            .arg(&cfg_path)
+            .arg("-L")
+            .arg(mpath())
+            .arg("-Y")
+            .arg(&dir.path)
+            .arg("-w")
+            .arg(&dir.path)
+            .arg("-n")
+            .arg(opts.children.to_string())
+            .arg("-m")
+            .arg("32")
+            .arg("-M")
+            .arg("8")
+            .args(&opts.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            // own process group: lets Drop kill every child by group id
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", kamailio_bin()))?;
+
+        let mut k = Kamailio {
+            child: Some(child),
+            port: port.port,
+            module: opts.module.clone(),
+            ctl,
+            cfg_path,
+            log_path,
+            db_path,
+            cfg,
+            exit_status: None,
+            _port: port,
+            dir,
+        };
+        k.wait_ready(opts.ready_timeout, opts.children)?;
+        Ok(k)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration, children: u32) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut last_err = String::from("not tried");
+        loop {
+            if let Some(st) = self.try_exit_status() {
+                return Err(format!(
+                    "kamailio exited with {st} before it was ready (dir {})\n{}",
+                    self.dir.path.display(),
+                    self.log_tail(LOG_TAIL_LINES)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "kamailio not ready within {timeout:?} (last kamcmd error: {last_err}; dir {})\n{}",
+                    self.dir.path.display(),
+                    self.log_tail(LOG_TAIL_LINES)
+                ));
+            }
+            // The ctl socket answering means the ctl process runs; the
+            // receivers are forked before it, but check they are listed so
+            // a failed child init cannot go unnoticed.
+            match self.kamcmd(&["core.psx"]) {
+                Ok(psx) => {
+                    let receivers = psx.matches("udp receiver child=").count();
+                    if receivers >= children as usize {
+                        return Ok(());
+                    }
+                    last_err = format!("only {receivers} udp receivers listed");
+                }
+                Err(e) => last_err = e,
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The SIP address Kamailio listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The temporary directory of this instance.
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// Run `kamcmd -s <ctl> args...`; stdout on success. A binrpc fault
+    /// (kamcmd prints `error: <code> - <text>` and still exits 0), a
+    /// non-zero exit or a timeout is an `Err`.
+    pub fn kamcmd(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(kamcmd_bin());
+        cmd.arg("-s").arg(&self.ctl).args(args);
+        let out = run_with_timeout(&mut cmd, KAMCMD_TIMEOUT)?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            return Err(format!(
+                "kamcmd {args:?} exited {}: {}{}",
+                out.status,
+                stderr.trim(),
+                stdout.trim()
+            ));
+        }
+        if stdout.starts_with("error: ") {
+            return Err(stdout.trim().to_string());
+        }
+        Ok(stdout)
+    }
+
+    /// [`Kamailio::kamcmd`] that panics (with the log tail) on error, and
+    /// returns trimmed stdout.
+    pub fn rpc(&self, args: &[&str]) -> String {
+        match self.kamcmd(args) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) => panic!(
+                "kamcmd {args:?} failed: {e}\n{}",
+                self.log_tail(LOG_TAIL_LINES)
+            ),
+        }
+    }
+
+    /// Everything Kamailio logged so far.
+    pub fn log(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log_path.display()))
+    }
+
+    /// The last `n` lines of the log, with a header naming the file.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        format!(
+            "----- last {} lines of {} -----\n{}\n----- end of log -----",
+            lines.len() - from,
+            self.log_path.display(),
+            lines[from..].join("\n")
+        )
+    }
+
+    /// Poll the log until it contains `needle` or `timeout` passes. Only for
+    /// facts that have no other observable channel.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Run SQL against this instance's sqlite DB.
+    pub fn sqlite(&self, sql: &str) -> Result<String, String> {
+        let db = self.db_path.as_ref().ok_or("this Kamailio has no DB")?;
+        sqlite_exec(db, sql)
+    }
+
+    /// Is the main process still running?
+    pub fn is_running(&mut self) -> bool {
+        self.try_exit_status().is_none()
+    }
+
+    fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(st)) = child.try_wait() {
+                    self.exit_status = Some(st);
+                }
+            }
+        }
+        self.exit_status
+    }
+
+    /// Stop Kamailio now (SIGTERM, then SIGKILL after 3 s); returns how the
+    /// main process ended (`None` if it had to be killed). Idempotent.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            return self.exit_status;
+        };
+        let pid = child.id() as libc::pid_t;
+        let mut graceful = None;
+        if self.exit_status.is_none() {
+            // SAFETY: plain kill(2) on the pid of our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(st)) = child.try_wait() {
+                    graceful = Some(st);
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        } else {
+            graceful = self.exit_status;
+        }
+        // Whatever is left in the group (the main process if it ignored
+        // SIGTERM, or orphaned children) is killed; the group id is the pid
+        // of our child, set with process_group(0).
+        // SAFETY: kill(2) on our own process group.
+        unsafe {
+            if libc::kill(-pid, 0) == 0 {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+        let waited = child.wait().ok();
+        self.exit_status = graceful.or(waited);
+        graceful
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let graceful = self.stop();
+        if thread::panicking() {
+            eprintln!(
+                "[harness] test failed; Kamailio on port {} (cfg {}; {}; set KEEP_TEST_DIRS=1 to keep the dir)\n{}",
+                self.port,
+                self.cfg_path.display(),
+                match graceful {
+                    Some(st) => format!("stopped: {st}"),
+                    None => "had to be killed".to_string(),
+                },
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+}

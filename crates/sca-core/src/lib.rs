@@ -3,6 +3,7 @@
 //! Behavioural reference: the C `sca` module of Kamailio 5.6.3.
 
 pub mod parse;
+pub mod appearance;
 pub mod model;
 pub mod packed;
 pub mod store;

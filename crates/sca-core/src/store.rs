@@ -20,6 +20,7 @@ use core::hash::BuildHasher;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
+use crate::appearance::Appearances;
 use crate::model::{EventType, SubState};
 use crate::packed::Packed;
 use crate::sync::{Guard, Locked, RawLock};
@@ -140,13 +141,17 @@ impl<A: Allocator> Subscription<A> {
 }
 
 /// All state of one AoR.
-pub struct AorEntry<A: Allocator> {
+pub struct AorEntry<A: Allocator + Clone> {
     aor: Vec<u8, A>,
     hash: u64,
     pub subs: Vec<Subscription<A>, A>,
+    pub apps: Appearances<A>,
+    /// A shared appearance (the C module's "registered appearance list"):
+    /// set when a subscription is stored, cleared by [`AorGuard::unregister`].
+    pub shared: bool,
 }
 
-impl<A: Allocator> AorEntry<A> {
+impl<A: Allocator + Clone> AorEntry<A> {
     pub fn aor(&self) -> &[u8] {
         &self.aor
     }
@@ -160,7 +165,11 @@ impl<A: Allocator> AorEntry<A> {
     }
 
     fn is_empty(&self) -> bool {
-        self.subs.is_empty()
+        self.subs.is_empty() && self.apps.is_empty() && !self.shared
+    }
+
+    pub fn has_subscribers(&self, event: EventType) -> bool {
+        self.subs.iter().any(|s| s.event == event)
     }
 }
 
@@ -271,13 +280,20 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
         self.guard.aors.find_mut(self.hash, |e| e.aor.as_slice() == aor)
     }
 
-    fn entry_or_insert(&mut self) -> Result<&mut AorEntry<A>, StoreError> {
+    /// The AoR's entry, created (not shared, empty) if absent.
+    pub fn entry_or_insert(&mut self) -> Result<&mut AorEntry<A>, StoreError> {
         let aor = self.aor;
         if self.entry().is_none() {
             let mut key = Vec::new_in(self.alloc.clone());
             key.try_reserve_exact(aor.len()).map_err(|_| StoreError::NoMemory)?;
             key.extend_from_slice(aor);
-            let e = AorEntry { aor: key, hash: self.hash, subs: Vec::new_in(self.alloc.clone()) };
+            let e = AorEntry {
+                aor: key,
+                hash: self.hash,
+                subs: Vec::new_in(self.alloc.clone()),
+                apps: Appearances::new_in(self.alloc.clone()),
+                shared: false,
+            };
             self.guard.aors.try_reserve(1, |e| e.hash).map_err(|_| StoreError::NoMemory)?;
             self.guard.aors.insert_unique(self.hash, e, |e| e.hash);
         }
@@ -326,6 +342,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
             }
         };
         let e = self.entry_or_insert()?;
+        e.shared = true;
         match e.find_sub(r.event, r.subscriber) {
             Some(i) => {
                 e.subs[i] = sub;
@@ -340,6 +357,26 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
                 Ok(Change::Inserted)
             }
         }
+    }
+
+    /// Is this AoR a shared appearance (C: `sca_uri_is_shared_appearance`)?
+    pub fn is_shared(&self) -> bool {
+        self.entry().is_some_and(|e| e.shared)
+    }
+
+    /// Forget that this AoR is shared (C: `sca_appearance_unregister`):
+    /// drops its appearances too.
+    pub fn unregister(&mut self) {
+        let alloc = self.alloc.clone();
+        if let Some(e) = self.entry_mut() {
+            e.shared = false;
+            e.apps = Appearances::new_in(alloc);
+        }
+        self.prune();
+    }
+
+    pub fn alloc(&self) -> A {
+        self.alloc.clone()
     }
 
     pub fn remove_sub(&mut self, event: EventType, subscriber: &[u8]) -> Change {
@@ -418,13 +455,20 @@ mod tests {
     }
 
     #[test]
-    fn empty_aor_entries_are_dropped() {
+    fn an_aor_stays_shared_until_unregistered_then_is_dropped() {
         let s = store();
         let aor = b"sip:200@example.com";
         {
             let mut g = s.lock_aor(aor);
+            assert!(!g.is_shared());
             g.put_sub(&rec(aor, b"c", EventType::CallInfo)).expect("put");
+            assert!(g.is_shared());
             g.remove_sub(EventType::CallInfo, b"c");
+            // like the C module's appearance list: registered on the first
+            // subscription, kept after the last one
+            assert!(g.is_shared());
+            g.unregister();
+            assert!(!g.is_shared());
             assert!(g.entry().is_none());
         }
         let mut n = 0;

@@ -176,6 +176,8 @@ fn main() {
         "parse_event", "add_lump_rpl2", "register_timer", "sr_kemi_modules_add",
         "rpc_register_array", "get_ticks", "sca_rs_.*", "find_export", "parse_sip_msg_uri",
         "parse_rr_body", "free_rr", "get_body", "parse_to", "get_ticks_raw",
+        "fixup_igp_null", "fixup_spve_null", "fixup_free_igp_null", "fixup_free_spve_null",
+
     ] {
         b = b.allowlist_function(f);
     }

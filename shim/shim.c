@@ -9,6 +9,9 @@
 #include "core/locking.h"
 #include "core/parser/msg_parser.h"
 #include "core/parser/parse_rr.h"
+#include "core/data_lump.h"
+#include "core/dset.h"
+#include "core/mod_fix.h"
 #include "modules/sl/sl.h"
 #include "modules/tm/tm_load.h"
 
@@ -169,4 +172,116 @@ int sca_rs_tm_request_within(const str *method, const str *headers,
 	if(dlg.route_set)
 		free_rr(&dlg.route_set);
 	return rc;
+}
+
+/* ------------------------------------------------------------ call-state hooks */
+
+static void sca_rs_ack_cb(struct cell *t, int type, struct tmcb_params *ps)
+{
+	if((type & TMCB_E2EACK_IN) && ps != NULL && ps->req != NULL)
+		sca_rs_on_e2e_ack(ps->req);
+}
+
+static void sca_rs_response_ready_cb(
+		struct cell *t, int type, struct tmcb_params *ps)
+{
+	if((type & TMCB_RESPONSE_READY) && ps != NULL && ps->req != NULL)
+		sca_rs_on_response_ready(ps->req, ps->code);
+}
+
+int sca_rs_tm_register_invite_cbs(struct sip_msg *req, int caller_shared)
+{
+	if(!sca_rs_tm_bound)
+		return -1;
+	if(sca_rs_tmb.register_tmcb(
+			   req, NULL, TMCB_E2EACK_IN, sca_rs_ack_cb, NULL, NULL)
+			< 0)
+		return -1;
+	if(caller_shared
+			&& sca_rs_tmb.register_tmcb(req, NULL, TMCB_RESPONSE_READY,
+					   sca_rs_response_ready_cb, NULL, NULL)
+					   < 0)
+		return -1;
+	return 0;
+}
+
+static void sca_rs_sl_cb(sl_cbp_t *p)
+{
+	if(p != NULL && p->type == SLCB_REPLY_READY && p->req != NULL)
+		sca_rs_on_sl_reply(p->req, p->code);
+}
+
+int sca_rs_sl_register_reply_cb(void)
+{
+	sl_cbelem_t cbe;
+
+	if(!sca_rs_sl_bound)
+		return -1;
+	memset(&cbe, 0, sizeof(cbe));
+	cbe.type = SLCB_REPLY_READY;
+	cbe.cbf = (sl_cbf_f)sca_rs_sl_cb;
+	return sca_rs_slb.register_cb(&cbe) < 0 ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ lumps */
+
+int sca_rs_remove_headers(struct sip_msg *msg, int hdr_type)
+{
+	struct hdr_field *hf;
+	int n = 0;
+
+	if(parse_headers(msg, HDR_EOH_F, 0) < 0)
+		return -1;
+	for(hf = msg->headers; hf; hf = hf->next) {
+		if(hf->type != hdr_type)
+			continue;
+		if(del_lump(msg, hf->name.s - msg->buf, hf->len, hf->type) == NULL)
+			return -1;
+		n++;
+	}
+	return n;
+}
+
+int sca_rs_add_header(struct sip_msg *msg, const char *hdr, int len)
+{
+	struct lump *anchor;
+	char *copy;
+
+	if(parse_headers(msg, HDR_EOH_F, 0) < 0 || msg->eoh == NULL)
+		return -1;
+	anchor = anchor_lump(msg, msg->eoh - msg->buf, 0, HDR_OTHER_T);
+	if(anchor == NULL)
+		return -1;
+	copy = pkg_malloc(len);
+	if(copy == NULL)
+		return -1;
+	memcpy(copy, hdr, len);
+	if(insert_new_lump_before(anchor, copy, len, HDR_OTHER_T) == NULL) {
+		pkg_free(copy);
+		return -1;
+	}
+	return 0;
+}
+
+int sca_rs_rewrite_ruri(struct sip_msg *msg, const str *uri)
+{
+	if(rewrite_uri(msg, (str *)uri) < 0)
+		return -1;
+	clear_branches();
+	return 0;
+}
+
+int sca_rs_isbflagset(int flag)
+{
+	return isbflagset(0, (flag_t)flag) == 1;
+}
+
+int sca_rs_fixup_get_ivalue(struct sip_msg *msg, void *gp, int *val)
+{
+	return fixup_get_ivalue(msg, (gparam_p)gp, val);
+}
+
+int sca_rs_fixup_get_svalue(struct sip_msg *msg, void *gp, str *val)
+{
+	return fixup_get_svalue(msg, (gparam_p)gp, val);
 }

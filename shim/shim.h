@@ -59,6 +59,26 @@ int sca_rs_tm_request_within(const str *method, const str *headers,
 /* implemented in Rust */
 void sca_rs_tm_reply(void *cb_param, int status);
 
+/* call-state hooks: tm callbacks on an INVITE transaction, the sl reply
+ * callback. Each calls back into Rust (implemented in src/module/). */
+int sca_rs_tm_register_invite_cbs(struct sip_msg *req, int caller_shared);
+void sca_rs_on_e2e_ack(struct sip_msg *ack);
+void sca_rs_on_response_ready(struct sip_msg *req, int code);
+int sca_rs_sl_register_reply_cb(void);
+void sca_rs_on_sl_reply(struct sip_msg *req, int code);
+
+/* message changes through lumps: remove every header of a type; add a
+ * header line (CRLF-terminated, copied to pkg memory) before the end of
+ * the header section */
+int sca_rs_remove_headers(struct sip_msg *msg, int hdr_type);
+int sca_rs_add_header(struct sip_msg *msg, const char *hdr, int len);
+/* rewrite the R-URI and drop extra branches */
+int sca_rs_rewrite_ruri(struct sip_msg *msg, const str *uri);
+int sca_rs_isbflagset(int flag);
+/* fixed-up parameters (fixup_get_[is]value are macros in 5.6) */
+int sca_rs_fixup_get_ivalue(struct sip_msg *msg, void *gp, int *val);
+int sca_rs_fixup_get_svalue(struct sip_msg *msg, void *gp, str *val);
+
 /* rpc: variadic helpers (Rust can call variadic pointers, but a few fixed
  * shapes here keep the Rust side simple and type-checked) */
 

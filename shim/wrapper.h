@@ -20,4 +20,5 @@
 #include "core/parser/parse_rr.h"
 #include "core/kemi.h"
 #include "core/route.h"
+#include "core/mod_fix.h"
 #include "shim.h"

@@ -320,7 +320,7 @@ fn c_call_info_subscribe_notify_unsubscribe() {
     );
     let mut k = k;
     assert!(k.is_running(), "kamailio died during the test");
-    let st = k.stop().expect("kamailio stops on SIGTERM within 3 s");
+    let st = k.stop().expect("kamailio stops on SIGTERM within 10 s");
     assert!(st.success(), "kamailio exit status {st}");
 }
 

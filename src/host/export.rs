@@ -59,6 +59,37 @@ pub const fn cmd(name: &'static CStr, f: CmdFn, param_no: i32, flags: u32) -> sy
     }
 }
 
+/// A command with a fixup (and its free function).
+pub const fn cmd_fixup(
+    name: &'static CStr,
+    f: CmdFn,
+    param_no: i32,
+    fixup: FixupFn,
+    free_fixup: FixupFn,
+    flags: u32,
+) -> sys::cmd_export_t {
+    sys::cmd_export_t {
+        name: name.as_ptr() as *mut c_char,
+        function: Some(f),
+        param_no,
+        fixup: Some(fixup),
+        free_fixup: Some(free_fixup),
+        flags,
+    }
+}
+
+pub type FixupFn = unsafe extern "C" fn(*mut *mut c_void, core::ffi::c_int) -> core::ffi::c_int;
+pub type CmdFn3 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_char, *mut c_char) -> i32;
+
+/// A 3-parameter script function in a `cmd_export_t` (whose type is the
+/// 2-parameter one): Kamailio calls it with `param_no` parameters, as the
+/// C modules' casts rely on.
+pub const fn cmd3_as_cmd(f: CmdFn3) -> CmdFn {
+    // SAFETY: same ABI (all pointer arguments, int return); the core passes
+    // exactly param_no + 1 arguments to functions registered with param_no 3.
+    unsafe { core::mem::transmute::<CmdFn3, CmdFn>(f) }
+}
+
 pub const CMD_END: sys::cmd_export_t = sys::cmd_export_t {
     name: core::ptr::null_mut(),
     function: None,

@@ -244,3 +244,52 @@ impl<'a> SipMsg<'a> {
         unsafe { core::slice::from_raw_parts(p as *const u8, buf + len - start) }
     }
 }
+
+/// Message changes (lumps): applied when Kamailio forwards the message.
+impl<'a> SipMsg<'a> {
+    /// Remove every Call-Info header; how many.
+    pub fn remove_call_info_headers(&mut self) -> Result<usize, ()> {
+        // SAFETY: raw is the current message; the shim parses all headers
+        // first and adds delete lumps for headers of this type.
+        let n = unsafe { sys::sca_rs_remove_headers(self.raw, sys::_hdr_types_t_HDR_CALLINFO_T as i32) };
+        usize::try_from(n).map_err(|_| ())
+    }
+
+    /// Add a header line (CRLF-terminated) at the end of the headers.
+    pub fn add_header(&mut self, line: &[u8]) -> Result<(), ()> {
+        let len = i32::try_from(line.len()).map_err(|_| ())?;
+        // SAFETY: the shim copies `line` into pkg memory owned by the lump.
+        if unsafe { sys::sca_rs_add_header(self.raw, line.as_ptr().cast(), len) } < 0 {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Send the request to `uri` (and only there: other branches dropped).
+    pub fn rewrite_ruri(&mut self, uri: &[u8]) -> Result<(), ()> {
+        let s = crate::host::kstr::from_bytes(uri);
+        // SAFETY: rewrite_uri copies the URI into the message's new_uri.
+        if unsafe { sys::sca_rs_rewrite_ruri(self.raw, &s) } < 0 {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The method a message is about: the request method, or for a reply
+    /// the CSeq method.
+    pub fn cseq_method(&self) -> &'a [u8] {
+        if self.is_request() {
+            self.method()
+        } else {
+            self.cseq().map(|(_, m)| m).unwrap_or(&[])
+        }
+    }
+}
+
+/// Is branch flag `flag` set for the current message (branch 0)?
+pub fn bflag_set(flag: i32) -> bool {
+    // SAFETY: reads the core's per-process branch flags.
+    (0..32).contains(&flag) && unsafe { sys::sca_rs_isbflagset(flag) } != 0
+}

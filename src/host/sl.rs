@@ -55,3 +55,13 @@ pub fn reply_totag<'a>(msg: &mut SipMsg<'a>) -> Option<&'a [u8]> {
     let t = unsafe { kstr::as_bytes(&s) };
     (!t.is_empty()).then_some(t)
 }
+
+/// Have sl call back (`sca_rs_on_sl_reply`) before it sends a reply.
+pub fn register_reply_callback() -> Result<(), ()> {
+    // SAFETY: called once in mod_init, after bind().
+    if unsafe { sys::sca_rs_sl_register_reply_cb() } < 0 {
+        Err(())
+    } else {
+        Ok(())
+    }
+}

@@ -63,3 +63,15 @@ pub extern "C" fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) {
         }
     })
 }
+
+/// On an INVITE being relayed: have tm call back on its end-to-end ACK
+/// and, when `caller_shared`, on locally generated error replies.
+pub fn register_invite_callbacks(msg: &mut crate::host::msg::SipMsg<'_>, caller_shared: bool) -> Result<(), ()> {
+    // SAFETY: msg is the INVITE being processed; tm creates or finds its
+    // transaction and keeps the callbacks with it.
+    if unsafe { sys::sca_rs_tm_register_invite_cbs(msg.as_ptr(), caller_shared as i32) } < 0 {
+        Err(())
+    } else {
+        Ok(())
+    }
+}

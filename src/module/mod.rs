@@ -8,13 +8,17 @@ use std::sync::OnceLock;
 
 use sca_core::store::Store;
 
-use crate::host::export::{cmd, HostCell, CMD_END, REQUEST_ROUTE};
+use crate::host::export::{
+    cmd, cmd3_as_cmd, cmd_fixup, HostCell, CMD_END, FAILURE_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE,
+};
 use crate::host::guard::{guard, guard_or, install_panic_hook};
 use crate::host::lock::KLock;
 use crate::host::shm::{self, Shm};
 use crate::host::{sl, tm};
 use crate::{lm_err, lm_info, sys};
 
+pub mod call_info;
+pub mod kemi;
 pub mod notify;
 pub mod params;
 pub mod rpc;
@@ -60,8 +64,21 @@ pub static module_flags: HostCell<*const c_char> =
 #[allow(non_upper_case_globals)]
 pub static module_interface_ver: HostCell<core::ffi::c_uint> = HostCell::new(4);
 
-static CMDS: HostCell<[sys::cmd_export_t; 2]> = HostCell::new([
+const CIU_ROUTES: u32 = REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE;
+
+static CMDS: HostCell<[sys::cmd_export_t; 6]> = HostCell::new([
     cmd(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 0, REQUEST_ROUTE),
+    cmd(c"sca_call_info_update", call_info::w_ciu0, 0, CIU_ROUTES),
+    cmd_fixup(c"sca_call_info_update", call_info::w_ciu1, 1, call_info::fixup_ciu, call_info::fixup_free_ciu, CIU_ROUTES),
+    cmd_fixup(c"sca_call_info_update", call_info::w_ciu2, 2, call_info::fixup_ciu, call_info::fixup_free_ciu, CIU_ROUTES),
+    cmd_fixup(
+        c"sca_call_info_update",
+        cmd3_as_cmd(call_info::w_ciu3),
+        3,
+        call_info::fixup_ciu,
+        call_info::fixup_free_ciu,
+        CIU_ROUTES,
+    ),
     CMD_END,
 ]);
 
@@ -97,6 +114,7 @@ fn init() -> Result<(), String> {
     let cfg = Config::load()?;
     tm::bind().map_err(|_| "cannot bind the tm API: load tm.so before sca_rs.so".to_string())?;
     sl::bind().map_err(|_| "cannot bind the sl API: load sl.so before sca_rs.so".to_string())?;
+    sl::register_reply_callback().map_err(|_| "cannot register the sl reply callback".to_string())?;
     // SAFETY: a size query without side effects.
     let c_lock = unsafe { sys::sca_rs_gen_lock_size() };
     if c_lock != core::mem::size_of::<sys::gen_lock_t>() {

@@ -2,10 +2,13 @@
 //! `Contact`, `Call-Info`, `Event`, `Subscription-State`, in that order,
 //! sent through tm in the subscription's dialog.
 
+use sca_core::model::{EventType, SubState};
 use sca_core::parse::{format, substate, uri};
-use sca_core::store::SubscriptionRec;
+use sca_core::store::{AorEntry, AorGuard, SubscriptionRec};
 
+use crate::host::lock::KLock;
 use crate::host::log::B;
+use crate::host::shm::Shm;
 use crate::host::tm::{self, Dialog};
 use crate::lm_err;
 use crate::module::params::Config;
@@ -20,8 +23,9 @@ pub fn idle_call_info_header(sub: &SubscriptionRec<'_>, out: &mut Vec<u8>) -> Re
 }
 
 /// Send one NOTIFY to `sub`'s subscriber with the given `Call-Info` header
-/// line (CRLF-terminated, or empty). `sub.notify_cseq` is the CSeq of the
-/// previous NOTIFY; tm sends this one with `notify_cseq + 1`.
+/// line (CRLF-terminated, or empty). `sub.notify_cseq` is the CSeq this
+/// NOTIFY carries: callers increment the stored value under the AoR's lock
+/// and send it, so NOTIFYs of one subscription leave in CSeq order.
 pub fn send(cfg: &Config, sub: &SubscriptionRec<'_>, call_info_header: &[u8], now: i64) -> Result<(), ()> {
     let mut h = Vec::with_capacity(256 + call_info_header.len());
     format::write_contact_header(&mut h, cfg.server_address.as_deref().unwrap_or(sub.aor));
@@ -32,7 +36,8 @@ pub fn send(cfg: &Config, sub: &SubscriptionRec<'_>, call_info_header: &[u8], no
         call_id: sub.call_id,
         local_tag: sub.to_tag,
         remote_tag: sub.from_tag,
-        local_cseq: sub.notify_cseq,
+        // tm sends local_cseq + 1
+        local_cseq: sub.notify_cseq.wrapping_sub(1),
         remote_target: sub.subscriber,
         local_uri: sub.aor,
         remote_uri: sub.aor,
@@ -41,4 +46,73 @@ pub fn send(cfg: &Config, sub: &SubscriptionRec<'_>, call_info_header: &[u8], no
     tm::request_within("NOTIFY", &h, b"", &d).inspect_err(|_| {
         lm_err!("failed to send {} NOTIFY to {} for {}", sub.event.name(), B(sub.subscriber), B(sub.aor))
     })
+}
+
+/// The `Call-Info:` header line a subscriber of `entry` gets: every in-use
+/// appearance (then `*` idle for call-info), or for a line-seize
+/// subscriber with a seized index just that index, as the C module does.
+pub fn call_info_header(entry: &AorEntry<Shm>, event: EventType, index: i32, out: &mut Vec<u8>) -> Result<(), ()> {
+    let aor = entry.aor();
+    let host = uri::host_of(aor).map_err(|e| lm_err!("no host in AoR {}: {e}", B(aor)))?;
+    if event == EventType::LineSeize && index > 0 {
+        format::write_index_header(out, host, index as u32);
+        return Ok(());
+    }
+    let apps = entry.apps.iter().map(|a| format::Appearance {
+        index: a.index,
+        state: a.state,
+        uri: (!a.uri().is_empty()).then(|| a.uri()),
+    });
+    format::write_call_info_header(out, host, apps, event);
+    Ok(())
+}
+
+/// NOTIFY every call-info subscriber of the AoR with its appearances
+/// (C: `sca_notify_call_info_subscribers`). Terminated subscriptions
+/// waiting for the purge are skipped, and each subscriber gets its own
+/// Subscription-State (docs/compat.md).
+pub fn notify_group(cfg: &Config, entry: &mut AorEntry<Shm>, now: i64) {
+    let mut h = Vec::with_capacity(256);
+    if call_info_header(entry, EventType::CallInfo, -1, &mut h).is_err() {
+        return;
+    }
+    let aor = entry.aor().to_vec();
+    for sub in entry.subs.iter_mut() {
+        if sub.event != EventType::CallInfo || sub.state.is_terminated() {
+            continue;
+        }
+        sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+        sub.dirty = true;
+        let _ = send(cfg, &sub.to_rec(&aor), &h, now);
+    }
+}
+
+/// End `subscriber`'s line-seize subscription of the AoR with `state`
+/// (a last NOTIFY carries the index), optionally releasing its seized
+/// appearance and telling the group (C: `sca_subscription_terminate`).
+/// Returns false when there was no such subscription.
+pub fn terminate_line_seize(
+    cfg: &Config,
+    guard: &mut AorGuard<'_, Shm, KLock>,
+    subscriber: &[u8],
+    state: SubState,
+    release: bool,
+    now: i64,
+) -> bool {
+    let Some(e) = guard.entry_mut() else { return false };
+    let Some(i) = e.find_sub(EventType::LineSeize, subscriber) else { return false };
+    let mut sub = e.subs.swap_remove(i);
+    sub.expires = 0;
+    sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+    sub.state = state;
+    let mut h = Vec::with_capacity(128);
+    if call_info_header(e, EventType::LineSeize, sub.index, &mut h).is_ok() {
+        let aor = e.aor().to_vec();
+        let _ = send(cfg, &sub.to_rec(&aor), &h, now);
+    }
+    if release && sub.index > 0 && e.apps.release(sub.index as u32) {
+        notify_group(cfg, e, now);
+    }
+    guard.prune();
+    true
 }

@@ -8,11 +8,14 @@ use core::ffi::c_char;
 
 use sca_core::model::{EventType, SubState};
 use sca_core::parse;
-use sca_core::store::SubscriptionRec;
+use sca_core::appearance::SeizeError;
+use sca_core::store::{AorGuard, SubscriptionRec};
 
 use crate::host::guard::guard;
 use crate::host::log::B;
+use crate::host::lock::KLock;
 use crate::host::msg::SipMsg;
+use crate::host::shm::Shm;
 use crate::host::sl;
 use crate::module::{config, notify, params::Config, shared, Shared};
 use crate::{lm_dbg, lm_err, lm_info, sys};
@@ -158,6 +161,14 @@ fn parse_request<'m>(cfg: &Config, msg: &mut SipMsg<'m>, event: EventType) -> Re
     })
 }
 
+/// What the locked part of the SUBSCRIBE decided.
+struct Outcome {
+    /// The appearance index to show a line-seize subscriber (or -1).
+    index: i32,
+    /// Tell the AoR's call-info subscribers (a line was seized/released).
+    notify_group: bool,
+}
+
 pub fn handle_subscribe(st: &Shared, cfg: &Config, msg: &mut SipMsg<'_>, now: i64) -> i32 {
     if msg.parse_all().is_err() {
         lm_err!("header parsing failed: bad request");
@@ -178,19 +189,35 @@ pub fn handle_subscribe(st: &Shared, cfg: &Config, msg: &mut SipMsg<'_>, now: i6
         Ok(r) => r,
         Err(r) => return reply_error(msg, r),
     };
+    // line-seize: the index to seize, from the (required) Call-Info
+    let mut seize_index: Option<u32> = None;
     if event == EventType::LineSeize {
-        lm_err!("line-seize SUBSCRIBE from {}: line-seize is not supported by this build", B(req.subscriber));
-        return reply_error(msg, Reject(501, "Not Implemented"));
+        let Some(ci) = msg.headers_named(b"Call-Info", None).next() else {
+            return reply_error(msg, Reject(400, "Bad Request - missing Call-Info header"));
+        };
+        match parse::callinfo::parse(ci) {
+            Ok(c) => {
+                seize_index = match c.index {
+                    parse::callinfo::AppearanceIndex::Number(n) => Some(n),
+                    parse::callinfo::AppearanceIndex::Any => None,
+                }
+            }
+            Err(e) => {
+                lm_err!("line-seize SUBSCRIBE with a bad Call-Info '{}': {e}", B(ci));
+                return reply_error(msg, Reject(400, "Bad Request - Invalid Call-Info header"));
+            }
+        }
     }
 
     let state = if req.expires > 0 { SubState::Active } else { SubState::Terminated };
+    // notify_cseq: the CSeq of the last NOTIFY (the first one carries 1)
     let mut rec = SubscriptionRec {
         aor: req.aor,
         subscriber: req.subscriber,
         event,
         expires: now + i64::from(req.expires),
         state,
-        index: -1,
+        index: seize_index.map_or(-1, |i| i as i32),
         call_id: req.call_id,
         from_tag: req.from_tag,
         to_tag: &req.to_tag,
@@ -200,41 +227,13 @@ pub fn handle_subscribe(st: &Shared, cfg: &Config, msg: &mut SipMsg<'_>, now: i6
     };
 
     let mut guard = st.store.lock_aor(req.aor);
-    let existing = guard.find_sub(event, req.subscriber).map(|s| (s.notify_cseq, s.record_route().to_vec()));
-    // The stored route set, when this refresh carries none (kept alive for
-    // the NOTIFY below).
-    let kept_rr;
-    match existing {
-        Some((notify_cseq, old_rr)) => {
-            // refresh, re-subscription (new dialog) or unsubscribe: the
-            // subscription takes the request's dialog and lifetime; its
-            // NOTIFY CSeq goes on. A refresh without Record-Route keeps the
-            // stored route set; one with it replaces it.
-            rec.notify_cseq = notify_cseq.wrapping_add(1);
-            if rec.record_route.is_empty() {
-                kept_rr = old_rr;
-                rec.record_route = &kept_rr;
-            }
-            if let Err(e) = guard.put_sub(&rec) {
-                drop(guard);
-                lm_err!("cannot update the subscription of {}: {e:?}", B(req.subscriber));
-                return reply_error(msg, Reject(500, "Internal Server Error - update subscription"));
-            }
-        }
-        None if req.in_dialog => {
+    let outcome = match decide(&mut guard, &mut rec, &req, seize_index, now) {
+        Ok(o) => o,
+        Err(r) => {
             drop(guard);
-            return reply_error(msg, Reject(481, "Call Leg/Transaction Does Not Exist"));
+            return reply_error(msg, r);
         }
-        None if req.expires > 0 => {
-            if let Err(e) = guard.put_sub(&rec) {
-                drop(guard);
-                lm_err!("cannot save the subscription of {}: {e:?}", B(req.subscriber));
-                return reply_error(msg, Reject(500, "Internal Server Error - save subscription"));
-            }
-        }
-        // an out-of-dialog unsubscribe for nothing: answer, store nothing
-        None => {}
-    }
+    };
     drop(guard);
 
     let (code, reason) = event.ok_reply();
@@ -249,17 +248,124 @@ pub fn handle_subscribe(st: &Shared, cfg: &Config, msg: &mut SipMsg<'_>, now: i6
         return reply_error(msg, Reject(500, "Internal server error"));
     }
 
-    let mut call_info = Vec::with_capacity(128);
-    if notify::idle_call_info_header(&rec, &mut call_info).is_err() {
+    // NOTIFY the subscriber (as stored now: its route set and CSeq), then
+    // for a seize or release the group
+    let mut guard = st.store.lock_aor(req.aor);
+    let mut call_info = Vec::with_capacity(256);
+    let sent = match guard.entry_mut() {
+        Some(e) => {
+            let built = notify::call_info_header(e, event, outcome.index, &mut call_info);
+            let aor = e.aor().to_vec();
+            match e.find_sub(event, req.subscriber).and_then(|i| e.subs.get_mut(i)) {
+                Some(sub) => {
+                    sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+                    built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor), &call_info, now))
+                }
+                None => built.and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec }, &call_info, now)),
+            }
+        }
+        None => notify::idle_call_info_header(&rec, &mut call_info)
+            .and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec }, &call_info, now)),
+    };
+    if sent.is_err() {
+        lm_err!("SCA {} SUBSCRIBE+NOTIFY for {} failed", event.name(), B(req.subscriber));
         return -1;
     }
-    if notify::send(cfg, &rec, &call_info, now).is_err() {
-        return -1;
+    if outcome.notify_group {
+        if let Some(e) = guard.entry_mut() {
+            notify::notify_group(cfg, e, now);
+        }
     }
+    drop(guard);
     if state == SubState::Terminated {
         lm_info!("{} unsubscribed from {} for {}", B(req.subscriber), event.name(), B(req.aor));
     } else {
         lm_dbg!("{} subscribed to {} for {} ({}s)", B(req.subscriber), event.name(), B(req.aor), req.expires);
     }
     1
+}
+
+/// The locked part: store, refresh or end the subscription; seize or
+/// release a line. `rec` is updated to what the NOTIFY must say.
+fn decide(
+    guard: &mut AorGuard<'_, Shm, KLock>,
+    rec: &mut SubscriptionRec<'_>,
+    req: &Request<'_>,
+    seize_index: Option<u32>,
+    now: i64,
+) -> Result<Outcome, Reject> {
+    let event = rec.event;
+    let mut out = Outcome { index: rec.index, notify_group: event == EventType::LineSeize };
+    let alloc = guard.alloc();
+    let existing = guard.find_sub(event, req.subscriber).map(|s| (s.notify_cseq, s.record_route().to_vec(), s.index));
+    let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {
+        let e = guard.entry_or_insert().map_err(|_| Reject(500, "Internal Server Error - seize appearance index"))?;
+        e.apps.seize(seize_index, req.subscriber, now, alloc.clone()).map_err(|err| match err {
+            SeizeError::Unavailable => Reject(480, "Temporarily Unavailable"),
+            SeizeError::NoMemory => Reject(500, "Internal Server Error - seize appearance index"),
+        })
+    };
+    match existing {
+        Some((notify_cseq, old_rr, old_index)) => {
+            // refresh, re-subscription (new dialog) or unsubscribe: the
+            // subscription takes the request's dialog and lifetime; its
+            // NOTIFY CSeq goes on. A refresh without Record-Route keeps the
+            // stored route set; one with it replaces it.
+            rec.notify_cseq = notify_cseq;
+            if event == EventType::LineSeize {
+                if req.expires == 0 {
+                    let idx = seize_index.unwrap_or(0);
+                    let released = guard.entry_mut().is_some_and(|e| e.apps.release(idx));
+                    if !released {
+                        return Err(Reject(500, "Internal Server Error - release seized line"));
+                    }
+                } else if !req.in_dialog {
+                    // a new seize from the same phone (not a refresh)
+                    let idx = seize(guard)?;
+                    rec.index = idx as i32;
+                    out.index = rec.index;
+                } else if rec.index <= 0 {
+                    rec.index = old_index;
+                    out.index = old_index;
+                }
+            } else if !req.in_dialog {
+                // an out-of-dialog SUBSCRIBE from a phone that holds lines
+                // means it rebooted: its lines are free again
+                let released = guard.entry_mut().map_or(0, |e| e.apps.release_owner(req.subscriber));
+                if released > 0 {
+                    lm_info!("released {released} appearances for subscriber {}", B(req.subscriber));
+                    out.notify_group = true;
+                }
+            }
+            let stored = if rec.record_route.is_empty() {
+                SubscriptionRec { record_route: &old_rr, ..rec.clone() }
+            } else {
+                rec.clone()
+            };
+            if let Err(e) = guard.put_sub(&stored) {
+                lm_err!("cannot update the subscription of {}: {e:?}", B(req.subscriber));
+                return Err(Reject(500, "Internal Server Error - update subscription"));
+            }
+        }
+        None if req.in_dialog => return Err(Reject(481, "Call Leg/Transaction Does Not Exist")),
+        None if req.expires > 0 => {
+            if event == EventType::LineSeize {
+                let idx = seize(guard)?;
+                rec.index = idx as i32;
+                out.index = rec.index;
+            }
+            if let Err(e) = guard.put_sub(rec) {
+                lm_err!("cannot save the subscription of {}: {e:?}", B(req.subscriber));
+                if event == EventType::LineSeize && rec.index > 0 {
+                    if let Some(e) = guard.entry_mut() {
+                        e.apps.release(rec.index as u32);
+                    }
+                }
+                return Err(Reject(500, "Internal Server Error - save subscription"));
+            }
+        }
+        // an out-of-dialog unsubscribe for nothing: answer, store nothing
+        None => out.notify_group = false,
+    }
+    Ok(out)
 }

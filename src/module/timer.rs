@@ -1,8 +1,11 @@
-//! Periodic work in Kamailio's timer process: expired subscriptions.
+//! Periodic work in Kamailio's timer process (every
+//! `purge_expired_interval` seconds, like the C module): expired
+//! subscriptions, and appearances stuck in seized or active-pending.
 
 use core::ffi::c_void;
 
-use sca_core::model::SubState;
+use sca_core::model::{EventType, SubState};
+use sca_core::parse::appearance::AppearanceState;
 
 use crate::host::guard::guard_or;
 use crate::host::log::B;
@@ -11,7 +14,7 @@ use crate::{lm_info, sys};
 
 pub fn register(interval: u32) -> Result<(), String> {
     // SAFETY: called from mod_init, where timers must be registered.
-    let rc = unsafe { sys::register_timer(Some(purge_expired), core::ptr::null_mut(), interval) };
+    let rc = unsafe { sys::register_timer(Some(purge), core::ptr::null_mut(), interval) };
     if rc < 0 {
         Err("cannot register the purge timer".into())
     } else {
@@ -19,31 +22,48 @@ pub fn register(interval: u32) -> Result<(), String> {
     }
 }
 
-unsafe extern "C" fn purge_expired(_ticks: u32, _param: *mut c_void) {
+unsafe extern "C" fn purge(_ticks: u32, _param: *mut c_void) {
     guard_or("purge timer", (), || {
         let (Some(st), Some(cfg)) = (shared(), config()) else { return };
         let now = now();
         let mut call_info = Vec::new();
         st.store.retain_aors(|entry| {
             let aor = entry.aor().to_vec();
-            entry.subs.retain_mut(|sub| {
-                if sub.expires > now {
-                    return true;
+            let mut group_changed = false;
+            let mut i = 0;
+            while i < entry.subs.len() {
+                if entry.subs[i].expires > now {
+                    i += 1;
+                    continue;
                 }
+                let mut sub = entry.subs.swap_remove(i);
                 if !sub.state.is_terminated() {
                     // like the C module: a last NOTIFY saying why it ended
                     sub.state = SubState::TerminatedTimeout;
                     sub.expires = 0;
                     sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
                     call_info.clear();
-                    let rec = sub.to_rec(&aor);
-                    if notify::idle_call_info_header(&rec, &mut call_info).is_ok() {
-                        let _ = notify::send(cfg, &rec, &call_info, now);
+                    if notify::call_info_header(entry, sub.event, sub.index, &mut call_info).is_ok() {
+                        let _ = notify::send(cfg, &sub.to_rec(&aor), &call_info, now);
+                    }
+                    // an expired line-seize frees a line that is only seized
+                    if sub.event == EventType::LineSeize && sub.index > 0 {
+                        let idx = sub.index as u32;
+                        if entry.apps.get(idx).is_some_and(|a| a.state == AppearanceState::Seized) {
+                            entry.apps.release(idx);
+                            group_changed = true;
+                        }
                     }
                 }
                 lm_info!("{} subscription from {} expired, deleting", sub.event.name(), B(sub.subscriber()));
-                false
-            });
+            }
+            if entry.apps.purge_stale(now) > 0 {
+                lm_info!("purged stale appearances of {}", B(&aor));
+                group_changed = true;
+            }
+            if group_changed {
+                notify::notify_group(cfg, entry, now);
+            }
         });
     })
 }

@@ -708,10 +708,17 @@ impl Kamailio {
         if self.exit_status.is_none() {
             // SAFETY: plain kill(2) on the pid of our own child.
             unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(3);
+            // Kamailio's main process waits for its children; on a loaded
+            // 2-core machine that can take a few seconds
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(st)) = child.try_wait() {
                     graceful = Some(st);
+                    let took = started.elapsed();
+                    if took > Duration::from_secs(2) {
+                        eprintln!("kamailio took {took:?} to stop (dir {})", self.dir.path.display());
+                    }
                     break;
                 }
                 thread::sleep(Duration::from_millis(10));

@@ -1,0 +1,846 @@
+//! `sca_call_info_update([mask[, to[, from]]])`: appearance state follows
+//! the calls of SCA lines (INVITE, its replies and ACK, CANCEL, BYE), and
+//! the group is NOTIFYed of every change.
+//!
+//! The transitions are the C module's (see docs/compat.md for where we
+//! differ). Locking: one AoR's slot lock at a time, never two, and never
+//! while a reply is sent (sl calls back into this module).
+
+use core::ffi::{c_char, c_int, c_void};
+
+use sca_core::appearance::{DialogRef, StrUpdate, FLAG_CALLEE_PENDING, FLAG_OWNER_PENDING};
+use sca_core::model::{EventType, SubState};
+use sca_core::parse::appearance::AppearanceState;
+use sca_core::parse::callinfo::{self, AppearanceIndex};
+use sca_core::parse::{format, sdp, uri};
+
+use crate::host::guard::{guard, guard_or};
+use crate::host::log::B;
+use crate::host::msg::{bflag_set, NameAddr, SipMsg};
+use crate::host::{sl, tm};
+use crate::module::notify::{notify_group, terminate_line_seize};
+use crate::module::params::Config;
+use crate::module::{config, shared, subscribe::now, Shared};
+use crate::{lm_dbg, lm_err, lm_info, sys};
+
+pub const SHARED_CALLER: u8 = 1 << 0;
+pub const SHARED_CALLEE: u8 = 1 << 1;
+pub const SHARED_BOTH: u8 = SHARED_CALLER | SHARED_CALLEE;
+
+/// The Call-Info of the message as the C module keeps it: absent means
+/// index 0, state idle; present without state means state unknown.
+#[derive(Clone, Copy, Debug)]
+struct Ci {
+    index: u32,
+    state: AppearanceState,
+}
+
+impl Ci {
+    /// C: `SCA_CALL_INFO_EMPTY`
+    fn is_empty(&self) -> bool {
+        self.index == 0 && self.state == AppearanceState::Unknown
+    }
+}
+
+struct Ctx<'m> {
+    cfg: &'static Config,
+    st: &'static Shared,
+    now: i64,
+    ci: Ci,
+    from: NameAddr<'m>,
+    to: NameAddr<'m>,
+    from_aor: Vec<u8>,
+    to_aor: Vec<u8>,
+    contact: &'m [u8],
+    call_id: &'m [u8],
+    shared: u8,
+}
+
+impl Ctx<'_> {
+    fn caller(&self) -> bool {
+        !self.ci.is_empty() && self.shared & SHARED_CALLER != 0
+    }
+    fn callee(&self) -> bool {
+        !self.ci.is_empty() && self.shared & SHARED_CALLEE != 0
+    }
+}
+
+// ---------------------------------------------------------------- script API
+
+unsafe fn int_param(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
+    let mut v: c_int = 0;
+    // SAFETY: p was fixed up by fixup_igp_null (gparam_t).
+    (unsafe { sys::sca_rs_fixup_get_ivalue(msg, p.cast(), &mut v) } == 0).then_some(v)
+}
+
+unsafe fn str_param(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<Vec<u8>> {
+    let mut s = sys::str_ { s: core::ptr::null_mut(), len: 0 };
+    // SAFETY: p was fixed up by fixup_spve_null (gparam_t); the value is
+    // valid during this call and copied.
+    if unsafe { sys::sca_rs_fixup_get_svalue(msg, p.cast(), &mut s) } != 0 {
+        return None;
+    }
+    // SAFETY: see above.
+    Some(unsafe { crate::host::kstr::as_bytes(&s) }.to_vec())
+}
+
+fn run(msg: *mut sys::sip_msg, mask: i32, to: Option<Vec<u8>>, from: Option<Vec<u8>>) -> i32 {
+    // SAFETY: Kamailio passes the message being routed; it outlives `to`
+    // and `from`, which the message view may borrow for this call.
+    let Some(mut m) = (unsafe { SipMsg::from_raw(msg) }) else { return -1 };
+    let (Some(st), Some(cfg)) = (shared(), config()) else {
+        lm_err!("sca_call_info_update called before the module was initialised");
+        return -1;
+    };
+    update(st, cfg, &mut m, mask, to.as_deref(), from.as_deref(), now())
+}
+
+pub unsafe extern "C" fn w_ciu0(msg: *mut sys::sip_msg, _p1: *mut c_char, _p2: *mut c_char) -> i32 {
+    guard("sca_call_info_update", || run(msg, 0, None, None))
+}
+
+pub unsafe extern "C" fn w_ciu1(msg: *mut sys::sip_msg, p1: *mut c_char, _p2: *mut c_char) -> i32 {
+    guard("sca_call_info_update", || {
+        // SAFETY: fixed-up parameter of this call.
+        let Some(mask) = (unsafe { int_param(msg, p1) }) else {
+            lm_err!("sca_call_info_update: cannot get the mask parameter");
+            return -1;
+        };
+        run(msg, mask, None, None)
+    })
+}
+
+pub unsafe extern "C" fn w_ciu2(msg: *mut sys::sip_msg, p1: *mut c_char, p2: *mut c_char) -> i32 {
+    guard("sca_call_info_update", || {
+        // SAFETY: fixed-up parameters of this call.
+        let (Some(mask), Some(to)) = (unsafe { int_param(msg, p1) }, unsafe { str_param(msg, p2) }) else {
+            lm_err!("sca_call_info_update: cannot get the parameters");
+            return -1;
+        };
+        run(msg, mask, Some(to), None)
+    })
+}
+
+pub unsafe extern "C" fn w_ciu3(
+    msg: *mut sys::sip_msg,
+    p1: *mut c_char,
+    p2: *mut c_char,
+    p3: *mut c_char,
+) -> i32 {
+    guard("sca_call_info_update", || {
+        // SAFETY: fixed-up parameters of this call.
+        let params = unsafe { (int_param(msg, p1), str_param(msg, p2), str_param(msg, p3)) };
+        let (Some(mask), Some(to), Some(from)) = params else {
+            lm_err!("sca_call_info_update: cannot get the parameters");
+            return -1;
+        };
+        run(msg, mask, Some(to), Some(from))
+    })
+}
+
+/// Fixup: parameter 1 is an int (or variable), 2 and 3 strings with
+/// variables.
+pub unsafe extern "C" fn fixup_ciu(param: *mut *mut c_void, param_no: c_int) -> c_int {
+    guard("sca_call_info_update fixup", || match param_no {
+        // SAFETY: Kamailio passes the parameter slot to fix up.
+        1 => unsafe { sys::fixup_igp_null(param, 1) },
+        // SAFETY: as above.
+        2 | 3 => unsafe { sys::fixup_spve_null(param, 1) },
+        _ => -1,
+    })
+}
+
+pub unsafe extern "C" fn fixup_free_ciu(param: *mut *mut c_void, param_no: c_int) -> c_int {
+    guard("sca_call_info_update fixup", || match param_no {
+        // SAFETY: frees what fixup_ciu made for this slot.
+        1 => unsafe { sys::fixup_free_igp_null(param, 1) },
+        // SAFETY: as above.
+        2 | 3 => unsafe { sys::fixup_free_spve_null(param, 1) },
+        _ => -1,
+    })
+}
+
+// ---------------------------------------------------------------- dispatch
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Method {
+    Invite,
+    Bye,
+    Cancel,
+    Prack,
+    Refer,
+}
+
+fn method_of(m: &[u8]) -> Option<Method> {
+    Some(match m {
+        b"INVITE" => Method::Invite,
+        b"BYE" => Method::Bye,
+        b"CANCEL" => Method::Cancel,
+        b"PRACK" => Method::Prack,
+        b"REFER" => Method::Refer,
+        _ => return None,
+    })
+}
+
+fn is_shared(st: &Shared, aor: &[u8]) -> bool {
+    !aor.is_empty() && st.store.lock_aor(aor).is_shared()
+}
+
+pub fn update<'m>(
+    st: &'static Shared,
+    cfg: &'static Config,
+    msg: &mut SipMsg<'m>,
+    mask: i32,
+    to_param: Option<&'m [u8]>,
+    from_param: Option<&'m [u8]>,
+    now: i64,
+) -> i32 {
+    let Some(method) = method_of(msg.cseq_method()) else {
+        lm_dbg!("sca_call_info_update: nothing to do for {}", B(msg.cseq_method()));
+        return 1;
+    };
+    if msg.parse_all().is_err() {
+        lm_err!("header parsing failed: bad request");
+        return -1;
+    }
+    let mask: u8 = match mask {
+        0 | 3 => SHARED_BOTH,
+        1 => SHARED_CALLER,
+        2 => SHARED_CALLEE,
+        _ => {
+            lm_err!("sca_call_info_update: argument 1: invalid value (0, 1 or 2 expected)");
+            return -1;
+        }
+    };
+    let ci_hdr = msg.headers_named(b"Call-Info", None).next();
+    let ci = match ci_hdr {
+        None => Ci { index: 0, state: AppearanceState::Idle },
+        Some(v) => match callinfo::parse(v) {
+            Ok(c) => Ci {
+                index: match c.index {
+                    AppearanceIndex::Number(n) => n,
+                    AppearanceIndex::Any => 0,
+                },
+                state: c.state.unwrap_or(AppearanceState::Unknown),
+            },
+            Err(e) => {
+                lm_err!("Bad Call-Info header body: {} ({e})", B(v));
+                return -1;
+            }
+        },
+    };
+    let Some(mut from) = msg.from() else {
+        lm_err!("Bad From header");
+        return -1;
+    };
+    let Some(mut to) = msg.to() else {
+        lm_err!("Bad To header");
+        return -1;
+    };
+    // the newer API: the script names the caller / callee URIs; the tags
+    // still come from the message
+    let from_param = from_param.filter(|f| !f.is_empty());
+    let to_param = to_param.filter(|t| !t.is_empty());
+    if let Some(f) = from_param {
+        from.uri = f;
+    }
+    if let Some(t) = to_param {
+        to.uri = t;
+    }
+    let contact = match msg.contact_uri() {
+        Ok(c) => c.unwrap_or(&[]),
+        Err(()) => {
+            lm_err!("Bad Contact");
+            return -1;
+        }
+    };
+    let contact_opt = (!contact.is_empty()).then_some(contact);
+    let aors = if msg.is_request() {
+        let f = if from_param.is_some() {
+            uri::extract_aor(from.uri).map(|a| a.to_vec())
+        } else {
+            uri::canonical_aor(from.uri, contact_opt).map(|a| a.into_owned())
+        };
+        (f, uri::extract_aor(to.uri).map(|a| a.to_vec()))
+    } else {
+        let t = if to_param.is_some() {
+            uri::extract_aor(to.uri).map(|a| a.to_vec())
+        } else {
+            uri::canonical_aor(to.uri, contact_opt).map(|a| a.into_owned())
+        };
+        (uri::extract_aor(from.uri).map(|a| a.to_vec()), t)
+    };
+    let (from_aor, to_aor) = match aors {
+        (Ok(f), Ok(t)) => (f, t),
+        _ => {
+            lm_err!("cannot get AoRs from From {} / To {}", B(from.uri), B(to.uri));
+            return -1;
+        }
+    };
+    let Some(call_id) = msg.call_id() else {
+        lm_err!("no Call-ID");
+        return -1;
+    };
+
+    let mut shared_flags = 0;
+    if mask & SHARED_CALLER != 0 && is_shared(st, &from_aor) {
+        shared_flags |= SHARED_CALLER;
+    }
+    if mask & SHARED_CALLEE != 0 && is_shared(st, &to_aor) {
+        shared_flags |= SHARED_CALLEE;
+    }
+    if ci_hdr.is_none() {
+        // a line without Call-Info and without call-info subscribers is no
+        // longer treated as shared (C: sca_appearance_unregister)
+        let side = if shared_flags & SHARED_CALLER != 0 && msg.is_request() {
+            Some((SHARED_CALLER, &from_aor))
+        } else if shared_flags & SHARED_CALLEE != 0 && !msg.is_request() {
+            Some((SHARED_CALLEE, &to_aor))
+        } else {
+            None
+        };
+        if let Some((flag, aor)) = side {
+            let mut g = st.store.lock_aor(aor);
+            if !g.entry().is_some_and(|e| e.has_subscribers(EventType::CallInfo)) {
+                shared_flags &= !flag;
+                g.unregister();
+            }
+        }
+    }
+    if msg.remove_call_info_headers().is_err() {
+        lm_err!("Failed to remove Call-Info header");
+        return -1;
+    }
+    if shared_flags == 0 {
+        lm_dbg!("neither {} nor {} are SCA AoRs", B(&from_aor), B(&to_aor));
+        return -1;
+    }
+    let mut cx = Ctx { cfg, st, now, ci, from, to, from_aor, to_aor, contact, call_id, shared: shared_flags };
+    let rc = match method {
+        Method::Invite => invite(&mut cx, msg),
+        Method::Bye => bye(&mut cx, msg),
+        Method::Cancel => cancel(&mut cx, msg),
+        Method::Prack | Method::Refer => 1,
+    };
+    if rc < 0 {
+        lm_err!("Failed to update Call-Info state for {}", B(cx.contact));
+    }
+    rc
+}
+
+// ---------------------------------------------------------------- INVITE
+
+fn invite(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
+    if cx.contact.is_empty() {
+        lm_dbg!("INVITE without Contact (From {} To {})", B(&cx.from_aor), B(&cx.to_aor));
+        return 1;
+    }
+    if msg.is_request() {
+        return invite_request(cx, msg);
+    }
+    match msg.status() {
+        100 => 1,
+        180 | 183 => invite_reply_18x(cx),
+        200 => invite_reply_200(cx, msg),
+        300..=302 => 1,
+        _ => invite_reply_error(cx, msg.status()),
+    }
+}
+
+fn call_is_held(cfg: &Config, msg: &mut SipMsg<'_>) -> bool {
+    (cfg.onhold_bflag >= 0 && bflag_set(cfg.onhold_bflag)) || sdp::is_held(msg.body())
+}
+
+fn invite_request(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
+    if tm::register_invite_callbacks(msg, cx.caller()).is_err() {
+        lm_err!("failed to register INVITE callbacks for {}", B(&cx.from_aor));
+        return -1;
+    }
+    if !cx.caller() {
+        // the callee side is updated by the reply handlers
+        return 1;
+    }
+    let mut state = AppearanceState::Unknown;
+    if call_is_held(cx.cfg, msg) {
+        state = if cx.ci.state == AppearanceState::HeldPrivate {
+            AppearanceState::HeldPrivate
+        } else {
+            AppearanceState::Held
+        };
+    } else if !cx.to.tag.is_empty() {
+        // re-INVITE from the line that put the call on hold
+        state = AppearanceState::Active;
+    } else if let Some(held_state) = retrieval_target(cx) {
+        let rc = seize_held_call(cx, msg, held_state);
+        if rc <= 0 {
+            return rc;
+        }
+    }
+
+    let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
+    let mut g = cx.st.store.lock_aor(&cx.from_aor);
+    let alloc = g.alloc();
+    let Some(e) = g.entry_mut() else { return 1 };
+    let idx = cx.ci.index;
+    let app = if idx > 0 {
+        e.apps.get_mut(idx)
+    } else {
+        e.apps.iter_mut().find(|a| a.dialog() == d)
+    };
+    match app {
+        Some(app) => {
+            if state != AppearanceState::Unknown && app.state != state {
+                app.set_state(state, cx.now);
+            }
+            if app.dialog() != d && app.update_strs(&StrUpdate { dialog: Some(d), ..Default::default() }, alloc).is_err() {
+                lm_err!("out of shared memory updating {} appearance-index {idx}", B(&cx.from_aor));
+            }
+        }
+        None => lm_err!(
+            "Failed to update {} appearance-index {idx} to {}: index not in use",
+            B(&cx.from_aor),
+            state.as_str()
+        ),
+    }
+    notify_group(cx.cfg, e, cx.now);
+    1
+}
+
+/// An INVITE from a group member to the group's own AoR, without To-tag,
+/// naming a held appearance: the member retrieves the held call. Returns
+/// that appearance's state.
+fn retrieval_target(cx: &Ctx<'_>) -> Option<AppearanceState> {
+    if cx.ci.is_empty() || !cx.to.tag.is_empty() || cx.from_aor != cx.to_aor {
+        return None;
+    }
+    let g = cx.st.store.lock_aor(&cx.from_aor);
+    let state = g.entry()?.apps.get(cx.ci.index)?.state;
+    // The C module only treats `held` lines this way, so a retrieval of a
+    // `held-private` line was never refused; we answer it 403 as the spec
+    // and the C code's own comment intend (docs/compat.md).
+    state.is_held().then_some(state)
+}
+
+/// Retrieve a held call: re-target the INVITE to the held party with a
+/// Replaces header for the held dialog, and move the appearance to the new
+/// owner (C: `sca_call_info_seize_held_call`).
+fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState) -> i32 {
+    if held == AppearanceState::HeldPrivate {
+        // reply outside the lock: sl calls back into this module
+        let _ = sl::reply(msg, 403, "Forbidden - private call", b"");
+        return 0;
+    }
+    let mut callee = Vec::new();
+    let mut replaces = Vec::new();
+    let prev;
+    {
+        let mut g = cx.st.store.lock_aor(&cx.from_aor);
+        let alloc = g.alloc();
+        let Some(app) = g.entry_mut().and_then(|e| e.apps.get_mut(cx.ci.index)) else {
+            lm_err!("no active appearances for {}", B(&cx.from_aor));
+            return -1;
+        };
+        let d = app.dialog();
+        if d.call_id.is_empty() || d.from_tag.is_empty() || d.to_tag.is_empty() {
+            lm_err!("{} appearance-index {} is not a confirmed dialog: cannot build Replaces", B(&cx.from_aor), app.index);
+            return -1;
+        }
+        callee.extend_from_slice(app.callee());
+        replaces.extend_from_slice(b"Replaces: ");
+        replaces.extend_from_slice(d.call_id);
+        replaces.extend_from_slice(b";to-tag=");
+        replaces.extend_from_slice(d.to_tag);
+        replaces.extend_from_slice(b";from-tag=");
+        replaces.extend_from_slice(d.from_tag);
+        replaces.extend_from_slice(b"\r\n");
+        prev = (d.call_id.to_vec(), d.to_tag.to_vec());
+        let new_dialog = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
+        if app
+            .update_strs(
+                &StrUpdate { owner: Some(cx.contact), dialog: Some(new_dialog), keep_previous: true, ..Default::default() },
+                alloc,
+            )
+            .is_err()
+        {
+            lm_err!("out of shared memory retrieving {} appearance-index {}", B(&cx.from_aor), cx.ci.index);
+            return -1;
+        }
+        app.flags |= FLAG_OWNER_PENDING;
+        app.set_state(AppearanceState::Active, cx.now);
+    }
+    if callee.is_empty() || msg.rewrite_ruri(&callee).is_err() {
+        lm_err!("cannot send the retrieving INVITE to the held party {}", B(&callee));
+        return -1;
+    }
+    if msg.add_header(&replaces).is_err() {
+        lm_err!("Failed to add Replaces header {}", B(&replaces));
+        return -1;
+    }
+    lm_info!("{} retrieves held {} appearance-index {} from {}", B(cx.contact), B(&cx.from_aor), cx.ci.index, B(&callee));
+
+    // the held party may itself be an SCA line: its appearance follows
+    let mut callee_aor = Vec::new();
+    if matches!(uri::build_aor(&callee, &cx.from_aor, &mut callee_aor), Ok(true)) {
+        let mut g = cx.st.store.lock_aor(&callee_aor);
+        if g.is_shared() {
+            let alloc = g.alloc();
+            let found = g.entry_mut().and_then(|e| e.apps.by_dialog_mut(&prev.0, &prev.1));
+            match found {
+                Some(app) => {
+                    app.flags |= FLAG_CALLEE_PENDING;
+                    let d = DialogRef { call_id: cx.call_id, from_tag: cx.to.tag, to_tag: cx.from.tag };
+                    if app
+                        .update_strs(
+                            &StrUpdate { callee: Some(cx.contact), dialog: Some(d), keep_previous: true, ..Default::default() },
+                            alloc,
+                        )
+                        .is_err()
+                    {
+                        lm_err!("out of shared memory updating the held party's appearance");
+                    }
+                }
+                None => lm_err!(
+                    "failed to find appearance of {} with dialog {};{}",
+                    B(&callee_aor),
+                    B(&prev.0),
+                    B(&prev.1)
+                ),
+            }
+        }
+    }
+    1
+}
+
+fn invite_reply_18x(cx: &mut Ctx<'_>) -> i32 {
+    let state = AppearanceState::Progressing;
+    let mut g = cx.st.store.lock_aor(&cx.from_aor);
+    if !g.is_shared() {
+        return 1;
+    }
+    let owner = match g.entry_mut().and_then(|e| e.apps.by_dialog_mut(cx.call_id, cx.from.tag)) {
+        None => return -1,
+        Some(app) if app.state == state => return 1,
+        Some(app) => {
+            app.set_state(state, cx.now);
+            app.owner().to_vec()
+        }
+    };
+    // the call proceeds: the line-seize has served its purpose
+    terminate_line_seize(cx.cfg, &mut g, &owner, SubState::TerminatedNoresource, false, cx.now);
+    if let Some(e) = g.entry_mut() {
+        notify_group(cx.cfg, e, cx.now);
+    }
+    1
+}
+
+fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
+    let mut rc = -1;
+    if cx.callee() && cx.from_aor != cx.to_aor {
+        rc = callee_answers(cx);
+    }
+    if !cx.caller() {
+        if rc == 1 {
+            notify_aor(cx, &cx.from_aor.clone());
+        }
+        return rc;
+    }
+    // P-Asserted-Identity: who answered, as the group knows the callee
+    match uri::canonical_aor(cx.to.uri, (!cx.contact.is_empty()).then_some(cx.contact)) {
+        Ok(aor) => {
+            let mut pai = Vec::with_capacity(64 + aor.len());
+            pai.extend_from_slice(b"P-Asserted-Identity: ");
+            pai.extend_from_slice(display_of(&cx.to));
+            pai.extend_from_slice(b" <");
+            pai.extend_from_slice(&aor);
+            pai.extend_from_slice(b">\r\n");
+            if msg.add_header(&pai).is_err() {
+                lm_err!("failed to add P-Asserted-Identity to the reply from {}", B(cx.contact));
+            }
+        }
+        Err(e) => lm_err!("no canonical AoR for {}: {e}", B(cx.to.uri)),
+    }
+
+    let mut g = cx.st.store.lock_aor(&cx.from_aor);
+    let alloc = g.alloc();
+    let Some(e) = g.entry_mut() else { return 1 };
+    let Some(app) = e.apps.by_dialog_mut(cx.call_id, cx.from.tag) else {
+        // no SCA line is involved in this call
+        notify_group(cx.cfg, e, cx.now);
+        return 1;
+    };
+    if !app.state.is_held() {
+        app.set_state(AppearanceState::Active, cx.now);
+    }
+    let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
+    let mut app_uri = Vec::new();
+    if cx.from_aor != cx.to_aor {
+        // a new call (not a re-INVITE): show whom the line talks to
+        if let Ok(aor) = uri::canonical_aor(cx.to.uri, (!cx.contact.is_empty()).then_some(cx.contact)) {
+            let display = display_of(&cx.to);
+            format::write_appearance_uri(&mut app_uri, (!display.is_empty()).then_some(display), &aor);
+        }
+    }
+    let u = StrUpdate {
+        dialog: Some(d),
+        callee: Some(cx.contact),
+        uri: (!app_uri.is_empty()).then_some(&app_uri[..]),
+        ..Default::default()
+    };
+    if app.update_strs(&u, alloc).is_err() {
+        lm_err!("out of shared memory updating {} appearance-index {}", B(&cx.from_aor), app.index);
+        return -1;
+    }
+    notify_group(cx.cfg, e, cx.now);
+    1
+}
+
+fn display_of<'a>(na: &NameAddr<'a>) -> &'a [u8] {
+    // the name-addr's display part, as the core's to_body has it
+    let body = na.body;
+    match body.iter().position(|&c| c == b'<') {
+        Some(p) if p > 0 => body[..p].trim_ascii(),
+        _ => &[],
+    }
+}
+
+/// A shared callee answered: its appearance shows the call (C:
+/// `sca_call_info_uri_update`).
+fn callee_answers(cx: &mut Ctx<'_>) -> i32 {
+    let mut g = cx.st.store.lock_aor(&cx.to_aor);
+    if !g.is_shared() {
+        return 1;
+    }
+    let alloc = g.alloc();
+    let Some(e) = g.entry_mut() else { return 1 };
+    let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
+    let idx = cx.ci.index;
+    let existing = if e.apps.get(idx).is_some() {
+        e.apps.get_mut(idx)
+    } else {
+        e.apps.by_dialog_mut(cx.call_id, cx.from.tag)
+    };
+    if let Some(app) = existing {
+        if cx.ci.state != AppearanceState::Unknown {
+            app.set_state(cx.ci.state, cx.now);
+        }
+        let u = StrUpdate { dialog: Some(d), owner: Some(cx.contact), ..Default::default() };
+        return if app.update_strs(&u, alloc).is_ok() { 1 } else { -1 };
+    }
+    let idx = match e.apps.seize((idx > 0).then_some(idx), cx.contact, cx.now, alloc.clone()) {
+        Ok(i) => i,
+        Err(err) => {
+            lm_err!("failed to seize index {idx} for {}: {err:?}", B(cx.contact));
+            return -1;
+        }
+    };
+    let Some(app) = e.apps.get_mut(idx) else { return -1 };
+    app.set_state(AppearanceState::ActivePending, cx.now);
+    let display = display_of(&cx.from);
+    let mut app_uri = Vec::new();
+    format::write_appearance_uri(&mut app_uri, (!display.is_empty()).then_some(display), cx.from.uri);
+    let u = StrUpdate {
+        dialog: Some(d),
+        owner: Some(cx.contact),
+        callee: Some(cx.from.uri),
+        uri: (!app_uri.is_empty()).then_some(&app_uri[..]),
+        ..Default::default()
+    };
+    if app.update_strs(&u, alloc).is_err() {
+        return -1;
+    }
+    1
+}
+
+fn invite_reply_error(cx: &mut Ctx<'_>, status: u32) -> i32 {
+    if status == 487 {
+        // the CANCEL already released the line
+        return 1;
+    }
+    let mut g = cx.st.store.lock_aor(&cx.from_aor);
+    if !g.is_shared() {
+        return 1;
+    }
+    let Some(e) = g.entry_mut() else { return 1 };
+    if e.apps.release_by_dialog(cx.call_id, cx.from.tag).is_none() {
+        lm_err!("failed to look up dialog for failed INVITE {} from {}", B(cx.to.uri), B(&cx.from_aor));
+        return -1;
+    }
+    notify_group(cx.cfg, e, cx.now);
+    1
+}
+
+fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
+    let mut g = cx.st.store.lock_aor(aor);
+    if let Some(e) = g.entry_mut() {
+        notify_group(cx.cfg, e, cx.now);
+    }
+}
+
+// ---------------------------------------------------------------- BYE, CANCEL
+
+/// Release the appearance of this call on `aor` (found by index, else by
+/// dialog) and tell the group. `Err` when none was found.
+fn release_call(cx: &Ctx<'_>, aor: &[u8], index: u32, tag: &[u8]) -> Result<(), ()> {
+    let mut g = cx.st.store.lock_aor(aor);
+    let Some(e) = g.entry_mut() else { return Err(()) };
+    let idx = if index > 0 && e.apps.get(index).is_some() {
+        Some(index)
+    } else {
+        e.apps.by_dialog(cx.call_id, tag).map(|a| a.index)
+    };
+    let Some(idx) = idx else { return Err(()) };
+    let same_call = e.apps.get(idx).is_some_and(|a| a.dialog().call_id == cx.call_id);
+    if same_call {
+        e.apps.release(idx);
+        notify_group(cx.cfg, e, cx.now);
+    }
+    Ok(())
+}
+
+fn bye(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
+    if msg.is_request() {
+        if cx.caller() && release_call(cx, &cx.from_aor, cx.ci.index, cx.from.tag).is_err() {
+            lm_err!("{} dialog leg {};{} is not active", B(&cx.from_aor), B(cx.call_id), B(cx.from.tag));
+            return -1;
+        }
+        if cx.callee() && release_call(cx, &cx.to_aor, 0, cx.to.tag).is_err() {
+            lm_info!("no in-use callee appearance for BYE {} from {}", B(&cx.to_aor), B(&cx.from_aor));
+        }
+    } else if cx.callee() {
+        // a backup for what the BYE request did not catch
+        let _ = release_call(cx, &cx.to_aor, cx.ci.index, cx.to.tag);
+    }
+    1
+}
+
+fn cancel(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
+    if !msg.is_request() {
+        return 1;
+    }
+    if cx.caller() {
+        let mut g = cx.st.store.lock_aor(&cx.from_aor);
+        if let Some(e) = g.entry_mut() {
+            if e.apps.release_by_dialog(cx.call_id, cx.from.tag).is_some() {
+                notify_group(cx.cfg, e, cx.now);
+            }
+        }
+    }
+    if !cx.to.tag.is_empty() {
+        let mut g = cx.st.store.lock_aor(&cx.to_aor);
+        if g.is_shared() {
+            if let Some(e) = g.entry_mut() {
+                if e.apps.release_by_dialog(cx.call_id, cx.to.tag).is_some() {
+                    notify_group(cx.cfg, e, cx.now);
+                }
+            }
+        }
+    }
+    1
+}
+
+// ---------------------------------------------------------------- callbacks
+
+/// tm: the end-to-end ACK of an INVITE we saw (C: `sca_call_info_ack_cb`).
+#[no_mangle]
+pub extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
+    guard_or("ACK callback", (), || {
+        let (Some(st), Some(cfg)) = (shared(), config()) else { return };
+        // SAFETY: tm passes the ACK being processed.
+        let Some(mut msg) = (unsafe { SipMsg::from_raw(ack) }) else { return };
+        let now = now();
+        let contact = msg.contact_uri().ok().flatten();
+        let (Some(from), Some(to), Some(call_id)) = (msg.from(), msg.to(), msg.call_id()) else {
+            lm_err!("ACK callback: bad From, To or Call-ID");
+            return;
+        };
+        let Ok(from_aor) = uri::canonical_aor(from.uri, contact) else { return };
+        let Ok(to_aor) = uri::extract_aor(to.uri) else { return };
+        let held = sdp::is_held(msg.body()) || (cfg.onhold_bflag >= 0 && bflag_set(cfg.onhold_bflag));
+
+        {
+            let mut g = st.store.lock_aor(&from_aor);
+            if g.is_shared() {
+                if let Some(e) = g.entry_mut() {
+                    match e.apps.by_dialog_mut(call_id, from.tag) {
+                        None => lm_err!(
+                            "ACK callback: no appearance for {} matching call-id <{}> and from-tag <{}>",
+                            B(&from_aor),
+                            B(call_id),
+                            B(from.tag)
+                        ),
+                        // music on hold: the hold SDP may come in the ACK
+                        Some(app) if held => {
+                            app.set_state(AppearanceState::Held, now);
+                            notify_group(cfg, e, now);
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        let mut g = st.store.lock_aor(to_aor);
+        if !g.is_shared() {
+            return;
+        }
+        if let Some(e) = g.entry_mut() {
+            if let Some(app) = e.apps.by_dialog_mut(call_id, to.tag) {
+                if app.state == AppearanceState::ActivePending {
+                    app.set_state(AppearanceState::Active, now);
+                }
+            }
+            notify_group(cfg, e, now);
+        }
+    })
+}
+
+/// A failed INVITE from a shared line, answered locally (t_reply / sl):
+/// end the line-seize and free the line.
+fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
+    if code < 400 {
+        return;
+    }
+    let (Some(st), Some(cfg)) = (shared(), config()) else { return };
+    // SAFETY: the INVITE the reply is for, valid during the callback.
+    let Some(mut msg) = (unsafe { SipMsg::from_raw(req) }) else { return };
+    if msg.method() != b"INVITE" {
+        return;
+    }
+    let now = now();
+    let (Some(from), Some(to), Some(call_id)) = (msg.from(), msg.to(), msg.call_id()) else { return };
+    let Ok(aor) = uri::extract_aor(from.uri) else { return };
+    let mut g = st.store.lock_aor(aor);
+    if !g.is_shared() {
+        return;
+    }
+    let Ok(Some(contact)) = msg.contact_uri() else {
+        lm_err!("failed to get Contact from request before local reply with {code}");
+        return;
+    };
+    let ended = terminate_line_seize(cfg, &mut g, contact, SubState::TerminatedNoresource, true, now);
+    if !ended && also_unlink {
+        let _ = to;
+        if let Some(e) = g.entry_mut() {
+            if e.apps.release_by_dialog(call_id, from.tag).is_some() {
+                notify_group(cfg, e, now);
+            }
+        }
+    }
+}
+
+/// tm: a locally generated reply (t_reply) for an INVITE from a shared line.
+#[no_mangle]
+pub extern "C" fn sca_rs_on_response_ready(req: *mut sys::sip_msg, code: i32) {
+    guard_or("t_reply callback", (), || local_error_reply(req, code, true))
+}
+
+/// sl: a stateless reply is about to be sent.
+#[no_mangle]
+pub extern "C" fn sca_rs_on_sl_reply(req: *mut sys::sip_msg, code: i32) {
+    guard_or("sl reply callback", (), || {
+        // auth challenges are part of a normal call set-up
+        if code == 401 || code == 407 {
+            return;
+        }
+        local_error_reply(req, code, false)
+    })
+}

@@ -149,6 +149,29 @@ fn main() {
 
     cc.file(shim.join("shim.c")).compile("sca_rs_shim");
 
+    // ---- libsrdb1: Kamailio's generic DB API lives in a shared library
+    // that modules link (as Debian's sca.so does), found next to the
+    // installed kamailio's libraries; RUNPATH lets dlopen find it.
+    let srdb_dir = env::var("SCA_RS_KAMAILIO_LIBDIR").map(PathBuf::from).unwrap_or_else(|_| {
+        let out = Command::new("dpkg").args(["-L", "kamailio"]).output();
+        out.ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .find(|l| l.ends_with("/libsrdb1.so.1"))
+                    .and_then(|l| Path::new(l).parent().map(Path::to_path_buf))
+            })
+            .unwrap_or_else(|| fail("cannot find libsrdb1.so.1 of the installed kamailio (dpkg -L kamailio)"))
+    });
+    if !srdb_dir.join("libsrdb1.so.1").exists() {
+        fail(&format!("no libsrdb1.so.1 in {}", srdb_dir.display()));
+    }
+    // link against the soname itself: the unversioned .so symlink may be absent
+    println!("cargo:rustc-link-search=native={}", srdb_dir.display());
+    println!("cargo:rustc-link-arg-cdylib=-l:libsrdb1.so.1");
+    println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{}", srdb_dir.display());
+    println!("cargo:rerun-if-env-changed=SCA_RS_KAMAILIO_LIBDIR");
+
     // ---- bindings
     let mut b = bindgen::Builder::default()
         .header(shim.join("wrapper.h").to_string_lossy())
@@ -168,6 +191,7 @@ fn main() {
         "rpc_export_t", "rpc_export", "module_exports", "cmd_export_t", "param_export_t",
         "sr_kemi_t", "sr_kemi_val_t", "str", "gen_lock_t", "sca_rs_dialog", "sip_uri",
         "event_t", "rr_t", "action_u_t", "hdr_types_t", "request_method",
+        "db_func_t", "db1_con_t", "db1_res_t", "db_val_t", "db_row_t", "db_type_t", "db_key_t", "db_op_t",
     ] {
         b = b.allowlist_type(t);
     }
@@ -176,14 +200,16 @@ fn main() {
         "parse_event", "add_lump_rpl2", "register_timer", "sr_kemi_modules_add",
         "rpc_register_array", "get_ticks", "sca_rs_.*", "find_export", "parse_sip_msg_uri",
         "parse_rr_body", "free_rr", "get_body", "parse_to", "get_ticks_raw",
+        "db_bind_mod", "db_check_table_version", "db_table_version", "fork_basic_timer",
+        "register_basic_timers",
         "fixup_igp_null", "fixup_spve_null", "fixup_free_igp_null", "fixup_free_spve_null",
 
     ] {
         b = b.allowlist_function(f);
     }
     for v in [
-        "sca_rs_.*", "process_no", "my_pid", "(REQUEST|FAILURE|TM_ONREPLY|BRANCH|ONSEND|CORE_ONREPLY|ONREPLY|EVENT|ANY|LOCAL|BRANCH_FAILURE)_ROUTE",
-        "PARAM_(STRING|INT|STR|VAR)", "LUMP_RPL_HDR", "PROC_(MAIN|TIMER|RPC|INIT|SIPINIT|TCP_MAIN)", "PARSE_OK",
+        "sca_rs_.*", "process_no", "my_pid", "server_id", "(REQUEST|FAILURE|TM_ONREPLY|BRANCH|ONSEND|CORE_ONREPLY|ONREPLY|EVENT|ANY|LOCAL|BRANCH_FAILURE)_ROUTE",
+        "PARAM_(STRING|INT|STR|VAR)", "LUMP_RPL_HDR", "PROC_(MAIN|TIMER|RPC|INIT|SIPINIT|TCP_MAIN)", "PARSE_OK", "DB_CAP_.*", "OP_(EQ|LT|LEQ|GT|GEQ|NEQ)",
     ] {
         b = b.allowlist_var(v);
     }

@@ -265,9 +265,12 @@ int sca_rs_add_header(struct sip_msg *msg, const char *hdr, int len)
 
 int sca_rs_rewrite_ruri(struct sip_msg *msg, const str *uri)
 {
+	/* drop other branches first: clear_branches() also marks the R-URI
+	 * as consumed, and rewrite_uri() makes it the one new branch again */
+	clear_branches();
 	if(rewrite_uri(msg, (str *)uri) < 0)
 		return -1;
-	clear_branches();
+	ruri_mark_new();
 	return 0;
 }
 

@@ -21,4 +21,7 @@
 #include "core/kemi.h"
 #include "core/route.h"
 #include "core/mod_fix.h"
+#include "lib/srdb1/db.h"
+#include "core/timer_proc.h"
+#include "core/globals.h"
 #include "shim.h"

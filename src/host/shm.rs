@@ -5,21 +5,30 @@
 //! of the store are built `new_in(Shm)`; whatever they allocate is visible
 //! to every worker (under the store's locks).
 //!
-//! Kamailio's shm allocator aligns to 8 bytes (16 with some managers); a
-//! request for more alignment than a returned block has is refused
-//! (`AllocError`), never silently misaligned.
+//! Kamailio's shm managers align blocks to 8 bytes (some to 16). A request
+//! for more alignment (hashbrown's control groups want 16) is served by
+//! over-allocating and aligning inside the block, with the block's real
+//! start stored just before the aligned pointer; `deallocate` reads it back.
 
 use allocator_api2::alloc::{AllocError, Allocator, Layout};
 use core::ptr::NonNull;
 
 use crate::sys;
 
+/// What every shm block is aligned to, whatever the memory manager.
+const SHM_ALIGN: usize = 8;
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Shm;
 
-// SAFETY: blocks come from shm_malloc and go back to shm_free only;
-// every returned block is checked to be at least `layout.size()` long
-// (shm_malloc's contract) and aligned to `layout.align()`.
+fn raw_alloc(size: usize) -> Option<NonNull<u8>> {
+    // SAFETY: any size is acceptable to shm_malloc; NULL means no memory.
+    NonNull::new(unsafe { sys::sca_rs_shm_malloc(size) } as *mut u8)
+}
+
+// SAFETY: blocks come from shm_malloc and go back to shm_free only; every
+// returned pointer is aligned to `layout.align()` and has `layout.size()`
+// bytes after it inside the block.
 unsafe impl Allocator for Shm {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         if layout.size() == 0 {
@@ -27,22 +36,41 @@ unsafe impl Allocator for Shm {
             let dangling = NonNull::new(layout.align() as *mut u8).ok_or(AllocError)?;
             return Ok(NonNull::slice_from_raw_parts(dangling, 0));
         }
-        // SAFETY: any size is acceptable to shm_malloc; NULL means no memory.
-        let p = unsafe { sys::sca_rs_shm_malloc(layout.size()) } as *mut u8;
-        let p = NonNull::new(p).ok_or(AllocError)?;
-        if (p.as_ptr() as usize) % layout.align() != 0 {
-            // SAFETY: p was just returned by shm_malloc and is not used.
-            unsafe { sys::sca_rs_shm_free(p.as_ptr().cast()) };
-            return Err(AllocError);
+        if layout.align() <= SHM_ALIGN {
+            let p = raw_alloc(layout.size()).ok_or(AllocError)?;
+            if (p.as_ptr() as usize) % layout.align() != 0 {
+                // SAFETY: p was just returned by shm_malloc and is not used.
+                unsafe { sys::sca_rs_shm_free(p.as_ptr().cast()) };
+                return Err(AllocError);
+            }
+            return Ok(NonNull::slice_from_raw_parts(p, layout.size()));
         }
+        // over-aligned: room for the alignment slack and the back pointer
+        let extra = layout.align() + core::mem::size_of::<usize>();
+        let total = layout.size().checked_add(extra).ok_or(AllocError)?;
+        let base = raw_alloc(total).ok_or(AllocError)?;
+        let start = base.as_ptr() as usize + core::mem::size_of::<usize>();
+        let aligned = (start + layout.align() - 1) & !(layout.align() - 1);
+        // SAFETY: aligned - size_of::<usize>() >= base and aligned + size
+        // <= base + total by construction; the slot before `aligned` is
+        // 8-aligned (aligned is a multiple of align > 8) and ours.
+        unsafe { ((aligned - core::mem::size_of::<usize>()) as *mut usize).write(base.as_ptr() as usize) };
+        let p = NonNull::new(aligned as *mut u8).ok_or(AllocError)?;
         Ok(NonNull::slice_from_raw_parts(p, layout.size()))
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        if layout.size() != 0 {
-            // SAFETY: the caller passes a block that allocate() returned.
-            unsafe { sys::sca_rs_shm_free(ptr.as_ptr().cast()) }
+        if layout.size() == 0 {
+            return;
         }
+        let block = if layout.align() <= SHM_ALIGN {
+            ptr.as_ptr()
+        } else {
+            // SAFETY: allocate() stored the block start right before ptr.
+            unsafe { ((ptr.as_ptr() as usize - core::mem::size_of::<usize>()) as *const usize).read() as *mut u8 }
+        };
+        // SAFETY: the caller passes a block that allocate() returned.
+        unsafe { sys::sca_rs_shm_free(block.cast()) }
     }
 }
 

@@ -6,7 +6,10 @@ use core::ffi::{c_char, c_int};
 use core::ptr::{null_mut, NonNull};
 use std::sync::OnceLock;
 
+use sca_core::model::EventType;
+use sca_core::packed::Packed;
 use sca_core::store::Store;
+use sca_core::sync::Locked;
 
 use crate::host::export::{
     cmd, cmd3_as_cmd, cmd_fixup, HostCell, CMD_END, FAILURE_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE,
@@ -18,6 +21,7 @@ use crate::host::{sl, tm};
 use crate::{lm_err, lm_info, sys};
 
 pub mod call_info;
+pub mod db;
 pub mod kemi;
 pub mod notify;
 pub mod params;
@@ -30,6 +34,45 @@ use params::Config;
 /// The SCA state every process shares: lives in Kamailio shared memory.
 pub struct Shared {
     pub store: Store<Shm, KLock>,
+    /// Subscriptions that ended before they expired, whose DB rows the
+    /// next flush deletes (only kept when `db_url` is set).
+    tombstones: Locked<KLock, allocator_api2::vec::Vec<(Packed<Shm, 2>, EventType), Shm>>,
+    persist: bool,
+}
+
+/// An ended subscription's key, for the DB writer.
+#[derive(Clone)]
+pub struct Tombstone {
+    pub aor: Vec<u8>,
+    pub subscriber: Vec<u8>,
+    pub event: EventType,
+}
+
+impl Shared {
+    pub fn add_tombstone(&self, aor: &[u8], subscriber: &[u8], event: EventType) {
+        if !self.persist {
+            return;
+        }
+        let mut q = self.tombstones.lock();
+        match Packed::new_in([aor, subscriber], Shm) {
+            Ok(p) if q.try_reserve(1).is_ok() => q.push((p, event)),
+            // the row then stays until it expires
+            _ => lm_err!("out of shared memory queueing the DB delete of {}", crate::host::log::B(subscriber)),
+        }
+    }
+
+    pub fn add_tombstones(&self, t: impl Iterator<Item = Tombstone>) {
+        for t in t {
+            self.add_tombstone(&t.aor, &t.subscriber, t.event);
+        }
+    }
+
+    pub fn take_tombstones(&self) -> Vec<Tombstone> {
+        let mut q = self.tombstones.lock();
+        let out = q.iter().map(|(p, e)| Tombstone { aor: p.get(0).to_vec(), subscriber: p.get(1).to_vec(), event: *e }).collect();
+        q.clear();
+        out
+    }
 }
 
 static SHARED: HostCell<*mut Shared> = HostCell::new(null_mut());
@@ -125,20 +168,34 @@ fn init() -> Result<(), String> {
     }
     let store = Store::new_in(cfg.log2_slots, Shm)
         .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
-    let p: NonNull<Shared> = shm::into_shared(Shared { store })
+    let tombstones = Locked::new(allocator_api2::vec::Vec::new_in(Shm));
+    let persist = cfg.db_url.is_some();
+    let p: NonNull<Shared> = shm::into_shared(Shared { store, tombstones, persist })
         .map_err(|_| "out of shared memory creating the SCA state".to_string())?;
     // SAFETY: p was just created and is not shared yet.
-    if !unsafe { p.as_ref() }.store.init_locks() {
+    let st = unsafe { p.as_ref() };
+    if !st.store.init_locks() || !st.tombstones.init() {
         return Err("cannot initialise the SCA table locks".into());
     }
     SHARED.write(p.as_ptr());
     timer::register(cfg.purge_expired_interval)?;
     match &cfg.db_url {
         None => lm_info!("sca_rs: no db_url set: subscriptions are kept in memory only"),
-        Some(url) => lm_info!(
-            "sca_rs: db_url {} set; subscriptions are kept in shared memory (DB persistence is not in this build yet)",
-            crate::host::log::B(url)
-        ),
+        Some(url) => {
+            db::bind(url)?;
+            db::restore(&cfg, st, subscribe::now());
+            // the write-behind process is forked in child_init(PROC_MAIN)
+            // SAFETY: mod_init is where extra timer processes are declared.
+            if unsafe { sys::register_basic_timers(1) } < 0 {
+                return Err("cannot register the DB writer process".into());
+            }
+            lm_info!(
+                "sca_rs: subscriptions persisted to {} table {} every {}s",
+                crate::host::log::B(url),
+                crate::host::log::B(&cfg.subs_table),
+                cfg.db_update_interval
+            );
+        }
     }
     lm_info!(
         "sca_rs initialised: {} hash slots, call-info max expires {}s, line-seize max expires {}s",
@@ -150,13 +207,51 @@ fn init() -> Result<(), String> {
     Ok(())
 }
 
-unsafe extern "C" fn child_init(_rank: c_int) -> c_int {
-    guard("child_init", || 0)
+unsafe extern "C" fn child_init(rank: c_int) -> c_int {
+    guard("child_init", || {
+        let Some(cfg) = config() else { return -1 };
+        if rank == sys::PROC_MAIN as c_int && cfg.db_url.is_some() {
+            // SAFETY: PROC_MAIN child_init is where extra processes fork;
+            // the name is a static C string.
+            let rc = unsafe {
+                sys::fork_basic_timer(
+                    sys::PROC_TIMER,
+                    c"SCA DB SYNC PROCESS".as_ptr() as *mut c_char,
+                    0,
+                    Some(db_sync_timer),
+                    core::ptr::null_mut(),
+                    cfg.db_update_interval as c_int,
+                )
+            };
+            if rc < 0 {
+                lm_err!("cannot fork the SCA DB writer process");
+                return -1;
+            }
+        }
+        0
+    })
+}
+
+/// The DB writer process: one connection, one flush per interval.
+unsafe extern "C" fn db_sync_timer(_ticks: core::ffi::c_uint, _param: *mut core::ffi::c_void) {
+    thread_local! {
+        static CONN: core::cell::RefCell<Option<crate::host::db::DbConn<'static>>> =
+            const { core::cell::RefCell::new(None) };
+    }
+    guard_or("DB writer", (), || {
+        let (Some(st), Some(cfg)) = (shared(), config()) else { return };
+        CONN.with(|c| db::flush_with_reconnect(cfg, st, &mut c.borrow_mut(), subscribe::now()));
+    })
 }
 
 unsafe extern "C" fn mod_destroy() {
     guard_or("mod_destroy", (), || {
         let p = SHARED.read();
+        if let (Some(st), Some(cfg)) = (shared(), config()) {
+            if cfg.db_url.is_some() {
+                db::flush_at_exit(cfg, st, subscribe::now());
+            }
+        }
         if let Some(nn) = NonNull::new(p) {
             SHARED.write(null_mut());
             // SAFETY: mod_destroy runs once in the main process after the

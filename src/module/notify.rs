@@ -102,6 +102,9 @@ pub fn terminate_line_seize(
     let Some(e) = guard.entry_mut() else { return false };
     let Some(i) = e.find_sub(EventType::LineSeize, subscriber) else { return false };
     let mut sub = e.subs.swap_remove(i);
+    if let Some(st) = crate::module::shared() {
+        st.add_tombstone(e.aor(), sub.subscriber(), EventType::LineSeize);
+    }
     sub.expires = 0;
     sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
     sub.state = state;

@@ -1,0 +1,275 @@
+//! Kamailio's generic DB API (srdb1): whatever `db_*` module serves the
+//! URL (db_sqlite, db_postgres, db_mysql, ...).
+//!
+//! A [`DbApi`] is bound once in mod_init (the function table is copied to
+//! every forked process); a [`DbConn`] belongs to one process and is closed
+//! when dropped. Values cross as [`Val`] (borrowed) and come back as
+//! [`Value`] (owned), so no pointer into a driver's result outlives it.
+
+use core::ffi::{c_char, c_int};
+use std::ffi::CStr;
+
+use crate::host::kstr;
+use crate::sys;
+
+#[derive(Clone, Copy)]
+pub struct DbApi {
+    f: sys::db_func_t,
+}
+
+// SAFETY: the function table is plain function pointers, the same in every
+// process; connections (not Send) are separate.
+unsafe impl Send for DbApi {}
+// SAFETY: see above.
+unsafe impl Sync for DbApi {}
+
+/// A value to write or compare with.
+#[derive(Clone, Copy, Debug)]
+pub enum Val<'a> {
+    Int(i32),
+    Str(&'a [u8]),
+}
+
+/// A value read from a row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Str(Vec<u8>),
+}
+
+impl Value {
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Str(s) => core::str::from_utf8(s).ok()?.trim().parse().ok(),
+            Value::Null => None,
+        }
+    }
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Value::Str(s) => s,
+            _ => &[],
+        }
+    }
+}
+
+pub const OP_EQ: &CStr = c"=";
+pub const OP_LT: &CStr = c"<";
+
+fn db_val(v: &Val<'_>) -> sys::db_val_t {
+    let mut d = sys::db_val_t::default();
+    match *v {
+        Val::Int(i) => {
+            d.type_ = sys::db_type_t_DB1_INT;
+            d.val.int_val = i;
+        }
+        Val::Str(s) => {
+            d.type_ = sys::db_type_t_DB1_STR;
+            d.val.str_val = kstr::from_bytes(s);
+        }
+    }
+    d
+}
+
+fn read_val(v: &sys::db_val_t) -> Value {
+    if v.nul != 0 {
+        return Value::Null;
+    }
+    // SAFETY: the union member read is the one `type_` names; string
+    // pointers are valid until the result is freed (we copy them).
+    unsafe {
+        match v.type_ {
+            t if t == sys::db_type_t_DB1_INT => Value::Int(v.val.int_val as i64),
+            t if t == sys::db_type_t_DB1_BIGINT => Value::Int(v.val.ll_val),
+            t if t == sys::db_type_t_DB1_DATETIME => Value::Int(v.val.time_val),
+            t if t == sys::db_type_t_DB1_STR || t == sys::db_type_t_DB1_BLOB => {
+                Value::Str(kstr::as_bytes(&v.val.str_val).to_vec())
+            }
+            t if t == sys::db_type_t_DB1_STRING => {
+                let p = v.val.string_val;
+                if p.is_null() {
+                    Value::Null
+                } else {
+                    Value::Str(CStr::from_ptr(p).to_bytes().to_vec())
+                }
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+impl DbApi {
+    /// Bind the DB module that serves `url` (mod_init only).
+    pub fn bind(url: &[u8]) -> Result<DbApi, String> {
+        let mut f = sys::db_func_t::default();
+        let u = kstr::from_bytes(url);
+        // SAFETY: db_bind_mod fills the table from the loaded db_* module.
+        if unsafe { sys::db_bind_mod(&u, &mut f) } < 0 {
+            return Err(format!(
+                "cannot bind a DB module for {}: is its db_* module loaded?",
+                String::from_utf8_lossy(url)
+            ));
+        }
+        for (name, ok) in [
+            ("init", f.init.is_some()),
+            ("close", f.close.is_some()),
+            ("use_table", f.use_table.is_some()),
+            ("query", f.query.is_some()),
+            ("free_result", f.free_result.is_some()),
+            ("insert", f.insert.is_some()),
+            ("delete", f.delete.is_some()),
+        ] {
+            if !ok {
+                return Err(format!("the DB module for this URL has no {name} function"));
+            }
+        }
+        Ok(DbApi { f })
+    }
+
+    /// Open a connection for this process.
+    pub fn connect(&self, url: &[u8]) -> Result<DbConn<'_>, String> {
+        let u = kstr::from_bytes(url);
+        let init = self.f.init.ok_or("no init")?;
+        // SAFETY: init copies the URL and returns a connection or NULL.
+        let con = unsafe { init(&u) };
+        if con.is_null() {
+            return Err(format!("cannot connect to {}", String::from_utf8_lossy(url)));
+        }
+        Ok(DbConn { api: self, con, table: None })
+    }
+}
+
+pub struct DbConn<'a> {
+    api: &'a DbApi,
+    con: *mut sys::db1_con_t,
+    /// The current table's name: drivers keep the `str` pointer that
+    /// use_table() gets, so it must live as long as the connection uses it.
+    table: Option<Box<(Vec<u8>, sys::str_)>>,
+}
+
+struct Keys {
+    _names: Vec<Vec<u8>>,
+    strs: Vec<sys::str_>,
+}
+
+impl Keys {
+    fn new(names: &[&str]) -> Keys {
+        let names: Vec<Vec<u8>> = names.iter().map(|n| n.as_bytes().to_vec()).collect();
+        let strs = names.iter().map(|n| kstr::from_bytes(n)).collect();
+        Keys { _names: names, strs }
+    }
+    fn ptrs(&mut self) -> Vec<sys::db_key_t> {
+        self.strs.iter_mut().map(|s| s as *mut sys::str_).collect()
+    }
+}
+
+impl DbConn<'_> {
+    pub fn use_table(&mut self, table: &[u8]) -> Result<(), String> {
+        let mut b = Box::new((table.to_vec(), sys::str_ { s: core::ptr::null_mut(), len: 0 }));
+        b.1 = kstr::from_bytes(&b.0);
+        let f = self.api.f.use_table.ok_or("no use_table")?;
+        // SAFETY: a live connection; the str and its bytes live in the box,
+        // kept in self until the next use_table or close.
+        if unsafe { f(self.con, &b.1) } < 0 {
+            return Err(format!("cannot use table {}", String::from_utf8_lossy(table)));
+        }
+        self.table = Some(b);
+        Ok(())
+    }
+
+    /// Check the `version` table entry of `table`. The connection uses the
+    /// `version` table afterwards: call use_table again.
+    pub fn check_version(&mut self, table: &[u8], version: u32) -> Result<(), String> {
+        let t = kstr::from_bytes(table);
+        let mut f = self.api.f;
+        // SAFETY: a live connection and this process's copy of the table.
+        if unsafe { sys::db_check_table_version(&mut f, self.con, &t, version) } < 0 {
+            return Err(format!(
+                "table {} is missing or not at version {version} (create it from Kamailio's sca-create.sql)",
+                String::from_utf8_lossy(table)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every row of the current table, the given columns.
+    pub fn query_all(&self, columns: &[&str]) -> Result<Vec<Vec<Value>>, String> {
+        let mut cols = Keys::new(columns);
+        let cptr = cols.ptrs();
+        let q = self.api.f.query.ok_or("no query")?;
+        let free = self.api.f.free_result.ok_or("no free_result")?;
+        let mut res: *mut sys::db1_res_t = core::ptr::null_mut();
+        // SAFETY: no keys (NULL, 0), `cptr` holds columns.len() valid keys;
+        // the driver allocates `res`, which we free below.
+        let rc = unsafe {
+            q(
+                self.con,
+                core::ptr::null(),
+                core::ptr::null(),
+                core::ptr::null(),
+                cptr.as_ptr(),
+                0,
+                cptr.len() as c_int,
+                core::ptr::null_mut(),
+                &mut res,
+            )
+        };
+        if rc < 0 || res.is_null() {
+            if !res.is_null() {
+                // SAFETY: res came from this connection's query.
+                unsafe { free(self.con, res) };
+            }
+            return Err("query failed".into());
+        }
+        let mut out = Vec::new();
+        // SAFETY: res is a valid result until freed; rows[0..n] exist and
+        // each has values[0..row.n].
+        unsafe {
+            let r = &*res;
+            for i in 0..r.n.max(0) as usize {
+                let row = &*r.rows.add(i);
+                let vals = (0..row.n.max(0) as usize).map(|j| read_val(&*row.values.add(j))).collect();
+                out.push(vals);
+            }
+            free(self.con, res);
+        }
+        Ok(out)
+    }
+
+    pub fn insert(&self, columns: &[&str], values: &[Val<'_>]) -> Result<(), String> {
+        let mut keys = Keys::new(columns);
+        let kptr = keys.ptrs();
+        let vals: Vec<sys::db_val_t> = values.iter().map(db_val).collect();
+        let f = self.api.f.insert.ok_or("no insert")?;
+        // SAFETY: keys and values have the same length; strings outlive the call.
+        if unsafe { f(self.con, kptr.as_ptr(), vals.as_ptr(), vals.len().min(kptr.len()) as c_int) } < 0 {
+            return Err("insert failed".into());
+        }
+        Ok(())
+    }
+
+    /// DELETE WHERE key1 op1 val1 AND ...
+    pub fn delete(&self, columns: &[&str], ops: &[&CStr], values: &[Val<'_>]) -> Result<(), String> {
+        let mut keys = Keys::new(columns);
+        let kptr = keys.ptrs();
+        let vals: Vec<sys::db_val_t> = values.iter().map(db_val).collect();
+        let optr: Vec<*const c_char> = ops.iter().map(|o| o.as_ptr()).collect();
+        let f = self.api.f.delete.ok_or("no delete")?;
+        let n = kptr.len().min(vals.len()).min(optr.len());
+        // SAFETY: the three arrays hold at least n entries; strings outlive the call.
+        if unsafe { f(self.con, kptr.as_ptr(), optr.as_ptr() as *const sys::db_op_t, vals.as_ptr(), n as c_int) } < 0 {
+            return Err("delete failed".into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DbConn<'_> {
+    fn drop(&mut self) {
+        if let Some(close) = self.api.f.close {
+            // SAFETY: a connection opened by connect() and not used afterwards.
+            unsafe { close(self.con) }
+        }
+    }
+}

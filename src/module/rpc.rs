@@ -20,11 +20,31 @@ static DOC_ALL_APPEARANCES: RpcDoc =
 static DOC_SHOW_APPEARANCE: RpcDoc =
     RpcDoc::new(c"Show appearance state for a single SCA account of record (AoR)");
 
-pub static RPCS: HostCell<[sys::rpc_export_t; 5]> = HostCell::new([
+static DOC_SHOW_SUBSCRIPTION: RpcDoc =
+    RpcDoc::new(c"Show details of a single shared call appearance subscription");
+static DOC_SUBSCRIBERS: RpcDoc = RpcDoc::new(c"Show contact URIs for all call-info subscribers");
+static DOC_DEACTIVATE_ALL: RpcDoc = RpcDoc::new(
+    c"Send NOTIFYs with Subscription-State: terminated;reason=deactivated to all subscribers",
+);
+static DOC_DEACTIVATE: RpcDoc = RpcDoc::new(
+    c"Send NOTIFY with Subscription-State: terminated;reason=deactivated to a single subscriber",
+);
+static DOC_SEIZE: RpcDoc = RpcDoc::new(c"Seize an appearance on an SCA line");
+static DOC_UPDATE: RpcDoc = RpcDoc::new(c"Update the state of a seized appearance on an SCA line");
+static DOC_RELEASE: RpcDoc = RpcDoc::new(c"Release a seized or active SCA appearance");
+
+pub static RPCS: HostCell<[sys::rpc_export_t; 12]> = HostCell::new([
     rpc(c"sca.all_subscriptions", rpc_all_subscriptions, DOC_ALL_SUBSCRIPTIONS.ptr()),
     rpc(c"sca.subscription_count", rpc_subscription_count, DOC_SUBSCRIPTION_COUNT.ptr()),
+    rpc(c"sca.show_subscription", rpc_show_subscription, DOC_SHOW_SUBSCRIPTION.ptr()),
+    rpc(c"sca.subscribers", rpc_subscribers, DOC_SUBSCRIBERS.ptr()),
+    rpc(c"sca.deactivate_all_subscriptions", rpc_deactivate_all, DOC_DEACTIVATE_ALL.ptr()),
+    rpc(c"sca.deactivate_subscription", rpc_deactivate, DOC_DEACTIVATE.ptr()),
     rpc(c"sca.all_appearances", rpc_all_appearances, DOC_ALL_APPEARANCES.ptr()),
     rpc(c"sca.show_appearance", rpc_show_appearance, DOC_SHOW_APPEARANCE.ptr()),
+    rpc(c"sca.seize_appearance", rpc_seize_appearance, DOC_SEIZE.ptr()),
+    rpc(c"sca.update_appearance", rpc_update_appearance, DOC_UPDATE.ptr()),
+    rpc(c"sca.release_appearance", rpc_release_appearance, DOC_RELEASE.ptr()),
     RPC_END,
 ]);
 
@@ -162,5 +182,196 @@ unsafe extern "C" fn rpc_subscription_count(api: *mut sys::rpc_t, ctx: *mut c_vo
         };
         let n = st.store.subscription_count(event);
         let _ = r.printf(&format!("{n} {}", String::from_utf8_lossy(&name)));
+    })
+}
+
+fn print_lines(r: &Rpc, lines: Vec<String>) {
+    for l in lines {
+        if r.printf(&l).is_err() {
+            return;
+        }
+    }
+}
+
+/// `sca.show_subscription AOR EVENT [CONTACT]`: `<aor> <event> <subscriber>
+/// <expires>` per match, like the C module prints it (C 5.6.3 compares the
+/// AoR with the wrong field and rarely finds anything; we match properly).
+unsafe extern "C" fn rpc_show_subscription(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.show_subscription", api, ctx, |r| {
+        const USAGE: &str = "usage: sca.show_subscription sip:user@domain {call-info | line-seize} [sip:user@IP]";
+        let Some(st) = shared() else { return r.fault(500, "Empty subscription table!") };
+        let (Some(aor), Some(ev)) = (r.scan_str(), r.scan_str()) else { return r.fault(500, USAGE) };
+        let Some(event) = EventType::from_name(&ev) else { return r.fault(500, USAGE) };
+        let contact = r.scan_str();
+        let g = st.store.lock_aor(&aor);
+        let lines: Vec<String> = g
+            .entry()
+            .map(|e| {
+                e.subs_of(event)
+                    .filter(|s| contact.as_deref().is_none_or(|c| c == s.subscriber()))
+                    .map(|s| format!("{} {} {} {}", lossy(e.aor()), event.name(), lossy(s.subscriber()), s.expires))
+                    .collect()
+            })
+            .unwrap_or_default();
+        drop(g);
+        print_lines(r, lines);
+    })
+}
+
+/// `sca.subscribers`: `<aor> <subscriber contact>` per call-info
+/// subscription (C 5.6.3: fault 600, not implemented).
+unsafe extern "C" fn rpc_subscribers(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.subscribers", api, ctx, |r| {
+        let Some(st) = shared() else { return r.fault(500, "Empty subscription table!") };
+        let mut lines = Vec::new();
+        st.store.for_each_aor(|e| {
+            for s in e.subs_of(EventType::CallInfo) {
+                lines.push(format!("{} {}", lossy(e.aor()), lossy(s.subscriber())));
+            }
+        });
+        print_lines(r, lines);
+    })
+}
+
+/// End subscriptions with `terminated;reason=deactivated` (a last NOTIFY
+/// each); `filter` picks them. Like the C module, they stay in the table,
+/// terminated and expired, until the purge timer drops them. The line each
+/// gets is the C module's.
+fn deactivate(st: &crate::module::Shared, filter: impl Fn(&[u8], &[u8]) -> bool) -> Vec<String> {
+    let Some(cfg) = crate::module::config() else { return Vec::new() };
+    let now = crate::module::subscribe::now();
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    st.store.retain_aors(|e| {
+        let aor = e.aor().to_vec();
+        for i in 0..e.subs.len() {
+            if !filter(&aor, e.subs[i].subscriber()) {
+                continue;
+            }
+            let (event, index) = (e.subs[i].event, e.subs[i].index);
+            buf.clear();
+            let header_ok = crate::module::notify::call_info_header(e, event, index, &mut buf).is_ok();
+            let sub = &mut e.subs[i];
+            sub.state = sca_core::model::SubState::TerminatedDeactivated;
+            sub.expires = 0;
+            sub.dirty = true;
+            sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+            lines.push(format!("Deactivating {} subscription from {}", event.name(), lossy(sub.subscriber())));
+            if header_ok {
+                let _ = crate::module::notify::send(cfg, &sub.to_rec(&aor), &buf, now);
+            }
+        }
+    });
+    lines
+}
+
+unsafe extern "C" fn rpc_deactivate_all(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.deactivate_all_subscriptions", api, ctx, |r| {
+        let Some(st) = shared() else { return r.fault(500, "Empty subscription table!") };
+        let lines = deactivate(st, |_, _| true);
+        print_lines(r, lines);
+    })
+}
+
+/// `sca.deactivate_subscription AOR CONTACT` (C 5.6.3: not implemented).
+unsafe extern "C" fn rpc_deactivate(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.deactivate_subscription", api, ctx, |r| {
+        const USAGE: &str = "usage: sca.deactivate_subscription sip:user@domain sip:user@IP";
+        let Some(st) = shared() else { return r.fault(500, "Empty subscription table!") };
+        let (Some(aor), Some(contact)) = (r.scan_str(), r.scan_str()) else { return r.fault(500, USAGE) };
+        let lines = deactivate(st, |a, s| a == aor.as_slice() && s == contact.as_slice());
+        if lines.is_empty() {
+            return r.fault(404, &format!("no subscription of {} for {}", lossy(&contact), lossy(&aor)));
+        }
+        print_lines(r, lines);
+    })
+}
+
+/// Lock `aor`, run `f` on its entry if it is a shared appearance, then
+/// NOTIFY the group; Err(fault message) otherwise.
+fn with_shared_aor(
+    aor: &[u8],
+    create: bool,
+    f: impl FnOnce(&mut sca_core::store::AorEntry<crate::host::shm::Shm>, i64) -> Result<String, String>,
+) -> Result<String, String> {
+    let (Some(st), Some(cfg)) = (shared(), crate::module::config()) else { return Err("not initialised".into()) };
+    let now = crate::module::subscribe::now();
+    let mut g = st.store.lock_aor(aor);
+    if create {
+        // like the C module's seize: the AoR becomes a shared appearance
+        g.entry_or_insert().map_err(|_| "out of shared memory".to_string())?.shared = true;
+    }
+    let Some(e) = g.entry_mut().filter(|e| e.shared) else {
+        return Err(format!("No appearances for {}", lossy(aor)));
+    };
+    let line = f(e, now)?;
+    crate::module::notify::notify_group(cfg, e, now);
+    Ok(line)
+}
+
+unsafe extern "C" fn rpc_seize_appearance(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.seize_appearance", api, ctx, |r| {
+        let (Some(aor), Some(owner)) = (r.scan_str(), r.scan_str()) else {
+            return r.fault(500, "usage: sca.seize_appearance sip:user@domain");
+        };
+        let res = with_shared_aor(&aor, true, |e, now| {
+            let idx = e.apps.seize(None, &owner, now, crate::host::shm::Shm).map_err(|_| "Failed to seize line".to_string())?;
+            Ok(format!("Seized {} appearance-index {idx} for {}", lossy(&aor), lossy(&owner)))
+        });
+        match res {
+            Ok(l) => drop(r.printf(&l)),
+            Err(e) => r.fault(500, &e),
+        }
+    })
+}
+
+unsafe extern "C" fn rpc_update_appearance(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.update_appearance", api, ctx, |r| {
+        const USAGE: &str = "Usage: sca.update_appearance sip:user@domain appearance-index appearance-state [appearance-uri]";
+        let (Some(aor), Some(idx), Some(state)) = (r.scan_str(), r.scan_int(), r.scan_str()) else {
+            return r.fault(500, USAGE);
+        };
+        let uri = r.scan_str();
+        let Some(state) = sca_core::parse::appearance::AppearanceState::from_bytes(&state)
+            .filter(|s| *s != sca_core::parse::appearance::AppearanceState::Unknown)
+        else {
+            return r.fault(500, &format!("{}: invalid state", lossy(&state)));
+        };
+        let res = with_shared_aor(&aor, false, |e, now| {
+            let app = u32::try_from(idx).ok().and_then(|i| e.apps.get_mut(i));
+            let Some(app) = app else { return Err(format!("Failed to update {} appearance-index {idx}", lossy(&aor))) };
+            app.set_state(state, now);
+            if let Some(u) = &uri {
+                let mut v = Vec::new();
+                sca_core::parse::format::write_appearance_uri(&mut v, None, u);
+                let upd = sca_core::appearance::StrUpdate { uri: Some(&v), ..Default::default() };
+                app.update_strs(&upd, crate::host::shm::Shm).map_err(|_| "out of shared memory".to_string())?;
+            }
+            Ok(String::new())
+        });
+        if let Err(e) = res {
+            r.fault(500, &e);
+        }
+    })
+}
+
+unsafe extern "C" fn rpc_release_appearance(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.release_appearance", api, ctx, |r| {
+        let (Some(aor), Some(idx)) = (r.scan_str(), r.scan_int()) else {
+            return r.fault(500, "usage: sca.release_appearance user@domain appearance-index");
+        };
+        if idx <= 0 {
+            return r.fault(500, "appearance-index must be > 0");
+        }
+        let res = with_shared_aor(&aor, false, |e, _| {
+            if e.apps.release(idx as u32) {
+                Ok(String::new())
+            } else {
+                Err(format!("{} appearance index {idx} is not in use", lossy(&aor)))
+            }
+        });
+        if let Err(e) = res {
+            r.fault(500, &e);
+        }
     })
 }

@@ -697,6 +697,17 @@ impl Kamailio {
         self.exit_status
     }
 
+    /// Kill every process of this Kamailio with SIGKILL (a crash: no
+    /// shutdown code runs) and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as libc::pid_t;
+            // SAFETY: kill(2) on our own child's process group.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            self.exit_status = child.wait().ok();
+        }
+    }
+
     /// Stop Kamailio now (SIGTERM, then SIGKILL after 3 s); returns how the
     /// main process ended (`None` if it had to be killed). Idempotent.
     pub fn stop(&mut self) -> Option<ExitStatus> {

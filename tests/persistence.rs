@@ -1,0 +1,153 @@
+//! Persistence: subscriptions survive restarts of a real Kamailio on the
+//! same sqlite DB (graceful stop: nothing lost; kill -9: at most the last
+//! db_update_interval), and phones get NOTIFYs afterwards without
+//! re-subscribing.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::cfg::{sca_modparam, sca_opts};
+use common::kamailio::{create_sqlite_db, sqlite_exec, Kamailio, ScaModule, TestDir};
+use common::sip::{Dialog, Subscribe, Ua, RECV_TIMEOUT};
+
+const AOR: &str = "sip:100@127.0.0.1";
+
+fn start(db: &Path, interval: u32) -> Kamailio {
+    let m = ScaModule::Rust;
+    let params = sca_modparam(&m, "db_update_interval", &interval.to_string());
+    Kamailio::start(
+        sca_opts(m)
+            .with_db(false)
+            .var("DB_URL", &format!("sqlite:///{}", db.display()))
+            .var("SCA_MODPARAMS", &params),
+    )
+}
+
+fn subscribe(ua: &mut Ua, dlg: &mut Dialog) {
+    let s = ua.send_subscribe(dlg, &Subscribe::new("call-info", 600)).expect("send SUBSCRIBE");
+    let r = ua.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
+    assert_eq!(r.status(), Some(202), "{}", r.raw);
+    assert!(dlg.update_from_response(&r));
+    ua.expect_request("NOTIFY", RECV_TIMEOUT).expect("NOTIFY after SUBSCRIBE");
+}
+
+fn rows(db: &Path) -> Vec<String> {
+    let out = sqlite_exec(db, "SELECT subscriber, aor, event, state FROM sca_subscriptions ORDER BY subscriber;")
+        .expect("query sqlite");
+    out.lines().map(String::from).filter(|l| !l.is_empty()).collect()
+}
+
+fn wait_rows(db: &Path, n: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = rows(db);
+        if r.len() == n || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A line-seize by `seizer` makes Kamailio NOTIFY every call-info
+/// subscriber: proof that `phone` is known to this Kamailio.
+fn assert_phone_notified_on_seize(k: &Kamailio, seizer: &mut Ua, phone: &mut Ua) {
+    let mut d = seizer.dialog(AOR);
+    let s = seizer
+        .send_subscribe(&mut d, &Subscribe::new("line-seize", 15).call_info("<sip:127.0.0.1>;appearance-index=1"))
+        .expect("send line-seize");
+    let r = seizer.expect_final_response(&s, RECV_TIMEOUT).expect("reply to line-seize");
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    let n = phone.expect_request("NOTIFY", RECV_TIMEOUT).unwrap_or_else(|e| {
+        panic!("{} got no NOTIFY after a restart: {e}\n{}", phone.name, k.log_tail(40))
+    });
+    assert_eq!(
+        n.header("Call-Info"),
+        Some("<sip:127.0.0.1>;appearance-index=1;appearance-state=seized,<sip:127.0.0.1>;appearance-index=*;appearance-state=idle")
+    );
+    assert!(n.header("Subscription-State").is_some_and(|s| s.starts_with("active;expires=")), "{}", n.raw);
+}
+
+#[test]
+fn subscriptions_survive_a_graceful_restart() {
+    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
+    let db = dir.path.join("sca.sqlite");
+    create_sqlite_db(&db, None).expect("create DB");
+
+    // a long interval: the graceful stop must write what the timer did not
+    let mut k = start(&db, 300);
+    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
+    let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
+    a1.auto_answer_notify = true;
+    a2.auto_answer_notify = true;
+    let (mut d1, mut d2) = (a1.dialog(AOR), a2.dialog(AOR));
+    subscribe(&mut a1, &mut d1);
+    subscribe(&mut a2, &mut d2);
+    assert!(rows(&db).is_empty(), "nothing written before the first flush");
+    let st = k.stop().expect("graceful stop");
+    assert!(st.success(), "{st}");
+    let r = rows(&db);
+    assert_eq!(r.len(), 2, "both subscriptions flushed at shutdown: {r:?}\n{}", k.log_tail(20));
+    assert!(r.iter().all(|l| l.contains("|sip:100@127.0.0.1|1|0")), "{r:?}");
+
+    let k2 = start(&db, 300);
+    assert_eq!(k2.rpc(&["sca.subscription_count", "call-info"]), "2 call-info");
+    assert!(k2.log().contains("restored 2 SCA subscriptions"), "{}", k2.log_tail(30));
+    a1.proxy = k2.addr();
+    let mut seizer = Ua::new("A3", "100", k2.addr()).expect("UA");
+    seizer.auto_answer_notify = true;
+    // A3 needs no call-info subscription to seize; A1 and A2 are told
+    assert_phone_notified_on_seize(&k2, &mut seizer, &mut a2);
+    let n = a1.expect_request("NOTIFY", RECV_TIMEOUT).expect("A1 notified too");
+    // the NOTIFY goes on in A1's dialog: its CSeq follows the ones before the restart
+    assert_eq!(n.header("CSeq"), Some("2 NOTIFY"), "{}", n.raw);
+}
+
+#[test]
+fn kill_9_loses_at_most_the_last_interval() {
+    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
+    let db = dir.path.join("sca.sqlite");
+    create_sqlite_db(&db, None).expect("create DB");
+
+    let mut k = start(&db, 1);
+    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
+    let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
+    a1.auto_answer_notify = true;
+    a2.auto_answer_notify = true;
+    let (mut d1, mut d2) = (a1.dialog(AOR), a2.dialog(AOR));
+    subscribe(&mut a1, &mut d1);
+    subscribe(&mut a2, &mut d2);
+    let r = wait_rows(&db, 2, Duration::from_secs(5));
+    assert_eq!(r.len(), 2, "the writer flushed within the interval: {r:?}\n{}", k.log_tail(20));
+    k.kill9();
+
+    let k2 = start(&db, 1);
+    assert_eq!(k2.rpc(&["sca.subscription_count", "call-info"]), "2 call-info");
+    let out = k2.rpc(&["sca.all_subscriptions"]);
+    for ua in [&a1, &a2] {
+        assert!(out.contains(&ua.local.to_string()), "{} restored: {out}", ua.name);
+    }
+    a2.proxy = k2.addr();
+    let mut seizer = Ua::new("A3", "100", k2.addr()).expect("UA");
+    seizer.auto_answer_notify = true;
+    assert_phone_notified_on_seize(&k2, &mut seizer, &mut a2);
+}
+
+#[test]
+fn unsubscribed_and_expired_rows_are_deleted() {
+    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
+    let db = dir.path.join("sca.sqlite");
+    create_sqlite_db(&db, None).expect("create DB");
+    let k = start(&db, 1);
+    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
+    a1.auto_answer_notify = true;
+    let mut d1 = a1.dialog(AOR);
+    subscribe(&mut a1, &mut d1);
+    assert_eq!(wait_rows(&db, 1, Duration::from_secs(5)).len(), 1);
+    let s = a1.send_subscribe(&mut d1, &Subscribe::new("call-info", 0)).expect("unSUBSCRIBE");
+    a1.expect_final_response(&s, RECV_TIMEOUT).expect("202");
+    a1.expect_request("NOTIFY", RECV_TIMEOUT).expect("terminated NOTIFY");
+    let r = wait_rows(&db, 0, Duration::from_secs(5));
+    assert!(r.is_empty(), "the ended subscription's row is deleted: {r:?}");
+}

@@ -27,6 +27,26 @@ fn every_undefined_symbol_is_provided_by_kamailio_tm_or_sl() {
     for m in ["tm.so", "sl.so"] {
         providers.push(format!("{}/{m}", mpath()));
     }
+    // and the module's own NEEDED libraries that its RUNPATH finds
+    // (libsrdb1), as the dynamic loader resolves them
+    let dynamic = Command::new("readelf").args(["-d", module]).output().expect("run readelf");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout).into_owned();
+    let bracketed = |l: &str| l.split('[').nth(1).and_then(|r| r.split(']').next()).map(String::from);
+    let runpaths: Vec<String> = dynamic
+        .lines()
+        .filter(|l| l.contains("(RUNPATH)") || l.contains("(RPATH)"))
+        .filter_map(bracketed)
+        .flat_map(|p| p.split(':').map(String::from).collect::<Vec<_>>())
+        .collect();
+    for lib in dynamic.lines().filter(|l| l.contains("(NEEDED)")).filter_map(bracketed) {
+        if let Some(found) = runpaths
+            .iter()
+            .map(|d| std::path::Path::new(d).join(&lib))
+            .find(|p| p.exists())
+        {
+            providers.push(found.display().to_string());
+        }
+    }
     for p in &providers {
         for l in nm(&["-D", "--defined-only"], p) {
             if let Some(name) = l.split_whitespace().nth(2) {

@@ -21,7 +21,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "needs a Debian system with apt-get"
 
 # ---------------------------------------------------------------- packages
-pkgs=(kamailio kamailio-extra-modules kamailio-sqlite-modules
+pkgs=(kamailio kamailio-extra-modules kamailio-sqlite-modules kamailio-postgres-modules postgresql
       sqlite3 sip-tester libclang-dev dpkg-dev make gcc procps)
 missing=()
 for p in "${pkgs[@]}"; do

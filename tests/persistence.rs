@@ -10,19 +10,21 @@ use std::time::{Duration, Instant};
 
 use common::cfg::{sca_modparam, sca_opts};
 use common::kamailio::{create_sqlite_db, sqlite_exec, Kamailio, ScaModule, TestDir};
+use common::postgres::Postgres;
 use common::sip::{Dialog, Subscribe, Ua, RECV_TIMEOUT};
 
 const AOR: &str = "sip:100@127.0.0.1";
 
 fn start(db: &Path, interval: u32) -> Kamailio {
+    start_url(&format!("sqlite:///{}", db.display()), "", interval)
+}
+
+/// Kamailio with sca_rs on `url`; `extra` goes before the modparams (e.g.
+/// loading another db_* module).
+fn start_url(url: &str, extra: &str, interval: u32) -> Kamailio {
     let m = ScaModule::Rust;
-    let params = sca_modparam(&m, "db_update_interval", &interval.to_string());
-    Kamailio::start(
-        sca_opts(m)
-            .with_db(false)
-            .var("DB_URL", &format!("sqlite:///{}", db.display()))
-            .var("SCA_MODPARAMS", &params),
-    )
+    let params = format!("{extra}{}", sca_modparam(&m, "db_update_interval", &interval.to_string()));
+    Kamailio::start(sca_opts(m).with_db(false).var("DB_URL", url).var("SCA_MODPARAMS", &params))
 }
 
 fn subscribe(ua: &mut Ua, dlg: &mut Dialog) {
@@ -150,4 +152,80 @@ fn unsubscribed_and_expired_rows_are_deleted() {
     a1.expect_request("NOTIFY", RECV_TIMEOUT).expect("terminated NOTIFY");
     let r = wait_rows(&db, 0, Duration::from_secs(5));
     assert!(r.is_empty(), "the ended subscription's row is deleted: {r:?}");
+}
+
+#[test]
+fn subscriptions_survive_a_restart_with_postgresql() {
+    let pg = Postgres::start().expect("PostgreSQL test server");
+    let load = "loadmodule \"db_postgres.so\"\n";
+    let rows = |pg: &Postgres| -> Vec<String> {
+        pg.psql("kamailio", "SELECT subscriber, aor, event, state FROM sca_subscriptions ORDER BY subscriber;")
+            .expect("query PostgreSQL")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
+
+    let mut k = start_url(&pg.url(), load, 1);
+    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
+    let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
+    a1.auto_answer_notify = true;
+    a2.auto_answer_notify = true;
+    let (mut d1, mut d2) = (a1.dialog(AOR), a2.dialog(AOR));
+    subscribe(&mut a1, &mut d1);
+    subscribe(&mut a2, &mut d2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rows(&pg).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = rows(&pg);
+    assert_eq!(r.len(), 2, "written to PostgreSQL: {r:?}\n{}", k.log_tail(20));
+    assert!(r.iter().all(|l| l.contains("|sip:100@127.0.0.1|1|0")), "{r:?}");
+    let st = k.stop().expect("graceful stop");
+    assert!(st.success(), "{st}");
+
+    let k2 = start_url(&pg.url(), load, 1);
+    assert_eq!(k2.rpc(&["sca.subscription_count", "call-info"]), "2 call-info");
+    a1.proxy = k2.addr();
+    let mut seizer = Ua::new("A3", "100", k2.addr()).expect("UA");
+    seizer.auto_answer_notify = true;
+    assert_phone_notified_on_seize(&k2, &mut seizer, &mut a2);
+    a1.expect_request("NOTIFY", RECV_TIMEOUT).expect("A1 notified too");
+}
+
+#[test]
+fn a_db_that_goes_down_and_comes_back_loses_nothing() {
+    let pg = Postgres::start().expect("PostgreSQL test server");
+    let count = |pg: &Postgres| -> usize {
+        pg.psql("kamailio", "SELECT count(*) FROM sca_subscriptions;")
+            .ok()
+            .and_then(|o| o.trim().parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    let k = start_url(&pg.url(), "loadmodule \"db_postgres.so\"\n", 1);
+    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
+    a1.auto_answer_notify = true;
+    let mut d1 = a1.dialog(AOR);
+    subscribe(&mut a1, &mut d1);
+
+    pg.pause().expect("stop PostgreSQL");
+    // SIP keeps working from shared memory while the DB is down
+    let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
+    a2.auto_answer_notify = true;
+    let mut d2 = a2.dialog(AOR);
+    subscribe(&mut a2, &mut d2);
+    assert_eq!(k.rpc(&["sca.subscription_count", "call-info"]), "2 call-info");
+    assert!(
+        k.wait_for_log("retrying in 1s", Duration::from_secs(5)),
+        "the failed write is logged:\n{}",
+        k.log_tail(30)
+    );
+
+    pg.resume().expect("start PostgreSQL again");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&pg) != 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(count(&pg), 2, "both subscriptions written after the DB came back\n{}", k.log_tail(30));
 }

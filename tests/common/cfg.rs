@@ -17,6 +17,8 @@ log_stderror=yes
 log_prefix="{$mt $hdr(CSeq) $ci} "
 fork=yes
 children={{CHILDREN}}
+# see README, known issues
+exit_timeout=4
 disable_tcp=yes
 auto_aliases=no
 dns=no
@@ -88,6 +90,22 @@ request_route {
 	}
 
 	if (uri == myself) {
+		# An SCA phone retrieving a held call sends an INVITE to the shared
+		# AoR with a Call-Info header; sca_call_info_update() rewrites the
+		# Request-URI to the held callee and adds a Replaces header.
+		# (doc/sca.cfg gets there after lookup("location"); this config has
+		# no usrloc, so anything still for us afterwards gets the 404.)
+		if (is_method("INVITE") && is_present_hf("Call-Info")) {
+			t_on_reply("MANAGE_REPLY");
+			t_on_failure("MANAGE_FAILURE");
+			route(SCA);
+			if (!(uri == myself)) {
+				if (!t_relay()) {
+					sl_reply_error();
+				}
+				exit;
+			}
+		}
 		sl_send_reply("404", "Not Found");
 		exit;
 	}

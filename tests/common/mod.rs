@@ -1,5 +1,6 @@
 //! Shared integration-test harness: a real Kamailio ([`kamailio`]), a SIP
-//! test UA over UDP loopback ([`sip`]) and the SCA routing config ([`cfg`]).
+//! test UA over UDP loopback ([`sip`]), the SCA routing config ([`cfg`]) and
+//! SCA scenarios run against either module ([`scenarios`]).
 //!
 //! Each test binary compiles this module separately and uses a different
 //! part of it, hence the `dead_code` allowance.
@@ -7,4 +8,6 @@
 
 pub mod cfg;
 pub mod kamailio;
+pub mod postgres;
+pub mod scenarios;
 pub mod sip;

@@ -1147,6 +1147,8 @@ pub const NORMALIZED_HEADERS: &[&str] = &[
     "Contact",
     "Call-Info",
     "Replaces",
+    "Retry-After",
+    "P-Asserted-Identity",
 ];
 
 /// Replaces per-run values (addresses with ports, tags) by stable labels so
@@ -1157,6 +1159,8 @@ pub const NORMALIZED_HEADERS: &[&str] = &[
 pub struct Normalizer {
     addrs: Vec<(String, String)>,
     tags: Vec<(String, String)>,
+    /// Exact strings (e.g. Call-IDs) replaced before anything else.
+    literals: Vec<(String, String)>,
 }
 
 impl Normalizer {
@@ -1168,6 +1172,33 @@ impl Normalizer {
     pub fn label_addr(mut self, addr: SocketAddr, label: &str) -> Normalizer {
         self.addrs.push((addr.to_string(), format!("<{label}>")));
         self
+    }
+
+    /// Replace every occurrence of `literal` (e.g. a Call-ID quoted in a
+    /// Replaces header or an RPC answer) by `<label>` before the other
+    /// rules run. Longer literals are replaced first.
+    pub fn add_literal(&mut self, literal: &str, label: &str) {
+        if literal.is_empty() || self.literals.iter().any(|(l, _)| l == literal) {
+            return;
+        }
+        self.literals.push((literal.to_string(), format!("<{label}>")));
+        self.literals.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    }
+
+    /// The label of a literal registered with [`Normalizer::add_literal`].
+    pub fn known_literal(&self, literal: &str) -> Option<&str> {
+        self.literals
+            .iter()
+            .find(|(l, _)| l == literal)
+            .map(|(_, lab)| lab.as_str())
+    }
+
+    /// The label of a tag value already seen in a `tag=` parameter.
+    pub fn known_tag(&self, tag: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(t, _)| t == tag)
+            .map(|(_, l)| l.as_str())
     }
 
     fn addr_label(&mut self, addr: &str) -> String {
@@ -1188,9 +1219,16 @@ impl Normalizer {
         l
     }
 
-    /// Replace `ip:port` (IPv4 with a port) and `tag=` values in `s`.
+    /// Replace registered literals, `ip:port` (IPv4 with a port) and
+    /// `tag=` values (also Replaces' `to-tag=` / `from-tag=`) in `s`.
     pub fn scrub(&mut self, s: &str) -> String {
-        let s = self.scrub_tags(s);
+        let mut s = s.to_string();
+        for (lit, label) in &self.literals {
+            if s.contains(lit.as_str()) {
+                s = s.replace(lit.as_str(), label);
+            }
+        }
+        let s = self.scrub_tags(&s);
         self.scrub_addrs(&s)
     }
 
@@ -1198,7 +1236,11 @@ impl Normalizer {
         let mut out = String::new();
         let mut rest = s;
         while let Some(i) = find_ci(rest, "tag=") {
-            let boundary_ok = i == 0 || matches!(rest.as_bytes()[i - 1], b';' | b' ');
+            let before = &rest.as_bytes()[..i];
+            let boundary_ok = i == 0
+                || matches!(before[i - 1], b';' | b' ')
+                || before.ends_with(b";to-")
+                || before.ends_with(b";from-");
             out.push_str(&rest[..i + 4]);
             rest = &rest[i + 4..];
             if !boundary_ok {

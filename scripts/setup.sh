@@ -22,6 +22,7 @@ command -v apt-get >/dev/null || die "needs a Debian system with apt-get"
 
 # ---------------------------------------------------------------- packages
 pkgs=(kamailio kamailio-extra-modules kamailio-sqlite-modules kamailio-postgres-modules postgresql
+      kamailio-lua-modules
       sqlite3 sip-tester libclang-dev dpkg-dev make gcc procps)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -251,7 +251,7 @@ impl<'a> SipMsg<'a> {
     pub fn remove_call_info_headers(&mut self) -> Result<usize, ()> {
         // SAFETY: raw is the current message; the shim parses all headers
         // first and adds delete lumps for headers of this type.
-        let n = unsafe { sys::sca_rs_remove_headers(self.raw, sys::_hdr_types_t_HDR_CALLINFO_T as i32) };
+        let n = unsafe { sys::sca_rs_remove_headers(self.raw, sys::_hdr_types_t_HDR_CALLINFO_T) };
         usize::try_from(n).map_err(|_| ())
     }
 

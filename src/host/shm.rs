@@ -38,7 +38,7 @@ unsafe impl Allocator for Shm {
         }
         if layout.align() <= SHM_ALIGN {
             let p = raw_alloc(layout.size()).ok_or(AllocError)?;
-            if (p.as_ptr() as usize) % layout.align() != 0 {
+            if !(p.as_ptr() as usize).is_multiple_of(layout.align()) {
                 // SAFETY: p was just returned by shm_malloc and is not used.
                 unsafe { sys::sca_rs_shm_free(p.as_ptr().cast()) };
                 return Err(AllocError);

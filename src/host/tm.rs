@@ -55,8 +55,11 @@ pub fn request_within(method: &str, headers: &[u8], body: &[u8], d: &Dialog<'_>)
 
 /// Called by the shim's tm callback with the final status of a request
 /// sent by [`request_within`].
+///
+/// # Safety
+/// Called by the shim only; `_param` is not dereferenced.
 #[no_mangle]
-pub extern "C" fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) {
+pub unsafe extern "C" fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) {
     crate::host::guard::guard_or("tm reply callback", (), || {
         if !(200..300).contains(&status) {
             crate::lm_dbg!("in-dialog request got final status {status}");

@@ -95,10 +95,14 @@ fn run(msg: *mut sys::sip_msg, mask: i32, to: Option<Vec<u8>>, from: Option<Vec<
     update(st, cfg, &mut m, mask, to.as_deref(), from.as_deref(), now())
 }
 
+/// # Safety
+/// Called by Kamailio with the message being routed.
 pub unsafe extern "C" fn w_ciu0(msg: *mut sys::sip_msg, _p1: *mut c_char, _p2: *mut c_char) -> i32 {
     guard("sca_call_info_update", || run(msg, 0, None, None))
 }
 
+/// # Safety
+/// Called by Kamailio with the message and its fixed-up parameter.
 pub unsafe extern "C" fn w_ciu1(msg: *mut sys::sip_msg, p1: *mut c_char, _p2: *mut c_char) -> i32 {
     guard("sca_call_info_update", || {
         // SAFETY: fixed-up parameter of this call.
@@ -110,6 +114,8 @@ pub unsafe extern "C" fn w_ciu1(msg: *mut sys::sip_msg, p1: *mut c_char, _p2: *m
     })
 }
 
+/// # Safety
+/// Called by Kamailio with the message and its fixed-up parameters.
 pub unsafe extern "C" fn w_ciu2(msg: *mut sys::sip_msg, p1: *mut c_char, p2: *mut c_char) -> i32 {
     guard("sca_call_info_update", || {
         // SAFETY: fixed-up parameters of this call.
@@ -121,6 +127,8 @@ pub unsafe extern "C" fn w_ciu2(msg: *mut sys::sip_msg, p1: *mut c_char, p2: *mu
     })
 }
 
+/// # Safety
+/// Called by Kamailio with the message and its fixed-up parameters.
 pub unsafe extern "C" fn w_ciu3(
     msg: *mut sys::sip_msg,
     p1: *mut c_char,
@@ -140,6 +148,9 @@ pub unsafe extern "C" fn w_ciu3(
 
 /// Fixup: parameter 1 is an int (or variable), 2 and 3 strings with
 /// variables.
+///
+/// # Safety
+/// Called by Kamailio with the parameter slot to fix up.
 pub unsafe extern "C" fn fixup_ciu(param: *mut *mut c_void, param_no: c_int) -> c_int {
     guard("sca_call_info_update fixup", || match param_no {
         // SAFETY: Kamailio passes the parameter slot to fix up.
@@ -150,6 +161,8 @@ pub unsafe extern "C" fn fixup_ciu(param: *mut *mut c_void, param_no: c_int) -> 
     })
 }
 
+/// # Safety
+/// Called by Kamailio with a slot fixup_ciu fixed up.
 pub unsafe extern "C" fn fixup_free_ciu(param: *mut *mut c_void, param_no: c_int) -> c_int {
     guard("sca_call_info_update fixup", || match param_no {
         // SAFETY: frees what fixup_ciu made for this slot.
@@ -626,7 +639,7 @@ fn callee_answers(cx: &mut Ctx<'_>) -> i32 {
         let u = StrUpdate { dialog: Some(d), owner: Some(cx.contact), ..Default::default() };
         return if app.update_strs(&u, alloc).is_ok() { 1 } else { -1 };
     }
-    let idx = match e.apps.seize((idx > 0).then_some(idx), cx.contact, cx.now, alloc.clone()) {
+    let idx = match e.apps.seize((idx > 0).then_some(idx), cx.contact, cx.now, alloc) {
         Ok(i) => i,
         Err(err) => {
             lm_err!("failed to seize index {idx} for {}: {err:?}", B(cx.contact));
@@ -741,8 +754,11 @@ fn cancel(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
 // ---------------------------------------------------------------- callbacks
 
 /// tm: the end-to-end ACK of an INVITE we saw (C: `sca_call_info_ack_cb`).
+///
+/// # Safety
+/// Called by the shim with the message tm/sl hands to its callback.
 #[no_mangle]
-pub extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
+pub unsafe extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
     guard_or("ACK callback", (), || {
         let (Some(st), Some(cfg)) = (shared(), config()) else { return };
         // SAFETY: tm passes the ACK being processed.
@@ -828,14 +844,20 @@ fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
 }
 
 /// tm: a locally generated reply (t_reply) for an INVITE from a shared line.
+///
+/// # Safety
+/// Called by the shim with the message tm/sl hands to its callback.
 #[no_mangle]
-pub extern "C" fn sca_rs_on_response_ready(req: *mut sys::sip_msg, code: i32) {
+pub unsafe extern "C" fn sca_rs_on_response_ready(req: *mut sys::sip_msg, code: i32) {
     guard_or("t_reply callback", (), || local_error_reply(req, code, true))
 }
 
 /// sl: a stateless reply is about to be sent.
+///
+/// # Safety
+/// Called by the shim with the message tm/sl hands to its callback.
 #[no_mangle]
-pub extern "C" fn sca_rs_on_sl_reply(req: *mut sys::sip_msg, code: i32) {
+pub unsafe extern "C" fn sca_rs_on_sl_reply(req: *mut sys::sip_msg, code: i32) {
     guard_or("sl reply callback", (), || {
         // auth challenges are part of a normal call set-up
         if code == 401 || code == 407 {

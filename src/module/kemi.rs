@@ -38,6 +38,9 @@ static KEMI: HostCell<[sys::sr_kemi_t; 6]> = HostCell::new([
 
 /// Called by Kamailio when it loads the module, before the config's
 /// modparams: registers the KEMI functions.
+///
+/// # Safety
+/// Called once by Kamailio's module loader.
 #[no_mangle]
 pub unsafe extern "C" fn mod_register(
     _path: *mut c_char,

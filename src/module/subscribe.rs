@@ -25,6 +25,8 @@ struct Reject(u16, &'static str);
 
 const BAD_SCA_REQUEST: Reject = Reject(400, "Bad Shared Call Appearance Request");
 
+/// # Safety
+/// Called by Kamailio with the message being routed.
 pub unsafe extern "C" fn w_sca_handle_subscribe(
     msg: *mut sys::sip_msg,
     _p1: *mut c_char,
@@ -300,7 +302,7 @@ fn decide(
     let existing = guard.find_sub(event, req.subscriber).map(|s| (s.notify_cseq, s.record_route().to_vec(), s.index));
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {
         let e = guard.entry_or_insert().map_err(|_| Reject(500, "Internal Server Error - seize appearance index"))?;
-        e.apps.seize(seize_index, req.subscriber, now, alloc.clone()).map_err(|err| match err {
+        e.apps.seize(seize_index, req.subscriber, now, alloc).map_err(|err| match err {
             SeizeError::Unavailable => Reject(480, "Temporarily Unavailable"),
             SeizeError::NoMemory => Reject(500, "Internal Server Error - seize appearance index"),
         })

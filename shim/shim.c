@@ -12,6 +12,8 @@
 #include "core/data_lump.h"
 #include "core/dset.h"
 #include "core/mod_fix.h"
+#include "core/usr_avp.h"
+#include "core/pvar.h"
 #include "modules/sl/sl.h"
 #include "modules/tm/tm_load.h"
 
@@ -287,4 +289,69 @@ int sca_rs_fixup_get_ivalue(struct sip_msg *msg, void *gp, int *val)
 int sca_rs_fixup_get_svalue(struct sip_msg *msg, void *gp, str *val)
 {
 	return fixup_get_svalue(msg, (gparam_p)gp, val);
+}
+
+/* ------------------------------------------------------------ AVPs */
+
+static avp_name_t sca_rs_avp_name(const struct sca_rs_avp *a)
+{
+	avp_name_t n;
+
+	memset(&n, 0, sizeof(n));
+	if(a->type & AVP_NAME_STR)
+		n.s = a->name_s;
+	else
+		n.n = a->name_n;
+	return n;
+}
+
+int sca_rs_avp_parse(const str *spec, struct sca_rs_avp *out)
+{
+	pv_spec_t *pv;
+	avp_name_t name;
+	unsigned short flags;
+
+	memset(out, 0, sizeof(*out));
+	pv = pv_cache_get((str *)spec);
+	if(pv == NULL || pv->type != PVT_AVP)
+		return -1;
+	if(pv_get_avp_name(0, &pv->pvp, &name, &flags) != 0)
+		return -1;
+	out->type = flags;
+	if(flags & AVP_NAME_STR)
+		out->name_s = name.s; /* the pv cache keeps the name */
+	else
+		out->name_n = name.n;
+	out->set = 1;
+	return 0;
+}
+
+int sca_rs_avp_get(const struct sca_rs_avp *a, str *val)
+{
+	avp_value_t v;
+
+	if(!a->set)
+		return -1;
+	if(search_first_avp(a->type | AVP_VAL_STR, sca_rs_avp_name(a), &v, 0)
+			== NULL)
+		return -1;
+	*val = v.s;
+	return 0;
+}
+
+void sca_rs_avp_del(const struct sca_rs_avp *a)
+{
+	if(a->set)
+		delete_avp(a->type | AVP_VAL_STR, sca_rs_avp_name(a));
+}
+
+int sca_rs_avp_put(const struct sca_rs_avp *a, const str *val)
+{
+	avp_value_t v;
+
+	if(!a->set)
+		return -1;
+	sca_rs_avp_del(a);
+	v.s = *val;
+	return add_avp(a->type | AVP_VAL_STR, sca_rs_avp_name(a), v);
 }

@@ -79,6 +79,21 @@ int sca_rs_isbflagset(int flag);
 int sca_rs_fixup_get_ivalue(struct sip_msg *msg, void *gp, int *val);
 int sca_rs_fixup_get_svalue(struct sip_msg *msg, void *gp, str *val);
 
+/* AVPs named in modparams (from_uri_avp / to_uri_avp): parsed once in
+ * mod_init from a spec like "$avp(sca_from)" */
+struct sca_rs_avp {
+	int set;
+	unsigned short type;
+	/* avp_name_t (int_str) storage */
+	long name_n;
+	str name_s;
+};
+int sca_rs_avp_parse(const str *spec, struct sca_rs_avp *out);
+/* 0 and *val set when the AVP has a string value, -1 otherwise */
+int sca_rs_avp_get(const struct sca_rs_avp *a, str *val);
+int sca_rs_avp_put(const struct sca_rs_avp *a, const str *val);
+void sca_rs_avp_del(const struct sca_rs_avp *a);
+
 /* rpc: variadic helpers (Rust can call variadic pointers, but a few fixed
  * shapes here keep the Rust side simple and type-checked) */
 

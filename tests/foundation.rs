@@ -220,3 +220,43 @@ fn differential_against_c_sca_module() {
     let (tc, tr) = (mask_known_deviations(&rc.normalized), mask_known_deviations(&rr.normalized));
     assert_eq!(tc, tr, "transcripts differ\n--- C sca.so\n{tc}\n--- sca_rs.so\n{tr}");
 }
+
+/// Newer Kamailio API: `sca_handle_subscribe(to_uri)` subscribes to the AoR
+/// the script names, and `to_uri_avp` tells the script which URI was used.
+#[test]
+fn handle_subscribe_with_a_to_uri_and_uri_avps() {
+    let tpl = example_template(&ScaModule::Rust)
+        .replace(
+            "sca_handle_subscribe();",
+            "sca_handle_subscribe(\"sip:300@127.0.0.1\");\n\t\t\txlog(\"L_NOTICE\", \"SCA-TO-AVP=$avp(sca_to)\\n\");",
+        )
+        .replace(
+            "modparam(\"{{SCA_MODULE}}\", \"db_update_interval\", 300)",
+            "modparam(\"{{SCA_MODULE}}\", \"db_update_interval\", 300)\n\
+             modparam(\"{{SCA_MODULE}}\", \"to_uri_avp\", \"$avp(sca_to)\")\n\
+             modparam(\"{{SCA_MODULE}}\", \"from_uri_avp\", \"$avp(sca_from)\")\n\
+             modparam(\"{{SCA_MODULE}}\", \"contact_fallback\", \"sip:fallback@127.0.0.1\")",
+        );
+    assert!(tpl.contains("sca_handle_subscribe(\"sip:300@127.0.0.1\")") && tpl.contains("to_uri_avp"));
+    let k = Kamailio::start(KamailioOpts::new(&tpl, ScaModule::Rust));
+    let mut ua = Ua::new("alice", "100", k.addr()).expect("bind UA socket");
+    ua.auto_answer_notify = true;
+    let mut dlg = ua.dialog(AOR);
+    let s = ua.send_subscribe(&mut dlg, &Subscribe::new("call-info", 600)).expect("send SUBSCRIBE");
+    let r = ua.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
+    assert_eq!(r.status(), Some(202), "{}", r.raw);
+    let n = ua.expect_request("NOTIFY", RECV_TIMEOUT).expect("NOTIFY");
+    assert_eq!(hdr(&n, "To"), format!("<sip:300@127.0.0.1>;tag={}", dlg.local_tag), "the NOTIFY is for the named AoR");
+    let subs = k.rpc(&["sca.all_subscriptions"]);
+    assert!(subs.starts_with("300 "), "subscribed to sip:300: {subs}");
+    assert!(k.wait_for_log("SCA-TO-AVP=sip:300@127.0.0.1", Duration::from_secs(2)), "{}", k.log_tail(20));
+    assert!(
+        Kamailio::try_start(
+            KamailioOpts::new(&tpl.replace("$avp(sca_from)", "$var(nope)"), ScaModule::Rust)
+                .ready_timeout(Duration::from_secs(5))
+        )
+        .err()
+        .is_some_and(|e| e.contains("modparam from_uri_avp")),
+        "a from_uri_avp that is not an AVP is a start-up error"
+    );
+}

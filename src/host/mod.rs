@@ -2,6 +2,7 @@
 //! facility; the `unsafe` needed to talk to C stays in here, each block
 //! with its reason. See docs/SAFETY.md for the host invariants relied on.
 
+pub mod avp;
 pub mod db;
 pub mod export;
 pub mod guard;

@@ -260,8 +260,20 @@ pub fn update<'m>(
     if let Some(t) = to_param {
         to.uri = t;
     }
+    // the URIs used, for the script (newer Kamailio's from_uri_avp /
+    // to_uri_avp)
+    for (avp, uri) in [(cfg.from_uri_avp, from.uri), (cfg.to_uri_avp, to.uri)] {
+        if let Some(a) = avp {
+            a.del();
+            a.put(uri);
+        }
+    }
     let contact = match msg.contact_uri() {
-        Ok(c) => c.unwrap_or(&[]),
+        Ok(Some(c)) => c,
+        // newer Kamailio: contact_fallback stands in for a missing or bad
+        // Contact
+        Ok(None) | Err(()) if cfg.contact_fallback.is_some() => cfg.contact_fallback.as_deref().unwrap_or_default(),
+        Ok(None) => &[],
         Err(()) => {
             lm_err!("Bad Contact");
             return -1;

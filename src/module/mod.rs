@@ -109,8 +109,10 @@ pub static module_interface_ver: HostCell<core::ffi::c_uint> = HostCell::new(4);
 
 const CIU_ROUTES: u32 = REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE;
 
-static CMDS: HostCell<[sys::cmd_export_t; 6]> = HostCell::new([
+static CMDS: HostCell<[sys::cmd_export_t; 8]> = HostCell::new([
     cmd(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 0, REQUEST_ROUTE),
+    cmd_fixup(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 1, subscribe::fixup_hs, subscribe::fixup_free_hs, REQUEST_ROUTE),
+    cmd_fixup(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 2, subscribe::fixup_hs, subscribe::fixup_free_hs, REQUEST_ROUTE),
     cmd(c"sca_call_info_update", call_info::w_ciu0, 0, CIU_ROUTES),
     cmd_fixup(c"sca_call_info_update", call_info::w_ciu1, 1, call_info::fixup_ciu, call_info::fixup_free_ciu, CIU_ROUTES),
     cmd_fixup(c"sca_call_info_update", call_info::w_ciu2, 2, call_info::fixup_ciu, call_info::fixup_free_ciu, CIU_ROUTES),

@@ -22,8 +22,11 @@ pub static SUBS_TABLE: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static STATE_TABLE: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static OUTBOUND_PROXY: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static SERVER_ADDRESS: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static CONTACT_FALLBACK: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static FROM_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static TO_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
 
-const N_PARAMS: usize = 12;
+const N_PARAMS: usize = 15;
 
 pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -37,12 +40,15 @@ pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"state_table", PARAM_STR, STATE_TABLE.get() as *mut c_void),
     param(c"outbound_proxy", PARAM_STR, OUTBOUND_PROXY.get() as *mut c_void),
     param(c"server_address", PARAM_STR, SERVER_ADDRESS.get() as *mut c_void),
+    param(c"contact_fallback", PARAM_STR, CONTACT_FALLBACK.get() as *mut c_void),
+    param(c"from_uri_avp", PARAM_STR, FROM_URI_AVP.get() as *mut c_void),
+    param(c"to_uri_avp", PARAM_STR, TO_URI_AVP.get() as *mut c_void),
     PARAM_END,
 ]);
 
 /// Validated configuration, fixed at mod_init (before fork: every process
 /// gets the same copy).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub log2_slots: u32,
     pub call_info_max_expires: u32,
@@ -55,6 +61,11 @@ pub struct Config {
     pub state_table: Vec<u8>,
     pub outbound_proxy: Option<Vec<u8>>,
     pub server_address: Option<Vec<u8>>,
+    /// Owner URI used when a message has no Contact (newer Kamailio).
+    pub contact_fallback: Option<Vec<u8>>,
+    /// AVPs that hold the From / To URI to use instead of the headers.
+    pub from_uri_avp: Option<crate::host::avp::Avp>,
+    pub to_uri_avp: Option<crate::host::avp::Avp>,
 }
 
 fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
@@ -62,6 +73,13 @@ fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
     // (or left ours, NULL).
     let b = unsafe { kstr::as_bytes(&c.read()) };
     (!b.is_empty()).then(|| b.to_vec())
+}
+
+fn avp(name: &str, c: &HostCell<sys::str_>) -> Result<Option<crate::host::avp::Avp>, String> {
+    match opt_str(c) {
+        None => Ok(None),
+        Some(spec) => crate::host::avp::Avp::parse(&spec).map(Some).map_err(|e| format!("modparam {name}: {e}")),
+    }
 }
 
 fn positive(name: &str, v: c_int) -> Result<u32, String> {
@@ -96,6 +114,9 @@ impl Config {
             state_table: opt_str(&STATE_TABLE).unwrap_or_else(|| b"sca_state".to_vec()),
             outbound_proxy: opt_str(&OUTBOUND_PROXY),
             server_address: opt_str(&SERVER_ADDRESS),
+            contact_fallback: opt_str(&CONTACT_FALLBACK),
+            from_uri_avp: avp("from_uri_avp", &FROM_URI_AVP)?,
+            to_uri_avp: avp("to_uri_avp", &TO_URI_AVP)?,
         })
     }
 }

@@ -29,17 +29,58 @@ const BAD_SCA_REQUEST: Reject = Reject(400, "Bad Shared Call Appearance Request"
 /// Called by Kamailio with the message being routed.
 pub unsafe extern "C" fn w_sca_handle_subscribe(
     msg: *mut sys::sip_msg,
-    _p1: *mut c_char,
-    _p2: *mut c_char,
+    p1: *mut c_char,
+    p2: *mut c_char,
 ) -> i32 {
     guard("sca_handle_subscribe", || {
+        // SAFETY: p1/p2 are NULL for the 0-parameter form, fixed-up
+        // (fixup_spve_null) string parameters otherwise.
+        let param = |p: *mut c_char| -> Result<Option<Vec<u8>>, ()> {
+            if p.is_null() {
+                return Ok(None);
+            }
+            let mut s = sys::str_ { s: core::ptr::null_mut(), len: 0 };
+            // SAFETY: see above.
+            if unsafe { sys::sca_rs_fixup_get_svalue(msg, p.cast(), &mut s) } != 0 {
+                return Err(());
+            }
+            // SAFETY: valid during this call; copied.
+            Ok(Some(unsafe { crate::host::kstr::as_bytes(&s) }.to_vec()))
+        };
+        let (Ok(to), Ok(from)) = (param(p1), param(p2)) else {
+            lm_err!("sca_handle_subscribe: cannot get the URI parameters");
+            return -1;
+        };
         // SAFETY: Kamailio passes the message being routed.
         let Some(mut msg) = (unsafe { SipMsg::from_raw(msg) }) else { return -1 };
         let (Some(st), Some(cfg)) = (shared(), config()) else {
             lm_err!("sca_handle_subscribe called before the module was initialised");
             return -1;
         };
-        handle_subscribe(st, cfg, &mut msg, now())
+        handle_subscribe_uris(st, cfg, &mut msg, to.as_deref(), from.as_deref(), now())
+    })
+}
+
+/// Fixup of `sca_handle_subscribe(to_uri[, from_uri])`: strings with
+/// variables.
+///
+/// # Safety
+/// Called by Kamailio with the parameter slot to fix up.
+pub unsafe extern "C" fn fixup_hs(param: *mut *mut core::ffi::c_void, param_no: core::ffi::c_int) -> core::ffi::c_int {
+    // SAFETY: Kamailio passes the slot of parameter 1 or 2.
+    guard("sca_handle_subscribe fixup", || match param_no {
+        1 | 2 => unsafe { sys::fixup_spve_null(param, 1) },
+        _ => -1,
+    })
+}
+
+/// # Safety
+/// Called by Kamailio with a slot fixup_hs fixed up.
+pub unsafe extern "C" fn fixup_free_hs(param: *mut *mut core::ffi::c_void, param_no: core::ffi::c_int) -> core::ffi::c_int {
+    // SAFETY: frees what fixup_hs made for this slot.
+    guard("sca_handle_subscribe fixup", || match param_no {
+        1 | 2 => unsafe { sys::fixup_free_spve_null(param, 1) },
+        _ => -1,
     })
 }
 
@@ -172,6 +213,29 @@ struct Outcome {
 }
 
 pub fn handle_subscribe(st: &Shared, cfg: &Config, msg: &mut SipMsg<'_>, now: i64) -> i32 {
+    handle_subscribe_uris(st, cfg, msg, None, None, now)
+}
+
+/// `sca_handle_subscribe([to_uri[, from_uri]])`: `to_uri` names the SCA AoR
+/// instead of the Request-URI (initial) or To URI (in-dialog); both URIs
+/// are also stored in `to_uri_avp` / `from_uri_avp` when configured.
+pub fn handle_subscribe_uris<'m>(
+    st: &Shared,
+    cfg: &Config,
+    msg: &mut SipMsg<'m>,
+    to_uri: Option<&'m [u8]>,
+    from_uri: Option<&'m [u8]>,
+    now: i64,
+) -> i32 {
+    for (avp, uri) in [(cfg.from_uri_avp, from_uri), (cfg.to_uri_avp, to_uri)] {
+        if let Some(a) = avp {
+            a.del();
+            if let Some(u) = uri.filter(|u| !u.is_empty()) {
+                a.put(u);
+            }
+        }
+    }
+    let to_uri = to_uri.filter(|u| !u.is_empty());
     if msg.parse_all().is_err() {
         lm_err!("header parsing failed: bad request");
         return reply_error(msg, Reject(400, "Bad Request"));
@@ -187,10 +251,19 @@ pub fn handle_subscribe(st: &Shared, cfg: &Config, msg: &mut SipMsg<'_>, now: i6
         Ok(e) => e,
         Err(_) => return reply_error(msg, Reject(400, "Bad Event")),
     };
-    let req = match parse_request(cfg, msg, event) {
+    let mut req = match parse_request(cfg, msg, event) {
         Ok(r) => r,
         Err(r) => return reply_error(msg, r),
     };
+    if let Some(t) = to_uri {
+        match parse::uri::aor_of_name_addr(t).or_else(|_| parse::uri::extract_aor(t)) {
+            Ok(aor) if parse::uri::host_of(aor).is_ok() => req.aor = aor,
+            _ => {
+                lm_err!("sca_handle_subscribe: bad to_uri parameter '{}'", B(t));
+                return reply_error(msg, BAD_SCA_REQUEST);
+            }
+        }
+    }
     // line-seize: the index to seize, from the (required) Call-Info
     let mut seize_index: Option<u32> = None;
     if event == EventType::LineSeize {

@@ -265,6 +265,69 @@ impl DbConn<'_> {
     }
 }
 
+/// How a connection batches statements into one transaction.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tx {
+    /// The driver's transaction API (db_postgres, db_mysql).
+    Api,
+    /// `BEGIN` / `COMMIT` through raw queries (db_sqlite).
+    Sql,
+    /// No transaction could be started: statements run one by one.
+    None,
+}
+
+impl DbConn<'_> {
+    fn raw(&self, sql: &str) -> Result<(), ()> {
+        let f = self.api.f.raw_query.ok_or(())?;
+        let q = kstr::from_bytes(sql.as_bytes());
+        // SAFETY: a live connection; no result is requested for these statements.
+        if unsafe { f(self.con, &q, core::ptr::null_mut()) } < 0 {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Start a transaction, the best way the driver offers.
+    pub fn begin(&self) -> Tx {
+        if let Some(f) = self.api.f.start_transaction {
+            // SAFETY: a live connection; no table locking requested.
+            if unsafe { f(self.con, sys::db_locking_t_DB_LOCKING_NONE) } == 0 {
+                return Tx::Api;
+            }
+        }
+        if self.raw("BEGIN").is_ok() {
+            return Tx::Sql;
+        }
+        Tx::None
+    }
+
+    pub fn commit(&self, tx: Tx) -> Result<(), String> {
+        let ok = match tx {
+            // SAFETY: a live connection with a transaction started by begin().
+            Tx::Api => self.api.f.end_transaction.is_some_and(|f| unsafe { f(self.con) } == 0),
+            Tx::Sql => self.raw("COMMIT").is_ok(),
+            Tx::None => true,
+        };
+        if ok { Ok(()) } else { Err("commit failed".into()) }
+    }
+
+    pub fn rollback(&self, tx: Tx) {
+        match tx {
+            Tx::Api => {
+                if let Some(f) = self.api.f.abort_transaction {
+                    // SAFETY: a live connection with a transaction started by begin().
+                    unsafe { f(self.con) };
+                }
+            }
+            Tx::Sql => {
+                let _ = self.raw("ROLLBACK");
+            }
+            Tx::None => {}
+        }
+    }
+}
+
 impl Drop for DbConn<'_> {
     fn drop(&mut self) {
         if let Some(close) = self.api.f.close {

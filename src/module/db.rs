@@ -195,28 +195,14 @@ fn write_row(con: &DbConn<'_>, p: &Pending) -> Result<(), String> {
     )
 }
 
-/// Write every change since the last flush. Returns how many rows were
-/// written; on a DB error what was not written stays marked for the next
-/// flush.
+/// Write every change since the last flush, in one transaction where the
+/// driver allows (a flush of thousands of rows on sqlite would otherwise
+/// commit, and sync, every statement). Returns how many rows were written;
+/// on a DB error nothing of this flush is kept in the DB and what was not
+/// written stays marked for the next flush.
 pub fn flush(cfg: &Config, st: &Shared, con: &DbConn<'_>, now: i64) -> Result<usize, String> {
-    con.delete(
-        &["server_id", "expires"],
-        &[OP_EQ, OP_LT],
-        &[Val::Int(server_id()), Val::Int(i32::try_from(now).unwrap_or(i32::MAX))],
-    )?;
-    // rows of subscriptions that ended before they expired
+    let _ = cfg;
     let tombs: Vec<Tombstone> = st.take_tombstones();
-    for (i, t) in tombs.iter().enumerate() {
-        let r = con.delete(
-            &["subscriber", "aor", "event"],
-            &[OP_EQ, OP_EQ, OP_EQ],
-            &[Val::Str(&t.subscriber), Val::Str(&t.aor), Val::Int(t.event as i32)],
-        );
-        if let Err(e) = r {
-            st.add_tombstones(tombs[i..].iter().cloned());
-            return Err(e);
-        }
-    }
     // changed subscriptions: copied and unmarked under each slot lock,
     // written with no lock held
     let mut pending = Vec::new();
@@ -240,20 +226,41 @@ pub fn flush(cfg: &Config, st: &Shared, con: &DbConn<'_>, now: i64) -> Result<us
             });
         }
     });
-    for (i, p) in pending.iter().enumerate() {
-        if let Err(e) = write_row(con, p) {
-            // mark the unwritten ones again (if still there)
-            for q in &pending[i..] {
-                let mut g = st.store.lock_aor(&q.aor);
-                if let Some(s) = g.find_sub_mut(q.event, &q.subscriber) {
-                    s.dirty = true;
-                }
+    let tx = con.begin();
+    let result = write_all(con, &tombs, &pending, now).and_then(|()| con.commit(tx));
+    if let Err(e) = result {
+        con.rollback(tx);
+        // nothing of this flush stuck: queue it all again
+        st.add_tombstones(tombs.into_iter());
+        for q in &pending {
+            let mut g = st.store.lock_aor(&q.aor);
+            if let Some(s) = g.find_sub_mut(q.event, &q.subscriber) {
+                s.dirty = true;
             }
-            return Err(format!("{e} (subscription of {})", String::from_utf8_lossy(&p.subscriber)));
         }
+        return Err(e);
     }
-    let _ = cfg;
     Ok(pending.len())
+}
+
+fn write_all(con: &DbConn<'_>, tombs: &[Tombstone], pending: &[Pending], now: i64) -> Result<(), String> {
+    con.delete(
+        &["server_id", "expires"],
+        &[OP_EQ, OP_LT],
+        &[Val::Int(server_id()), Val::Int(i32::try_from(now).unwrap_or(i32::MAX))],
+    )?;
+    // rows of subscriptions that ended before they expired
+    for t in tombs {
+        con.delete(
+            &["subscriber", "aor", "event"],
+            &[OP_EQ, OP_EQ, OP_EQ],
+            &[Val::Str(&t.subscriber), Val::Str(&t.aor), Val::Int(t.event as i32)],
+        )?;
+    }
+    for p in pending {
+        write_row(con, p).map_err(|e| format!("{e} (subscription of {})", String::from_utf8_lossy(&p.subscriber)))?;
+    }
+    Ok(())
 }
 
 /// One flush with a connection of this process, reconnecting as needed.

@@ -24,8 +24,12 @@ install: build
 unit-test: setup
 	$(CARGO) test --locked -p sca_core
 
+# the module with test hooks, for the panic-boundary test only
+HOOKS_MODULE := target/hooks/release/libsca_rs.so
+
 integration-test: build
-	$(CARGO) test --release --locked -p sca_rs --tests
+	$(CARGO) build --release --locked -p sca_rs --features test-hooks --target-dir target/hooks
+	SCA_RS_HOOKS_MODULE=$(CURDIR)/$(HOOKS_MODULE) $(CARGO) test --release --locked -p sca_rs --tests
 
 test: unit-test integration-test
 

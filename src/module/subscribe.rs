@@ -32,7 +32,10 @@ pub unsafe extern "C" fn w_sca_handle_subscribe(
     p1: *mut c_char,
     p2: *mut c_char,
 ) -> i32 {
-    guard("sca_handle_subscribe", || {
+    // a caught panic still answers the phone, which would otherwise
+    // retransmit into silence
+    const PANICKED: i32 = i32::MIN;
+    let rc = crate::host::guard::guard_or("sca_handle_subscribe", PANICKED, || {
         // SAFETY: p1/p2 are NULL for the 0-parameter form, fixed-up
         // (fixup_spve_null) string parameters otherwise.
         let param = |p: *mut c_char| -> Result<Option<Vec<u8>>, ()> {
@@ -58,6 +61,16 @@ pub unsafe extern "C" fn w_sca_handle_subscribe(
             return -1;
         };
         handle_subscribe_uris(st, cfg, &mut msg, to.as_deref(), from.as_deref(), now())
+    });
+    if rc != PANICKED {
+        return rc;
+    }
+    crate::host::guard::guard("sca_handle_subscribe error reply", || {
+        // SAFETY: the message Kamailio passed is still the current one.
+        if let Some(mut m) = unsafe { SipMsg::from_raw(msg) } {
+            let _ = sl::reply(&mut m, 500, "Server Internal Error", b"");
+        }
+        -1
     })
 }
 
@@ -239,6 +252,12 @@ pub fn handle_subscribe_uris<'m>(
     if msg.parse_all().is_err() {
         lm_err!("header parsing failed: bad request");
         return reply_error(msg, Reject(400, "Bad Request"));
+    }
+    #[cfg(feature = "test-hooks")]
+    if msg.headers_named(b"X-Sca-Rs-Test-Panic", None).next().is_some() {
+        // a slot lock is held while panicking: the guard must release it
+        let _held = st.store.lock_aor(b"sip:panic@test");
+        panic!("test hook: forced panic in sca_handle_subscribe");
     }
     if msg.method() != b"SUBSCRIBE" {
         lm_err!("sca_handle_subscribe called for a {} request", B(msg.method()));

@@ -6,7 +6,7 @@ MODULE := target/release/sca_rs.so
 KAMAILIO_MODDIR ?= $(shell dpkg -L kamailio 2>/dev/null | grep -m1 '/kamailio/modules$$' || echo /usr/lib/x86_64-linux-gnu/kamailio/modules)
 RUN_DIR := .build/run
 
-.PHONY: all setup build install test unit-test integration-test run clean fmt clippy
+.PHONY: all setup build install test unit-test integration-test run clean fmt clippy soak
 
 all: build
 
@@ -32,6 +32,11 @@ integration-test: build
 	SCA_RS_HOOKS_MODULE=$(CURDIR)/$(HOOKS_MODULE) $(CARGO) test --release --locked -p sca_rs --tests
 
 test: unit-test integration-test
+
+# The shm-leak soak with many more cycles than make test runs.
+SOAK_CYCLES ?= 20000
+soak: build
+	SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release --locked -p sca_rs --test soak -- --nocapture
 
 # Run Kamailio in the foreground with the module on the example config
 # (sqlite DB under .build/run, SIP on udp 127.0.0.1:5060, kamcmd socket

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::flows::mask_known_deviations;
 use common::kamailio::{kamailio_bin, run_with_timeout, Kamailio, KamailioOpts, ScaModule, TestDir};
 use common::sip::{Normalizer, SipMessage, Subscribe, Ua, RECV_TIMEOUT};
 
@@ -194,19 +195,6 @@ fn call_info_subscribe_gets_202_idle_notify_and_rpc_count() {
     assert!(k.is_running(), "kamailio died");
     let st = k.stop().expect("kamailio stops on SIGTERM");
     assert!(st.success(), "kamailio exit status {st}");
-}
-
-/// docs/compat.md: the C module omits `;expires=` on the NOTIFY that
-/// answers a SUBSCRIBE (it computes the remaining time from a relative
-/// value); we send it. Everything else must be the same.
-fn mask_known_deviations(t: &str) -> String {
-    t.lines()
-        .map(|l| match l.find("Subscription-State: active;expires=") {
-            Some(i) => format!("{}Subscription-State: active", &l[..i]),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]

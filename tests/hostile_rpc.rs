@@ -6,7 +6,8 @@ mod common;
 
 use common::cfg::sca_opts;
 use common::kamailio::{Kamailio, ScaModule};
-use common::sip::{Subscribe, Ua, RECV_TIMEOUT};
+use common::flows::subscribe_call_info;
+use common::sip::{Ua, RECV_TIMEOUT};
 
 const AOR: &str = "sip:100@127.0.0.1";
 
@@ -45,10 +46,7 @@ fn bad_arguments_fault_and_change_nothing() {
     let k = Kamailio::start(sca_opts(ScaModule::Rust));
     let mut ua = Ua::new("A1", "100", k.addr()).expect("UA");
     ua.auto_answer_notify = true;
-    let mut d = ua.dialog(AOR);
-    let s = ua.send_subscribe(&mut d, &Subscribe::new("call-info", 600)).expect("SUBSCRIBE");
-    assert_eq!(ua.expect_final_response(&s, RECV_TIMEOUT).expect("reply").status(), Some(202));
-    ua.expect_request("NOTIFY", RECV_TIMEOUT).expect("NOTIFY");
+    subscribe_call_info(&mut ua, AOR);
     let owner = format!("sip:100@{}", ua.local);
     k.rpc(&["sca.seize_appearance", AOR, &owner]);
     ua.expect_request("NOTIFY", RECV_TIMEOUT).expect("NOTIFY for the seize");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::cfg::sca_opts;
 use common::kamailio::{Kamailio, ScaModule};
+use common::flows::subscribe_call_info;
 use common::sip::{Subscribe, Ua, RECV_TIMEOUT};
 
 const AOR: &str = "sip:100@127.0.0.1";
@@ -107,10 +108,7 @@ fn thousands_of_hostile_messages_change_nothing_and_crash_nothing() {
     let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
     for ua in [&mut a1, &mut a2] {
         ua.auto_answer_notify = true;
-        let mut d = ua.dialog(AOR);
-        let s = ua.send_subscribe(&mut d, &Subscribe::new("call-info", 600)).expect("SUBSCRIBE");
-        assert_eq!(ua.expect_final_response(&s, RECV_TIMEOUT).expect("reply").status(), Some(202));
-        ua.expect_request("NOTIFY", RECV_TIMEOUT).expect("NOTIFY");
+        subscribe_call_info(ua, AOR);
     }
     let a1c = format!("sip:100@{}", a1.local);
     k.rpc(&["sca.seize_appearance", AOR, &a1c]);

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use common::cfg::{sca_modparam, sca_opts};
 use common::kamailio::{create_sqlite_db, sqlite_exec, Kamailio, ScaModule, TestDir};
 use common::postgres::Postgres;
-use common::sip::{Dialog, Subscribe, Ua, RECV_TIMEOUT};
+use common::flows::subscribe_call_info;
+use common::sip::{Subscribe, Ua, RECV_TIMEOUT};
 
 const AOR: &str = "sip:100@127.0.0.1";
 
@@ -27,13 +28,6 @@ fn start_url(url: &str, extra: &str, interval: u32) -> Kamailio {
     Kamailio::start(sca_opts(m).with_db(false).var("DB_URL", url).var("SCA_MODPARAMS", &params))
 }
 
-fn subscribe(ua: &mut Ua, dlg: &mut Dialog) {
-    let s = ua.send_subscribe(dlg, &Subscribe::new("call-info", 600)).expect("send SUBSCRIBE");
-    let r = ua.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
-    assert_eq!(r.status(), Some(202), "{}", r.raw);
-    assert!(dlg.update_from_response(&r));
-    ua.expect_request("NOTIFY", RECV_TIMEOUT).expect("NOTIFY after SUBSCRIBE");
-}
 
 fn rows(db: &Path) -> Vec<String> {
     let out = sqlite_exec(db, "SELECT subscriber, aor, event, state FROM sca_subscriptions ORDER BY subscriber;")
@@ -83,9 +77,8 @@ fn subscriptions_survive_a_graceful_restart() {
     let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
     a1.auto_answer_notify = true;
     a2.auto_answer_notify = true;
-    let (mut d1, mut d2) = (a1.dialog(AOR), a2.dialog(AOR));
-    subscribe(&mut a1, &mut d1);
-    subscribe(&mut a2, &mut d2);
+    subscribe_call_info(&mut a1, AOR);
+    subscribe_call_info(&mut a2, AOR);
     assert!(rows(&db).is_empty(), "nothing written before the first flush");
     let st = k.stop().expect("graceful stop");
     assert!(st.success(), "{st}");
@@ -117,9 +110,8 @@ fn kill_9_loses_at_most_the_last_interval() {
     let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
     a1.auto_answer_notify = true;
     a2.auto_answer_notify = true;
-    let (mut d1, mut d2) = (a1.dialog(AOR), a2.dialog(AOR));
-    subscribe(&mut a1, &mut d1);
-    subscribe(&mut a2, &mut d2);
+    subscribe_call_info(&mut a1, AOR);
+    subscribe_call_info(&mut a2, AOR);
     let r = wait_rows(&db, 2, Duration::from_secs(5));
     assert_eq!(r.len(), 2, "the writer flushed within the interval: {r:?}\n{}", k.log_tail(20));
     k.kill9();
@@ -144,8 +136,7 @@ fn unsubscribed_and_expired_rows_are_deleted() {
     let k = start(&db, 1);
     let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
     a1.auto_answer_notify = true;
-    let mut d1 = a1.dialog(AOR);
-    subscribe(&mut a1, &mut d1);
+    let mut d1 = subscribe_call_info(&mut a1, AOR);
     assert_eq!(wait_rows(&db, 1, Duration::from_secs(5)).len(), 1);
     let s = a1.send_subscribe(&mut d1, &Subscribe::new("call-info", 0)).expect("unSUBSCRIBE");
     a1.expect_final_response(&s, RECV_TIMEOUT).expect("202");
@@ -172,9 +163,8 @@ fn subscriptions_survive_a_restart_with_postgresql() {
     let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
     a1.auto_answer_notify = true;
     a2.auto_answer_notify = true;
-    let (mut d1, mut d2) = (a1.dialog(AOR), a2.dialog(AOR));
-    subscribe(&mut a1, &mut d1);
-    subscribe(&mut a2, &mut d2);
+    subscribe_call_info(&mut a1, AOR);
+    subscribe_call_info(&mut a2, AOR);
     let deadline = Instant::now() + Duration::from_secs(5);
     while rows(&pg).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -206,15 +196,13 @@ fn a_db_that_goes_down_and_comes_back_loses_nothing() {
     let k = start_url(&pg.url(), "loadmodule \"db_postgres.so\"\n", 1);
     let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
     a1.auto_answer_notify = true;
-    let mut d1 = a1.dialog(AOR);
-    subscribe(&mut a1, &mut d1);
+    subscribe_call_info(&mut a1, AOR);
 
     pg.pause().expect("stop PostgreSQL");
     // SIP keeps working from shared memory while the DB is down
     let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
     a2.auto_answer_notify = true;
-    let mut d2 = a2.dialog(AOR);
-    subscribe(&mut a2, &mut d2);
+    subscribe_call_info(&mut a2, AOR);
     assert_eq!(k.rpc(&["sca.subscription_count", "call-info"]), "2 call-info");
     assert!(
         k.wait_for_log("retrying in 1s", Duration::from_secs(5)),

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::cfg::sca_opts;
 use common::kamailio::{Kamailio, ScaModule};
-use common::sip::{Subscribe, Ua, RECV_TIMEOUT};
+use common::flows::subscribe_call_info;
+use common::sip::{Ua, RECV_TIMEOUT};
 
 const AOR: &str = "sip:100@127.0.0.1";
 
@@ -23,11 +24,7 @@ fn subscribe_two(k: &Kamailio) -> Phones {
     let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
     for ua in [&mut a1, &mut a2] {
         ua.auto_answer_notify = true;
-        let mut d = ua.dialog(AOR);
-        let s = ua.send_subscribe(&mut d, &Subscribe::new("call-info", 600)).expect("SUBSCRIBE");
-        let r = ua.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
-        assert_eq!(r.status(), Some(202), "{}", r.raw);
-        ua.expect_request("NOTIFY", RECV_TIMEOUT).expect("NOTIFY");
+        subscribe_call_info(ua, AOR);
     }
     Phones { a1, a2 }
 }

@@ -98,23 +98,10 @@ fn run_c(name: &str) {
     }
 }
 
-/// Known, documented deviations of sca_rs from the C module (docs/compat.md),
-/// applied to both the golden text and our result:
-///
-/// 1. `Subscription-State: active;expires=N` → `Subscription-State: active`:
-///    the C module omits `;expires=` on the NOTIFY that answers a SUBSCRIBE
-///    (it computes the remaining time from a relative value); we send it.
-///    (C's `Call-Info:` without a space after the colon is already taken
-///    care of by header parsing in the normalizer.)
-pub fn mask_known_deviations(t: &str) -> String {
-    t.lines()
-        .map(|l| match l.find("Subscription-State: active;expires=") {
-            Some(i) => format!("{}Subscription-State: active", &l[..i]),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+/// The shared mask (tests/common/flows.rs), with the trailing newline the
+/// golden comparison expects.
+fn mask_known_deviations(t: &str) -> String {
+    common::flows::mask_known_deviations(t) + "\n"
 }
 
 fn run_rust(name: &str) {

@@ -268,18 +268,17 @@ pub fn update<'m>(
             a.put(uri);
         }
     }
-    let contact = match msg.contact_uri() {
-        Ok(Some(c)) => c,
-        // newer Kamailio: contact_fallback stands in for a missing or bad
-        // Contact
-        Ok(None) | Err(()) if cfg.contact_fallback.is_some() => cfg.contact_fallback.as_deref().unwrap_or_default(),
-        Ok(None) => &[],
+    // the message's own Contact decides the AoRs; contact_fallback (newer
+    // Kamailio) only stands in as the owner when there is none (or a bad one)
+    let (contact_opt, contact) = match msg.contact_uri() {
+        Ok(Some(c)) => (Some(c), c),
+        Ok(None) | Err(()) if cfg.contact_fallback.is_some() => (None, cfg.contact_fallback.as_deref().unwrap_or_default()),
+        Ok(None) => (None, &[][..]),
         Err(()) => {
             lm_err!("Bad Contact");
             return -1;
         }
     };
-    let contact_opt = (!contact.is_empty()).then_some(contact);
     let aors = if msg.is_request() {
         let f = if from_param.is_some() {
             uri::extract_aor(from.uri).map(|a| a.to_vec())

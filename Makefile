@@ -6,7 +6,7 @@ MODULE := target/release/sca_rs.so
 KAMAILIO_MODDIR ?= $(shell dpkg -L kamailio 2>/dev/null | grep -m1 '/kamailio/modules$$' || echo /usr/lib/x86_64-linux-gnu/kamailio/modules)
 RUN_DIR := .build/run
 
-.PHONY: all setup build install test unit-test integration-test run clean fmt clippy soak
+.PHONY: all setup build install test unit-test integration-test run clean fmt clippy soak bench
 
 all: build
 
@@ -37,6 +37,12 @@ test: unit-test integration-test
 SOAK_CYCLES ?= 20000
 soak: build
 	SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release --locked -p sca_rs --test soak -- --nocapture
+
+# Benchmarks against Debian's C sca.so and a floor config (bench/bench.py);
+# prints the table and ratios and rewrites docs/performance.md.
+BENCH_ARGS ?= --n 5000 20000 --rate 1000
+bench: build
+	python3 bench/bench.py $(BENCH_ARGS)
 
 # Run Kamailio in the foreground with the module on the example config
 # (sqlite DB under .build/run, SIP on udp 127.0.0.1:5060, kamcmd socket

@@ -349,7 +349,9 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
                 Ok(Change::Updated)
             }
             None => {
-                if e.subs.try_reserve(1).is_err() {
+                // exact: most AoRs have one or two subscribers, and every
+                // spare slot is shared memory
+                if e.subs.try_reserve_exact(1).is_err() {
                     self.prune();
                     return Err(StoreError::NoMemory);
                 }

@@ -192,9 +192,14 @@ fn main() {
         "sr_kemi_t", "sr_kemi_val_t", "str", "gen_lock_t", "sca_rs_dialog", "sip_uri",
         "event_t", "rr_t", "action_u_t", "hdr_types_t", "request_method",
         "db_func_t", "db1_con_t", "db1_res_t", "db_val_t", "db_row_t", "db_type_t", "db_key_t", "db_op_t",
+        // keepalive: the API of modules/keepalive/api.h
+        "keepalive_api", "keepalive_api_t", "ka_dest_t", "_ka_dest", "ka_statechanged_f", "ka_response_f",
+        "bind_keepalive_f",
     ] {
         b = b.allowlist_type(t);
     }
+    // keepalive: response callbacks get tm's tmcb_params, passed through untouched
+    b = b.opaque_type("tmcb_params");
     for f in [
         "parse_headers", "parse_from_header", "parse_to_header", "parse_uri", "parse_contact",
         "parse_event", "add_lump_rpl2", "register_timer", "sr_kemi_modules_add",
@@ -203,6 +208,8 @@ fn main() {
         "db_bind_mod", "db_check_table_version", "db_table_version", "fork_basic_timer",
         "register_basic_timers",
         "fixup_igp_null", "fixup_spve_null", "fixup_free_igp_null", "fixup_free_spve_null",
+        // keepalive
+        "fixup_spve_all", "fixup_free_spve_all",
 
     ] {
         b = b.allowlist_function(f);

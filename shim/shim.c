@@ -355,3 +355,136 @@ int sca_rs_avp_put(const struct sca_rs_avp *a, const str *val)
 	v.s = *val;
 	return add_avp(a->type | AVP_VAL_STR, sca_rs_avp_name(a), v);
 }
+
+/* ------------------------------------------------------------ keepalive */
+/* Destination monitoring (replaces the C keepalive module). The logic is
+ * in Rust (src/keepalive/); here only what needs Kamailio's macros and
+ * static-inline helpers: OPTIONS through tm, the tick timer, event routes
+ * on a faked message, and a try-lock. */
+#include "core/route.h"
+#include "core/action.h"
+#include "core/fmsg.h"
+#include "core/timer.h"
+#include "core/timer_ticks.h"
+
+static void sca_rs_ka_tm_cb(struct cell *t, int type, struct tmcb_params *ps)
+{
+	int code;
+	int local;
+
+	if(ps == NULL)
+		return;
+	if(ps->rpl == FAKED_REPLY) {
+		/* tm ended it: a timeout (408) or another local error */
+		code = ps->code > 0 ? ps->code : 408;
+		local = 1;
+	} else if(ps->rpl != NULL) {
+		code = ps->rpl->first_line.u.reply.statuscode;
+		local = 0;
+	} else {
+		code = ps->code > 0 ? ps->code : 500;
+		local = 1;
+	}
+	sca_rs_ka_on_reply(ps->param ? *ps->param : NULL, code, local, ps);
+}
+
+int sca_rs_ka_ping(const str *uri, const str *from, void *param)
+{
+	uac_req_t uac_r;
+	str method = str_init("OPTIONS");
+	str next_hop = {0, 0};
+
+	if(!sca_rs_tm_bound)
+		return -1;
+	/* param is an integer (destination id and ping number), never
+	 * dereferenced and not freed by tm */
+	set_uac_req(&uac_r, &method, 0, 0, 0, TMCB_LOCAL_COMPLETED,
+			sca_rs_ka_tm_cb, param);
+	return sca_rs_tmb.t_request(
+			&uac_r, (str *)uri, (str *)uri, (str *)from, &next_hop);
+}
+
+static ticks_t sca_rs_ka_timer_cb(ticks_t ticks, struct timer_ln *tl, void *p)
+{
+	unsigned int ms = sca_rs_ka_on_tick();
+	ticks_t next = MS_TO_TICKS(ms);
+
+	return next > 0 ? next : 1;
+}
+
+int sca_rs_ka_timer_start(unsigned int first_ms)
+{
+	struct timer_ln *tl;
+
+	tl = timer_alloc();
+	if(tl == NULL)
+		return -1;
+	/* flags 0: runs in the slow timer process, like the C module's */
+	timer_init(tl, sca_rs_ka_timer_cb, NULL, 0);
+	if(timer_add(tl, MS_TO_TICKS(first_ms)) < 0) {
+		timer_free(tl);
+		return -1;
+	}
+	return 0;
+}
+
+int sca_rs_ka_route_lookup(const char *name)
+{
+	int rt;
+
+	rt = route_lookup(&event_rt, (char *)name);
+	if(rt < 0 || rt >= event_rt.entries || event_rt.rlist[rt] == NULL)
+		return -1;
+	return rt;
+}
+
+int sca_rs_ka_run_route(int rt, const str *uri)
+{
+	struct run_act_ctx ctx;
+	sip_msg_t *fmsg;
+	str saved_ruri;
+	str saved_duri;
+	char *copy;
+	int backup_rt;
+
+	if(rt < 0 || rt >= event_rt.entries || event_rt.rlist[rt] == NULL)
+		return -1;
+	if(faked_msg_init() < 0)
+		return -1;
+	fmsg = faked_msg_next();
+	/* $ru is the destination: a pkg copy, since the script may rewrite
+	 * it (the core then frees the old value) */
+	copy = pkg_malloc(uri->len + 1);
+	if(copy == NULL)
+		return -1;
+	memcpy(copy, uri->s, uri->len);
+	copy[uri->len] = '\0';
+	saved_ruri = fmsg->new_uri;
+	saved_duri = fmsg->dst_uri;
+	fmsg->new_uri.s = copy;
+	fmsg->new_uri.len = uri->len;
+	fmsg->parsed_uri_ok = 0;
+	fmsg->parsed_orig_ruri_ok = 0;
+
+	backup_rt = get_route_type();
+	set_route_type(REQUEST_ROUTE);
+	init_run_actions_ctx(&ctx);
+	run_top_route(event_rt.rlist[rt], fmsg, &ctx);
+	set_route_type(backup_rt);
+
+	/* whatever $ru / $du are now was allocated for this run */
+	if(fmsg->new_uri.s != NULL)
+		pkg_free(fmsg->new_uri.s);
+	fmsg->new_uri = saved_ruri;
+	if(fmsg->dst_uri.s != saved_duri.s && fmsg->dst_uri.s != NULL)
+		pkg_free(fmsg->dst_uri.s);
+	fmsg->dst_uri = saved_duri;
+	fmsg->parsed_uri_ok = 0;
+	fmsg->parsed_orig_ruri_ok = 0;
+	return 0;
+}
+
+int sca_rs_ka_lock_try(gen_lock_t *l)
+{
+	return lock_try(l) == 0 ? 0 : -1;
+}

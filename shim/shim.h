@@ -97,4 +97,22 @@ void sca_rs_avp_del(const struct sca_rs_avp *a);
 /* rpc: variadic helpers (Rust can call variadic pointers, but a few fixed
  * shapes here keep the Rust side simple and type-checked) */
 
+/* ------------------------------------------------------------ keepalive */
+/* OPTIONS ping to uri (also the To), From: from, through tm; the final
+ * outcome calls sca_rs_ka_on_reply(param, code, local, ps) in the process
+ * that gets it (local: tm's own reply, e.g. 408 timeout). <0: not sent. */
+int sca_rs_ka_ping(const str *uri, const str *from, void *param);
+/* implemented in Rust; ps is the struct tmcb_params * of the callback */
+void sca_rs_ka_on_reply(void *param, int code, int local, void *ps);
+/* a core timer (slow timer process) calling sca_rs_ka_on_tick(), which
+ * returns the milliseconds until the next call */
+int sca_rs_ka_timer_start(unsigned int first_ms);
+unsigned int sca_rs_ka_on_tick(void);
+/* event_route[name]: its index, or -1 when the config has none */
+int sca_rs_ka_route_lookup(const char *name);
+/* run event route rt on a faked message whose $ru is uri */
+int sca_rs_ka_run_route(int rt, const str *uri);
+/* 0: got the lock; -1: somebody holds it */
+int sca_rs_ka_lock_try(gen_lock_t *l);
+
 #endif

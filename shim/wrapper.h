@@ -24,4 +24,6 @@
 #include "lib/srdb1/db.h"
 #include "core/timer_proc.h"
 #include "core/globals.h"
+/* keepalive: the API struct other modules bind (bind_keepalive) */
+#include "modules/keepalive/api.h"
 #include "shim.h"

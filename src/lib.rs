@@ -14,5 +14,7 @@
 #![allow(clippy::result_unit_err)]
 
 pub mod host;
+// keepalive (the C keepalive module's job): src/keepalive/
+pub mod keepalive;
 pub mod module;
 pub mod sys;

@@ -56,6 +56,11 @@ pub unsafe extern "C" fn mod_register(
             crate::lm_err!("cannot register the KEMI functions");
             return -1;
         }
+        // keepalive: KSR.keepalive.*
+        if crate::keepalive::kemi::register().is_err() {
+            crate::lm_err!("cannot register the keepalive KEMI functions");
+            return -1;
+        }
         0
     })
 }

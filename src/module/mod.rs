@@ -109,7 +109,7 @@ pub static module_interface_ver: HostCell<core::ffi::c_uint> = HostCell::new(4);
 
 const CIU_ROUTES: u32 = REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE;
 
-static CMDS: HostCell<[sys::cmd_export_t; 8]> = HostCell::new([
+static CMDS: HostCell<[sys::cmd_export_t; 8 + 5]> = HostCell::new([
     cmd(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 0, REQUEST_ROUTE),
     cmd_fixup(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 1, subscribe::fixup_hs, subscribe::fixup_free_hs, REQUEST_ROUTE),
     cmd_fixup(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 2, subscribe::fixup_hs, subscribe::fixup_free_hs, REQUEST_ROUTE),
@@ -124,6 +124,12 @@ static CMDS: HostCell<[sys::cmd_export_t; 8]> = HostCell::new([
         call_info::fixup_free_ciu,
         CIU_ROUTES,
     ),
+    // keepalive: ka_is_alive, is_alive, ka_add_destination, ka_del_destination, bind_keepalive
+    crate::keepalive::cmds::CMDS[0],
+    crate::keepalive::cmds::CMDS[1],
+    crate::keepalive::cmds::CMDS[2],
+    crate::keepalive::cmds::CMDS[3],
+    crate::keepalive::cmds::CMDS[4],
     CMD_END,
 ]);
 
@@ -168,6 +174,8 @@ fn init() -> Result<(), String> {
             core::mem::size_of::<sys::gen_lock_t>()
         ));
     }
+    // keepalive: engine, config destinations, ping timer (needs tm)
+    crate::keepalive::init()?;
     let store = Store::new_in(cfg.log2_slots, Shm)
         .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
     let tombstones = Locked::new(allocator_api2::vec::Vec::new_in(Shm));
@@ -248,6 +256,8 @@ unsafe extern "C" fn db_sync_timer(_ticks: core::ffi::c_uint, _param: *mut core:
 
 unsafe extern "C" fn mod_destroy() {
     guard_or("mod_destroy", (), || {
+        // keepalive
+        crate::keepalive::destroy();
         let p = SHARED.read();
         if let (Some(st), Some(cfg)) = (shared(), config()) {
             if cfg.db_url.is_some() {

@@ -26,7 +26,8 @@ pub static CONTACT_FALLBACK: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static FROM_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static TO_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
 
-const N_PARAMS: usize = 15;
+// + 8: keepalive (src/keepalive/params.rs)
+const N_PARAMS: usize = 15 + 8;
 
 pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -43,6 +44,15 @@ pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"contact_fallback", PARAM_STR, CONTACT_FALLBACK.get() as *mut c_void),
     param(c"from_uri_avp", PARAM_STR, FROM_URI_AVP.get() as *mut c_void),
     param(c"to_uri_avp", PARAM_STR, TO_URI_AVP.get() as *mut c_void),
+    // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
+    crate::keepalive::params::PARAMS[0],
+    crate::keepalive::params::PARAMS[1],
+    crate::keepalive::params::PARAMS[2],
+    crate::keepalive::params::PARAMS[3],
+    crate::keepalive::params::PARAMS[4],
+    crate::keepalive::params::PARAMS[5],
+    crate::keepalive::params::PARAMS[6],
+    crate::keepalive::params::PARAMS[7],
     PARAM_END,
 ]);
 

@@ -33,7 +33,7 @@ static DOC_SEIZE: RpcDoc = RpcDoc::new(c"Seize an appearance on an SCA line");
 static DOC_UPDATE: RpcDoc = RpcDoc::new(c"Update the state of a seized appearance on an SCA line");
 static DOC_RELEASE: RpcDoc = RpcDoc::new(c"Release a seized or active SCA appearance");
 
-pub static RPCS: HostCell<[sys::rpc_export_t; 12]> = HostCell::new([
+pub static RPCS: HostCell<[sys::rpc_export_t; 12 + 5]> = HostCell::new([
     rpc(c"sca.all_subscriptions", rpc_all_subscriptions, DOC_ALL_SUBSCRIPTIONS.ptr()),
     rpc(c"sca.subscription_count", rpc_subscription_count, DOC_SUBSCRIPTION_COUNT.ptr()),
     rpc(c"sca.show_subscription", rpc_show_subscription, DOC_SHOW_SUBSCRIPTION.ptr()),
@@ -45,6 +45,12 @@ pub static RPCS: HostCell<[sys::rpc_export_t; 12]> = HostCell::new([
     rpc(c"sca.seize_appearance", rpc_seize_appearance, DOC_SEIZE.ptr()),
     rpc(c"sca.update_appearance", rpc_update_appearance, DOC_UPDATE.ptr()),
     rpc(c"sca.release_appearance", rpc_release_appearance, DOC_RELEASE.ptr()),
+    // keepalive: keepalive.list, .add, .del, .get, .flush
+    crate::keepalive::rpc::RPCS[0],
+    crate::keepalive::rpc::RPCS[1],
+    crate::keepalive::rpc::RPCS[2],
+    crate::keepalive::rpc::RPCS[3],
+    crate::keepalive::rpc::RPCS[4],
     RPC_END,
 ]);
 

@@ -4,6 +4,7 @@
 
 pub mod parse;
 pub mod appearance;
+pub mod keepalive;
 pub mod model;
 pub mod packed;
 pub mod store;

@@ -125,3 +125,31 @@ impl RpcDoc {
         self.0.get() as *mut *const c_char
     }
 }
+
+/// KEMI parameter / return types (core/kemi.h).
+pub const KEMIP_NONE: core::ffi::c_int = 0;
+pub const KEMIP_INT: core::ffi::c_int = 1 << 0;
+pub const KEMIP_STR: core::ffi::c_int = 1 << 1;
+
+const fn cstr_as_str(v: &'static CStr) -> sys::str_ {
+    sys::str_ { s: v.as_ptr() as *mut c_char, len: v.count_bytes() as core::ffi::c_int }
+}
+
+/// One KEMI export `KSR.<module>.<fname>` returning an int.
+pub const fn kemi(
+    module: &'static CStr,
+    fname: &'static CStr,
+    func: *mut c_void,
+    params: [core::ffi::c_int; 6],
+) -> sys::sr_kemi_t {
+    sys::sr_kemi_t { mname: cstr_as_str(module), fname: cstr_as_str(fname), rtype: KEMIP_INT, func, ptypes: params }
+}
+
+/// The terminator of a KEMI table.
+pub const KEMI_END: sys::sr_kemi_t = sys::sr_kemi_t {
+    mname: sys::str_ { s: core::ptr::null_mut(), len: 0 },
+    fname: sys::str_ { s: core::ptr::null_mut(), len: 0 },
+    rtype: 0,
+    func: core::ptr::null_mut(),
+    ptypes: [0; 6],
+};

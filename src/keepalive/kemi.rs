@@ -2,36 +2,24 @@
 //! `KSR.keepalive.add_destination(uri, owner)`,
 //! `KSR.keepalive.del_destination(uri, owner)`.
 
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{c_int, c_void};
 
 use crate::host::export::HostCell;
 use crate::host::guard::guard;
 use crate::host::kstr;
 use crate::sys;
 
-const NONE: c_int = 0; // SR_KEMIP_NONE
-const INT: c_int = 1 << 0; // SR_KEMIP_INT
-const STR: c_int = 1 << 1; // SR_KEMIP_STR
-
-const fn s(v: &'static core::ffi::CStr) -> sys::str_ {
-    sys::str_ { s: v.as_ptr() as *mut c_char, len: v.count_bytes() as c_int }
-}
+use crate::host::export::{kemi, KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
 
 const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> sys::sr_kemi_t {
-    sys::sr_kemi_t { mname: s(c"keepalive"), fname: s(fname), rtype: INT, func, ptypes: p }
+    kemi(c"keepalive", fname, func, p)
 }
 
 static KEMI: HostCell<[sys::sr_kemi_t; 4]> = HostCell::new([
     item(c"is_alive", ki_is_alive as *mut c_void, [STR, NONE, NONE, NONE, NONE, NONE]),
     item(c"add_destination", ki_add_destination as *mut c_void, [STR, STR, NONE, NONE, NONE, NONE]),
     item(c"del_destination", ki_del_destination as *mut c_void, [STR, STR, NONE, NONE, NONE, NONE]),
-    sys::sr_kemi_t {
-        mname: sys::str_ { s: core::ptr::null_mut(), len: 0 },
-        fname: sys::str_ { s: core::ptr::null_mut(), len: 0 },
-        rtype: 0,
-        func: core::ptr::null_mut(),
-        ptypes: [0; 6],
-    },
+    KEMI_END,
 ]);
 
 /// Register the `keepalive` KEMI module (from mod_register; the core

@@ -9,16 +9,10 @@ use crate::host::kstr;
 use crate::module::{call_info, config, shared, subscribe};
 use crate::sys;
 
-const NONE: c_int = 0; // SR_KEMIP_NONE
-const INT: c_int = 1 << 0; // SR_KEMIP_INT
-const STR: c_int = 1 << 1; // SR_KEMIP_STR
-
-const fn s(v: &'static core::ffi::CStr) -> sys::str_ {
-    sys::str_ { s: v.as_ptr() as *mut c_char, len: v.count_bytes() as c_int }
-}
+use crate::host::export::{kemi, KEMIP_INT as INT, KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
 
 const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> sys::sr_kemi_t {
-    sys::sr_kemi_t { mname: s(c"sca"), fname: s(fname), rtype: INT, func, ptypes: p }
+    kemi(c"sca", fname, func, p)
 }
 
 static KEMI: HostCell<[sys::sr_kemi_t; 6]> = HostCell::new([
@@ -27,13 +21,7 @@ static KEMI: HostCell<[sys::sr_kemi_t; 6]> = HostCell::new([
     item(c"call_info_update_mask", ki_ciu_mask as *mut c_void, [INT, NONE, NONE, NONE, NONE, NONE]),
     item(c"call_info_update_turi", ki_ciu_turi as *mut c_void, [INT, STR, NONE, NONE, NONE, NONE]),
     item(c"call_info_update", ki_ciu as *mut c_void, [INT, STR, STR, NONE, NONE, NONE]),
-    sys::sr_kemi_t {
-        mname: sys::str_ { s: core::ptr::null_mut(), len: 0 },
-        fname: sys::str_ { s: core::ptr::null_mut(), len: 0 },
-        rtype: 0,
-        func: core::ptr::null_mut(),
-        ptypes: [0; 6],
-    },
+    KEMI_END,
 ]);
 
 /// Called by Kamailio when it loads the module, before the config's

@@ -18,7 +18,7 @@ log_prefix="{$mt $hdr(CSeq) $ci} "
 fork=yes
 children={{CHILDREN}}
 # see README, known issues
-exit_timeout=4
+exit_timeout=8
 disable_tcp=yes
 auto_aliases=no
 dns=no

@@ -722,7 +722,7 @@ impl Kamailio {
             // Kamailio's main process waits for its children; on a loaded
             // 2-core machine that can take a few seconds
             let started = Instant::now();
-            let deadline = started + Duration::from_secs(10);
+            let deadline = started + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if let Ok(Some(st)) = child.try_wait() {
                     graceful = Some(st);

@@ -74,6 +74,11 @@ void sca_rs_lock_get(gen_lock_t *l)
 	lock_get(l);
 }
 
+int sca_rs_lock_try(gen_lock_t *l)
+{
+	return lock_try(l) == 0 ? 0 : -1;
+}
+
 void sca_rs_lock_release(gen_lock_t *l)
 {
 	lock_release(l);
@@ -484,7 +489,3 @@ int sca_rs_ka_run_route(int rt, const str *uri)
 	return 0;
 }
 
-int sca_rs_ka_lock_try(gen_lock_t *l)
-{
-	return lock_try(l) == 0 ? 0 : -1;
-}

@@ -31,6 +31,8 @@ void sca_rs_pkg_free(void *p);
 size_t sca_rs_gen_lock_size(void);
 int sca_rs_lock_init(gen_lock_t *l);
 void sca_rs_lock_get(gen_lock_t *l);
+/* 0 when taken, -1 when someone holds it (never waits) */
+int sca_rs_lock_try(gen_lock_t *l);
 void sca_rs_lock_release(gen_lock_t *l);
 void sca_rs_lock_destroy(gen_lock_t *l);
 
@@ -113,6 +115,5 @@ int sca_rs_ka_route_lookup(const char *name);
 /* run event route rt on a faked message whose $ru is uri */
 int sca_rs_ka_run_route(int rt, const str *uri);
 /* 0: got the lock; -1: somebody holds it */
-int sca_rs_ka_lock_try(gen_lock_t *l);
 
 #endif

@@ -64,24 +64,24 @@ fn message(rng: &mut Rng, i: usize, port: u16) -> Vec<u8> {
         2 => {}
         _ => m.push_str("To: <sip:100@127.0.0.1\r\n"),
     }
-    if rng.next() % 8 != 0 {
+    if !rng.next().is_multiple_of(8) {
         m.push_str(&format!("Call-ID: hostile-{i}@127.0.0.1\r\n"));
     }
-    let cseq = if rng.next() % 10 == 0 { "x".to_string() } else { format!("1 {method}") };
+    let cseq = if rng.next().is_multiple_of(10) { "x".to_string() } else { format!("1 {method}") };
     m.push_str(&format!("CSeq: {cseq}\r\nMax-Forwards: 70\r\n"));
-    if rng.next() % 5 != 0 {
+    if !rng.next().is_multiple_of(5) {
         m.push_str(&format!("Contact: {}\r\n", rng.pick(&contacts)));
     }
-    if rng.next() % 4 != 0 {
+    if !rng.next().is_multiple_of(4) {
         m.push_str(&format!("Event: {}\r\n", rng.pick(&events)));
     }
-    if rng.next() % 3 != 0 {
+    if !rng.next().is_multiple_of(3) {
         m.push_str(&format!("Expires: {}\r\n", rng.pick(&expires)));
     }
     for _ in 0..(rng.next() % 3) {
         m.push_str(&format!("Call-Info: {}\r\n", rng.pick(&call_infos)));
     }
-    let body = if method == "INVITE" && rng.next() % 2 == 0 {
+    let body = if method == "INVITE" && rng.next().is_multiple_of(2) {
         "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=sendonly\r\n"
     } else {
         ""
@@ -90,10 +90,10 @@ fn message(rng: &mut Rng, i: usize, port: u16) -> Vec<u8> {
         m.push_str("Content-Type: application/sdp\r\n");
     }
     // sometimes a wrong Content-Length, sometimes a truncated message
-    let cl = if rng.next() % 10 == 0 { body.len() + 100 } else { body.len() };
+    let cl = if rng.next().is_multiple_of(10) { body.len() + 100 } else { body.len() };
     m.push_str(&format!("Content-Length: {cl}\r\n\r\n{body}"));
     let mut bytes = m.into_bytes();
-    if rng.next() % 12 == 0 {
+    if rng.next().is_multiple_of(12) {
         let cut = (rng.next() as usize) % bytes.len().max(1);
         bytes.truncate(cut);
     }
@@ -166,10 +166,9 @@ fn thousands_of_hostile_messages_change_nothing_and_crash_nothing() {
     assert_eq!(a3.expect_final_response(&s, RECV_TIMEOUT).expect("reply").status(), Some(202));
     let n = a3.expect_request("NOTIFY", RECV_TIMEOUT).expect("NOTIFY");
     assert!(n.header("Call-Info").is_some_and(|c| c.contains("appearance-index=1;appearance-state=seized")));
-    // After the flood tm is still retransmitting NOTIFYs to the hostile
-    // contacts; Kamailio's own cleanup can then hit its exit alarm (README,
-    // known issues). What the module owes: the process exits on SIGTERM and
-    // the module's final DB flush ran before that.
+    // Stopped right after the flood, a worker is often killed holding a
+    // slot lock; the final flush must skip that slot, not hang until the exit
+    // alarm aborts Kamailio (README, known issues).
     k.stop().expect("kamailio exits on SIGTERM");
     assert!(
         k.log().contains("SCA subscriptions flushed to the DB at shutdown"),

@@ -33,6 +33,10 @@ unsafe impl RawLock for KLock {
         // SAFETY: initialised by init() (the store guarantees it).
         unsafe { sys::sca_rs_lock_get(self.0.get()) }
     }
+    fn try_lock(&self) -> bool {
+        // SAFETY: initialised by init(); lock_try never waits.
+        unsafe { sys::sca_rs_lock_try(self.0.get()) == 0 }
+    }
     fn unlock(&self) {
         // SAFETY: called by the guard that holds the lock.
         unsafe { sys::sca_rs_lock_release(self.0.get()) }

@@ -75,21 +75,11 @@ unsafe impl Allocator for Shm {
 }
 
 /// Move `value` into shared memory for the lifetime of the process tree.
-/// Returns a pointer that stays valid in every forked child; it is freed
-/// by [`free_shared`] in `mod_destroy` only.
+/// Returns a pointer that stays valid in every forked child. It is never
+/// freed: it lives until Kamailio unmaps shared memory at exit (freeing it in
+/// `mod_destroy` could block on an allocator lock left by a killed worker).
 pub fn into_shared<T>(value: T) -> Result<NonNull<T>, AllocError> {
     let b = allocator_api2::boxed::Box::try_new_in(value, Shm).map_err(|_| AllocError)?;
     let (raw, _) = allocator_api2::boxed::Box::into_raw_with_allocator(b);
     NonNull::new(raw).ok_or(AllocError)
-}
-
-/// Drop and free what [`into_shared`] made.
-///
-/// # Safety
-/// `p` comes from `into_shared::<T>`, is freed once, and no process uses it
-/// afterwards (Kamailio's destroy runs in the main process after children
-/// have exited).
-pub unsafe fn free_shared<T>(p: NonNull<T>) {
-    // SAFETY: per the contract above, p is a live Box<T, Shm> allocation.
-    drop(unsafe { allocator_api2::boxed::Box::from_raw_in(p.as_ptr(), Shm) });
 }

@@ -43,14 +43,23 @@ unsafe extern "C" fn w_is_alive(msg: *mut sys::sip_msg, dst: *mut c_char, _p2: *
     })
 }
 
+/// The `uri` and `owner` parameters of ka_add/del_destination, logging the
+/// one that cannot be read.
+fn uri_owner(msg: *mut sys::sip_msg, uri: *mut c_char, owner: *mut c_char) -> Option<(Vec<u8>, Vec<u8>)> {
+    let Some(u) = svalue(msg, uri) else {
+        crate::lm_err!("unable to get uri string");
+        return None;
+    };
+    let Some(o) = svalue(msg, owner) else {
+        crate::lm_err!("unable to get owner regex");
+        return None;
+    };
+    Some((u, o))
+}
+
 unsafe extern "C" fn w_add_destination(msg: *mut sys::sip_msg, uri: *mut c_char, owner: *mut c_char) -> c_int {
     guard("ka_add_destination", || {
-        let Some(u) = svalue(msg, uri) else {
-            crate::lm_err!("unable to get uri string");
-            return -1;
-        };
-        let Some(o) = svalue(msg, owner) else {
-            crate::lm_err!("unable to get owner regex");
+        let Some((u, o)) = uri_owner(msg, uri, owner) else {
             return -1;
         };
         super::add_code(&super::add_destination(&u, &o, 0, None, None))
@@ -59,12 +68,7 @@ unsafe extern "C" fn w_add_destination(msg: *mut sys::sip_msg, uri: *mut c_char,
 
 unsafe extern "C" fn w_del_destination(msg: *mut sys::sip_msg, uri: *mut c_char, owner: *mut c_char) -> c_int {
     guard("ka_del_destination", || {
-        let Some(u) = svalue(msg, uri) else {
-            crate::lm_err!("unable to get uri string");
-            return -1;
-        };
-        let Some(o) = svalue(msg, owner) else {
-            crate::lm_err!("unable to get owner regex");
+        let Some((u, o)) = uri_owner(msg, uri, owner) else {
             return -1;
         };
         if super::del_destination(&u, &o) {

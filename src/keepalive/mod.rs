@@ -12,12 +12,13 @@
 //!
 //! See docs/keepalive.md.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr::{null_mut, NonNull};
 use std::sync::OnceLock;
 
 use sca_core::keepalive::{Added, AliveCodes, Config as EngineConfig, Engine, Now, State, Table};
+use sca_core::sync::Locked;
 
 use crate::host::export::HostCell;
 use crate::host::kstr;
@@ -60,37 +61,6 @@ impl Hooks {
 // the engine only stores and returns them.
 unsafe impl Send for Hooks {}
 
-/// A Kamailio lock that is only ever tried, never waited for.
-struct TryLock(UnsafeCell<sys::gen_lock_t>);
-
-// SAFETY: a gen_lock_t in shared memory, used through Kamailio's lock
-// functions only.
-unsafe impl Sync for TryLock {}
-// SAFETY: moved only before init, when nobody holds it.
-unsafe impl Send for TryLock {}
-
-impl TryLock {
-    fn new() -> Self {
-        TryLock(UnsafeCell::new(sys::gen_lock_t::default()))
-    }
-    fn init(&self) -> bool {
-        // SAFETY: at its final address in shm, not held by anyone.
-        unsafe { sys::sca_rs_lock_init(self.0.get()) == 0 }
-    }
-    fn try_lock(&self) -> bool {
-        // SAFETY: an initialised lock.
-        unsafe { sys::sca_rs_ka_lock_try(self.0.get()) == 0 }
-    }
-    fn unlock(&self) {
-        // SAFETY: called by the holder only (after try_lock succeeded).
-        unsafe { sys::sca_rs_lock_release(self.0.get()) }
-    }
-    fn destroy(&self) {
-        // SAFETY: at shutdown, nobody uses it any more.
-        unsafe { sys::sca_rs_lock_destroy(self.0.get()) }
-    }
-}
-
 pub type KaTable = Table<Shm, Hooks>;
 
 /// The keepalive state every process shares (in shared memory).
@@ -98,7 +68,7 @@ pub struct KaShared {
     engine: Engine<Shm, KLock, Hooks>,
     /// Held by the process delivering state changes (event routes and
     /// callbacks), so they run one at a time and in order.
-    dispatch: TryLock,
+    dispatch: Locked<KLock, ()>,
 }
 
 /// Per-process settings, fixed before fork.
@@ -276,7 +246,7 @@ pub fn init() -> Result<(), String> {
         max_events: 4096,
     };
     let ka: NonNull<KaShared> =
-        shm::into_shared(KaShared { engine: Engine::new_in(cfg, Shm), dispatch: TryLock::new() })
+        shm::into_shared(KaShared { engine: Engine::new_in(cfg, Shm), dispatch: Locked::new(()) })
             .map_err(|_| "out of shared memory creating the keepalive state".to_string())?;
     // SAFETY: just created, not shared yet.
     let st = unsafe { ka.as_ref() };
@@ -331,11 +301,12 @@ pub fn destroy() {
     if let Some(nn) = NonNull::new(p) {
         KA.write(null_mut());
         // SAFETY: mod_destroy runs once after every other process ended;
-        // nobody uses the state any more.
+        // nobody uses the state any more. The shm itself is not freed:
+        // Kamailio unmaps it right after, and a worker killed in the middle
+        // of shm_malloc may have left the allocator's lock held.
         unsafe {
             nn.as_ref().engine.destroy();
             nn.as_ref().dispatch.destroy();
-            shm::free_shared(nn);
         }
     }
 }
@@ -347,17 +318,8 @@ pub fn destroy() {
 pub fn dispatch_events() {
     let Some(ka) = shared() else { return };
     loop {
-        if !ka.dispatch.try_lock() {
-            return;
-        }
-        struct Release<'a>(&'a TryLock);
-        impl Drop for Release<'_> {
-            fn drop(&mut self) {
-                self.0.unlock();
-            }
-        }
         {
-            let _held = Release(&ka.dispatch);
+            let Some(_held) = ka.dispatch.try_lock() else { return };
             while let Some(ev) = with_table(|t| t.pop_event()).flatten() {
                 ping::deliver(&ev);
             }

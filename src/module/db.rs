@@ -17,15 +17,18 @@
 //! them right are lost too; phones re-learn idle lines from the first NOTIFY.
 
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use allocator_api2::alloc::Allocator;
 
 use sca_core::model::{EventType, SubState};
-use sca_core::store::SubscriptionRec;
+use sca_core::store::{Subscription, SubscriptionRec};
 
 use crate::host::db::{DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
 use crate::host::log::B;
 use crate::module::params::Config;
 use crate::module::{Shared, Tombstone};
-use crate::{lm_err, lm_info, lm_notice, sys};
+use crate::{lm_err, lm_info, lm_notice, lm_warn, sys};
 
 /// The table version Kamailio's sca-create.sql creates.
 const TABLE_VERSION: u32 = 2;
@@ -164,6 +167,25 @@ struct Pending {
     subscribe_cseq: u32,
 }
 
+impl Pending {
+    fn of<A: Allocator>(aor: &[u8], s: &Subscription<A>) -> Self {
+        Pending {
+            aor: aor.to_vec(),
+            subscriber: s.subscriber().to_vec(),
+            call_id: s.call_id().to_vec(),
+            from_tag: s.from_tag().to_vec(),
+            to_tag: s.to_tag().to_vec(),
+            record_route: s.record_route().to_vec(),
+            event: s.event,
+            expires: s.expires,
+            state: s.state,
+            index: s.index,
+            notify_cseq: s.notify_cseq,
+            subscribe_cseq: s.subscribe_cseq,
+        }
+    }
+}
+
 fn write_row(con: &DbConn<'_>, p: &Pending) -> Result<(), String> {
     let key_vals = [Val::Str(&p.subscriber), Val::Str(&p.aor), Val::Int(p.event as i32)];
     con.delete(&["subscriber", "aor", "event"], &[OP_EQ, OP_EQ, OP_EQ], &key_vals)?;
@@ -200,36 +222,19 @@ fn write_row(con: &DbConn<'_>, p: &Pending) -> Result<(), String> {
 /// commit, and sync, every statement). Returns how many rows were written;
 /// on a DB error nothing of this flush is kept in the DB and what was not
 /// written stays marked for the next flush.
-pub fn flush(cfg: &Config, st: &Shared, con: &DbConn<'_>, now: i64) -> Result<usize, String> {
-    let _ = cfg;
+fn flush(st: &Shared, con: &DbConn<'_>, now: i64) -> Result<usize, String> {
     let tombs: Vec<Tombstone> = st.take_tombstones();
     // changed subscriptions: copied and unmarked under each slot lock,
     // written with no lock held
     let mut pending = Vec::new();
     st.store.retain_aors(|e| {
-        let aor = e.aor().to_vec();
-        for s in e.subs.iter_mut().filter(|s| s.dirty) {
-            s.dirty = false;
-            pending.push(Pending {
-                aor: aor.clone(),
-                subscriber: s.subscriber().to_vec(),
-                call_id: s.call_id().to_vec(),
-                from_tag: s.from_tag().to_vec(),
-                to_tag: s.to_tag().to_vec(),
-                record_route: s.record_route().to_vec(),
-                event: s.event,
-                expires: s.expires,
-                state: s.state,
-                index: s.index,
-                notify_cseq: s.notify_cseq,
-                subscribe_cseq: s.subscribe_cseq,
-            });
+        let first = pending.len();
+        pending.extend(e.subs.iter().filter(|s| s.dirty).map(|s| Pending::of(e.aor(), s)));
+        if pending.len() > first {
+            e.subs.iter_mut().for_each(|s| s.dirty = false);
         }
     });
-    let tx = con.begin();
-    let result = write_all(con, &tombs, &pending, now).and_then(|()| con.commit(tx));
-    if let Err(e) = result {
-        con.rollback(tx);
+    if let Err(e) = write_in_tx(con, &tombs, &pending, now) {
         // nothing of this flush stuck: queue it all again
         st.add_tombstones(tombs.into_iter());
         for q in &pending {
@@ -241,6 +246,16 @@ pub fn flush(cfg: &Config, st: &Shared, con: &DbConn<'_>, now: i64) -> Result<us
         return Err(e);
     }
     Ok(pending.len())
+}
+
+/// Everything in one transaction; rolled back on an error.
+fn write_in_tx(con: &DbConn<'_>, tombs: &[Tombstone], pending: &[Pending], now: i64) -> Result<(), String> {
+    let tx = con.begin();
+    let result = write_all(con, tombs, pending, now).and_then(|()| con.commit(tx));
+    if result.is_err() {
+        con.rollback(tx);
+    }
+    result
 }
 
 fn write_all(con: &DbConn<'_>, tombs: &[Tombstone], pending: &[Pending], now: i64) -> Result<(), String> {
@@ -278,7 +293,7 @@ pub fn flush_with_reconnect(cfg: &Config, st: &Shared, conn: &mut Option<DbConn<
         }
     }
     let Some(c) = conn.as_ref() else { return };
-    match flush(cfg, st, c, now) {
+    match flush(st, c, now) {
         Ok(_) => {}
         Err(e) => {
             lm_err!("SCA DB write failed: {e}; retrying in {}s", cfg.db_update_interval);
@@ -288,11 +303,40 @@ pub fn flush_with_reconnect(cfg: &Config, st: &Shared, conn: &mut Option<DbConn<
     }
 }
 
-/// Final flush at shutdown (main process).
+/// Tries of a lock at shutdown before giving its data up, 1 ms apart.
+const EXIT_LOCK_TRIES: u32 = 200;
+
+/// Final flush at shutdown (main process, from mod_destroy).
+///
+/// Kamailio's main process destroys modules after its children have exited,
+/// and a child exits straight from its SIGTERM handler, wherever it was: one
+/// killed while holding a slot lock leaves it held for good, with what it was
+/// changing possibly half done. So this flush only reads, takes each lock
+/// with a bounded wait, and skips (and reports) what stays locked, instead of
+/// hanging the shutdown until Kamailio's exit alarm aborts it. It also frees
+/// no shared memory: the allocator's own lock may be held the same way.
 pub fn flush_at_exit(cfg: &Config, st: &Shared, now: i64) {
+    let pause = || std::thread::sleep(Duration::from_millis(1));
+    let mut pending = Vec::new();
+    let skipped = st.store.for_each_aor_unless_held(EXIT_LOCK_TRIES, pause, |e| {
+        pending.extend(e.subs.iter().filter(|s| s.dirty).map(|s| Pending::of(e.aor(), s)));
+    });
+    if skipped > 0 {
+        lm_warn!(
+            "{skipped} SCA hash slot(s) still locked by a process that exited at shutdown: \
+             their changes since the last periodic DB write are not saved"
+        );
+    }
+    let tombs = match st.tombstones.try_lock_within(EXIT_LOCK_TRIES, pause) {
+        Some(q) => q.iter().map(Tombstone::of).collect(),
+        None => {
+            lm_warn!("SCA ended-subscription queue still locked at shutdown: their DB rows stay until they expire");
+            Vec::new()
+        }
+    };
     match open(cfg) {
-        Ok(c) => match flush(cfg, st, &c, now) {
-            Ok(n) => lm_info!("SCA subscriptions flushed to the DB at shutdown ({n} rows written)"),
+        Ok(c) => match write_in_tx(&c, &tombs, &pending, now) {
+            Ok(()) => lm_info!("SCA subscriptions flushed to the DB at shutdown ({} rows written)", pending.len()),
             Err(e) => lm_err!("final SCA DB flush failed: {e}"),
         },
         Err(e) => lm_err!("final SCA DB flush: {e}"),

@@ -48,6 +48,12 @@ pub struct Tombstone {
     pub event: EventType,
 }
 
+impl Tombstone {
+    fn of((p, event): &(Packed<Shm, 2>, EventType)) -> Self {
+        Tombstone { aor: p.get(0).to_vec(), subscriber: p.get(1).to_vec(), event: *event }
+    }
+}
+
 impl Shared {
     pub fn add_tombstone(&self, aor: &[u8], subscriber: &[u8], event: EventType) {
         if !self.persist {
@@ -69,7 +75,7 @@ impl Shared {
 
     pub fn take_tombstones(&self) -> Vec<Tombstone> {
         let mut q = self.tombstones.lock();
-        let out = q.iter().map(|(p, e)| Tombstone { aor: p.get(0).to_vec(), subscriber: p.get(1).to_vec(), event: *e }).collect();
+        let out = q.iter().map(Tombstone::of).collect();
         q.clear();
         out
     }
@@ -268,10 +274,10 @@ unsafe extern "C" fn mod_destroy() {
             SHARED.write(null_mut());
             // SAFETY: mod_destroy runs once in the main process after the
             // workers are gone; nobody uses the shared state any more.
-            unsafe {
-                nn.as_ref().store.destroy_locks();
-                shm::free_shared(nn);
-            }
+            // The shm itself is not freed: Kamailio unmaps it right after,
+            // and a worker killed in the middle of shm_malloc may have left
+            // the allocator's lock held (freeing would then hang shutdown).
+            unsafe { nn.as_ref().store.destroy_locks() };
         }
     })
 }

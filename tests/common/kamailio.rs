@@ -723,7 +723,18 @@ impl Kamailio {
             // 2-core machine that can take a few seconds
             let started = Instant::now();
             let deadline = started + Duration::from_secs(20);
+            let mut dumped = false;
             while Instant::now() < deadline {
+                if !dumped && started.elapsed() > Duration::from_secs(4) && std::env::var_os("SCA_RS_STALL_GDB").is_some() {
+                    dumped = true;
+                    let out = Command::new("sh")
+                        .arg("-c")
+                        .arg(format!("for p in $(pgrep -g {pid}); do echo \"== $p\"; cat /proc/$p/cmdline | tr '\\0' ' '; echo; gdb -batch -p $p -ex bt 2>/dev/null | grep '^#'; done"))
+                        .output();
+                    if let Ok(o) = out {
+                        eprintln!("[harness] stalled stop, backtraces:\n{}", String::from_utf8_lossy(&o.stdout));
+                    }
+                }
                 if let Ok(Some(st)) = child.try_wait() {
                     graceful = Some(st);
                     let took = started.elapsed();

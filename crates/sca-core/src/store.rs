@@ -242,6 +242,22 @@ impl<A: Allocator + Clone, L: RawLock> Store<A, L> {
         }
     }
 
+    /// Visit every AoR read-only, for shutdown: a slot whose lock is still
+    /// held after `attempts` tries (with `pause()` between them) is skipped,
+    /// since at that point only a process that died holding it can hold it,
+    /// and what it was changing may be half done. Allocates and frees
+    /// nothing in `A`. Returns how many slots were skipped.
+    pub fn for_each_aor_unless_held(&self, attempts: u32, mut pause: impl FnMut(), mut f: impl FnMut(&AorEntry<A>)) -> usize {
+        let mut skipped = 0;
+        for slot in self.slots.iter() {
+            match slot.try_lock_within(attempts, &mut pause) {
+                Some(g) => g.aors.iter().for_each(&mut f),
+                None => skipped += 1,
+            }
+        }
+        skipped
+    }
+
     /// Visit every AoR mutably, one slot locked at a time; entries that `f`
     /// leaves empty are dropped.
     pub fn retain_aors(&self, mut f: impl FnMut(&mut AorEntry<A>)) {
@@ -476,6 +492,31 @@ mod tests {
         let mut n = 0;
         s.for_each_aor(|_| n += 1);
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn shutdown_visit_skips_only_a_slot_someone_still_holds() {
+        let s = store();
+        let aors: std::vec::Vec<std::string::String> = (0..64).map(|i| format!("sip:{i}@example.com")).collect();
+        for a in &aors {
+            s.lock_aor(a.as_bytes()).put_sub(&rec(a.as_bytes(), b"c", EventType::CallInfo)).expect("put");
+        }
+        // nothing held: everything visited, no waiting
+        let (mut seen, mut pauses) = (0, 0);
+        assert_eq!(s.for_each_aor_unless_held(3, || pauses += 1, |_| seen += 1), 0);
+        assert_eq!((seen, pauses), (64, 0));
+        // a "dead process" holds the slot of AoR 0
+        let held = s.lock_aor(aors[0].as_bytes());
+        let mut visited = std::vec::Vec::new();
+        let mut pauses = 0;
+        let skipped = s.for_each_aor_unless_held(3, || pauses += 1, |e| visited.push(e.aor().to_vec()));
+        assert_eq!(skipped, 1);
+        assert_eq!(pauses, 2, "tried 3 times, pausing between tries");
+        assert!(!visited.contains(&aors[0].as_bytes().to_vec()));
+        let same_slot = aors.iter().filter(|a| Store::<Global, SpinLock>::hash(a.as_bytes()) & s.mask == Store::<Global, SpinLock>::hash(aors[0].as_bytes()) & s.mask).count();
+        assert_eq!(visited.len(), 64 - same_slot, "every other slot was visited");
+        drop(held);
+        assert_eq!(s.for_each_aor_unless_held(1, || {}, |_| {}), 0, "released: nothing skipped");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub unsafe trait RawLock {
     /// Returns false when the host could not initialise the lock.
     fn init(&self) -> bool;
     fn lock(&self);
+    /// Take the lock if nobody holds it; never waits.
+    fn try_lock(&self) -> bool;
     fn unlock(&self);
     /// Release host resources; called once, when nobody can lock any more.
     fn destroy(&self) {}
@@ -51,6 +53,26 @@ impl<L: RawLock, T> Locked<L, T> {
     pub fn lock(&self) -> Guard<'_, L, T> {
         self.lock.lock();
         Guard { owner: self }
+    }
+
+    /// The guard if nobody holds the lock; never waits.
+    pub fn try_lock(&self) -> Option<Guard<'_, L, T>> {
+        // (not then_some: a Guard built eagerly would unlock on drop)
+        self.lock.try_lock().then(|| Guard { owner: self })
+    }
+
+    /// [`Locked::try_lock`] up to `attempts` times, calling `pause()`
+    /// between tries.
+    pub fn try_lock_within(&self, attempts: u32, mut pause: impl FnMut()) -> Option<Guard<'_, L, T>> {
+        for i in 0..attempts {
+            if i > 0 {
+                pause();
+            }
+            if let Some(g) = self.try_lock() {
+                return Some(g);
+            }
+        }
+        None
     }
 
     pub fn destroy(&self) {
@@ -107,6 +129,9 @@ unsafe impl RawLock for SpinLock {
         {
             core::hint::spin_loop();
         }
+    }
+    fn try_lock(&self) -> bool {
+        self.0.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
     fn unlock(&self) {
         self.0.store(false, Ordering::Release);

@@ -684,8 +684,11 @@ fn line_diff(e: &[&str], a: &[&str]) -> String {
 
 // ------------------------------------------------------------ the scenarios
 
+/// A scenario: runs against one module and returns its transcript.
+pub type Scenario = fn(ScaModule) -> ScenarioResult;
+
 /// Every scenario, by name.
-pub const ALL: &[(&str, fn(ScaModule) -> ScenarioResult)] = &[
+pub const ALL: &[(&str, Scenario)] = &[
     ("subscribe_unsubscribe_expiry", subscribe_unsubscribe_expiry),
     ("line_seize_contention", line_seize_contention),
     ("full_call", full_call),
@@ -761,7 +764,7 @@ fn expect_status(ctx: &mut Ctx, r: &SipMessage, status: u16) {
     }
 }
 
-/// 1. Call-info subscriptions: A1 and A2 subscribe (600 s asked,
+/// Scenario 1: Call-info subscriptions: A1 and A2 subscribe (600 s asked,
 /// call_info_max_expires=30 caps it), A2 refreshes in-dialog, A1
 /// unsubscribes (its terminated subscription is purged silently by the
 /// 1 s purge timer), A2 refreshes with Expires: 2 and the purge timer
@@ -834,7 +837,7 @@ pub fn subscribe_unsubscribe_expiry(module: ScaModule) -> ScenarioResult {
     )
 }
 
-/// 2. Line-seize contention: A1 seizes index 1; A2 asks for index 1
+/// Scenario 2: Line-seize contention: A1 seizes index 1; A2 asks for index 1
 /// (480 + Retry-After), sends a Call-Info without appearance-index, then
 /// appearance-index=0 ("any"); both release with line-seize Expires: 0.
 pub fn line_seize_contention(module: ScaModule) -> ScenarioResult {
@@ -988,7 +991,7 @@ fn hang_up(ctx: &mut Ctx, label: &str, dlg: &mut Dialog, notify: &[(&str, usize)
     Ok(())
 }
 
-/// 3. A full call: seize, INVITE, 180, 200, ACK, BYE.
+/// Scenario 3: A full call: seize, INVITE, 180, 200, ACK, BYE.
 pub fn full_call(module: ScaModule) -> ScenarioResult {
     let opts = opts_with(&module, &[]);
     run(
@@ -1009,7 +1012,7 @@ pub fn full_call(module: ScaModule) -> ScenarioResult {
     )
 }
 
-/// 4. B rejects the call with 486 Busy Here.
+/// Scenario 4: B rejects the call with 486 Busy Here.
 pub fn rejected_call(module: ScaModule) -> ScenarioResult {
     let opts = opts_with(&module, &[]);
     run(
@@ -1039,7 +1042,7 @@ pub fn rejected_call(module: ScaModule) -> ScenarioResult {
     )
 }
 
-/// 5. A1 cancels the ringing call.
+/// Scenario 5: A1 cancels the ringing call.
 pub fn cancelled_call(module: ScaModule) -> ScenarioResult {
     let opts = opts_with(&module, &[]);
     run(
@@ -1125,7 +1128,7 @@ fn retrieve_invite(ctx: &mut Ctx) -> Result<(Dialog, SipMessage), String> {
     Ok((dlg, inv))
 }
 
-/// 6. Hold and retrieve: A1 holds (a=sendonly); A2 retrieves with an
+/// Scenario 6: Hold and retrieve: A1 holds (a=sendonly); A2 retrieves with an
 /// INVITE to the shared AoR carrying Call-Info appearance-index=1. The
 /// proxy (SCA_CFG sends INVITEs with Call-Info for the AoR to route(SCA),
 /// standing in for doc/sca.cfg's lookup("location")) lets the module
@@ -1192,7 +1195,7 @@ pub fn hold_and_retrieve(module: ScaModule) -> ScenarioResult {
     )
 }
 
-/// 7. Private hold: A1 holds with Call-Info appearance-state=held-private;
+/// Scenario 7: Private hold: A1 holds with Call-Info appearance-state=held-private;
 /// A2's retrieve attempt; A1 resumes (a=sendrecv) and hangs up.
 pub fn held_private(module: ScaModule) -> ScenarioResult {
     let opts = opts_with(&module, &[]);
@@ -1255,7 +1258,7 @@ pub fn held_private(module: ScaModule) -> ScenarioResult {
     )
 }
 
-/// 8. Malformed Call-Info on an INVITE and on line-seize SUBSCRIBEs, and
+/// Scenario 8: Malformed Call-Info on an INVITE and on line-seize SUBSCRIBEs, and
 /// call-info SUBSCRIBEs with a missing / `*` Contact.
 pub fn malformed_call_info(module: ScaModule) -> ScenarioResult {
     let opts = opts_with(&module, &[]);
@@ -1391,7 +1394,7 @@ pub fn malformed_call_info(module: ScaModule) -> ScenarioResult {
 /// Runs of [`race_seize`].
 pub const RACE_RUNS: usize = 10;
 
-/// 9. Race: two phones send a line-seize SUBSCRIBE for index 1 at the same
+/// Scenario 9: Race: two phones send a line-seize SUBSCRIBE for index 1 at the same
 /// moment (both sent before either reply is read; Kamailio with 4
 /// workers), [`RACE_RUNS`] times with fresh contending UAs `A1` / `A2`
 /// that hold no call-info subscription; a third phone `O` of the same AoR

@@ -1182,7 +1182,7 @@ impl Normalizer {
             return;
         }
         self.literals.push((literal.to_string(), format!("<{label}>")));
-        self.literals.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.literals.sort_by_key(|l| std::cmp::Reverse(l.0.len()));
     }
 
     /// The label of a literal registered with [`Normalizer::add_literal`].

@@ -6,7 +6,7 @@ MODULE := target/release/sca_rs.so
 KAMAILIO_MODDIR ?= $(shell dpkg -L kamailio 2>/dev/null | grep -m1 '/kamailio/modules$$' || echo /usr/lib/x86_64-linux-gnu/kamailio/modules)
 RUN_DIR := .build/run
 
-.PHONY: all setup build install test unit-test integration-test run clean fmt clippy soak bench
+.PHONY: all setup build install test unit-test integration-test fuzz-smoke valgrind run clean fmt clippy soak bench fuzz
 
 all: build
 
@@ -31,7 +31,20 @@ integration-test: build
 	$(CARGO) build --release --locked -p sca_rs --features test-hooks --target-dir target/hooks
 	SCA_RS_HOOKS_MODULE=$(CURDIR)/$(HOOKS_MODULE) $(CARGO) test --release --locked -p sca_rs --tests
 
-test: unit-test integration-test
+# every fuzz target for a few seconds over the kept corpus
+fuzz-smoke: setup
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
+
+# sca-core's unit, leak and property tests under valgrind (memcheck)
+valgrind: setup
+	bash scripts/valgrind.sh
+
+test: unit-test valgrind fuzz-smoke integration-test
+
+# Coverage-guided fuzzing, minutes per target (FUZZ_SECONDS, FUZZ_TARGETS;
+# FUZZ_MERGE=1 keeps what it found in fuzz/corpus/).
+fuzz: setup
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-300} bash scripts/fuzz.sh
 
 # The shm-leak soak with many more cycles than make test runs.
 SOAK_CYCLES ?= 20000

@@ -23,7 +23,7 @@ command -v apt-get >/dev/null || die "needs a Debian system with apt-get"
 # ---------------------------------------------------------------- packages
 pkgs=(kamailio kamailio-extra-modules kamailio-sqlite-modules kamailio-postgres-modules postgresql
       kamailio-lua-modules
-      sqlite3 sip-tester libclang-dev dpkg-dev make gcc procps)
+      sqlite3 sip-tester libclang-dev dpkg-dev make gcc g++ procps valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

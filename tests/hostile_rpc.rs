@@ -1,13 +1,15 @@
-//! Hostile RPC: every sca.* command with missing, extra, wrong-typed and
-//! oversized arguments gets a clear answer (a fault, or the normal output
-//! when the arguments are valid after all) and changes nothing.
+//! Hostile RPC: every sca.* and keepalive.* command with missing, extra,
+//! wrong-typed and oversized arguments gets a clear answer (a fault, or the
+//! normal output when the arguments are valid after all) and changes nothing.
 
 mod common;
+mod keepalive_support;
 
 use common::cfg::sca_opts;
 use common::kamailio::{Kamailio, ScaModule};
 use common::flows::subscribe_call_info;
 use common::sip::{Ua, RECV_TIMEOUT};
+use keepalive_support::{ka_opts, list, Ka};
 
 const AOR: &str = "sip:100@127.0.0.1";
 
@@ -96,6 +98,74 @@ fn bad_arguments_fault_and_change_nothing() {
     }
     assert!(faults > 40, "most of these calls are faults ({faults})");
     assert_eq!(snapshot(&k), before, "hostile RPC changed the state");
+    let mut k = k;
+    assert!(k.is_running());
+}
+
+/// Hostile argument lists for the keepalive commands.
+fn hostile_args(huge: &str, huge_uri: &str) -> Vec<Vec<String>> {
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        v(&[]),
+        v(&[""]),
+        v(&["", ""]),
+        v(&["not a uri", "owner"]),
+        v(&[huge, "owner"]),
+        v(&[huge_uri, huge]),
+        v(&["sip:a@b:c:d:e", "owner"]),
+        v(&["sip:127.0.0.1:99999999999", "owner"]),
+        v(&["sip:127.0.0.1", "owner", "extra", "more", "args"]),
+        v(&["s:-1", "s:-1"]),
+        v(&["sip:127.0.0.1", "5"]),
+        v(&["\u{1}\u{2}", "\u{7f}\u{1b}[0m"]),
+        v(&["sip:[::1", "owner"]),
+        v(&["@@@", "owner"]),
+    ]
+}
+
+#[test]
+fn keepalive_bad_arguments_fault_and_change_nothing() {
+    let k = Kamailio::start(ka_opts(Ka::Rust, &[("ping_interval", "1".into())]));
+    // two destinations that nothing below names (owner "kept")
+    assert_eq!(k.rpc(&["keepalive.add", "sip:127.0.0.1:9", "kept"]), "Ok. Destination added.");
+    assert_eq!(k.rpc(&["keepalive.add", "sips:127.0.0.1:10", "kept"]), "Ok. Destination added.");
+    let snapshot = |k: &Kamailio| {
+        let mut v: Vec<(String, String)> = list(k).into_iter().map(|d| (d["uri"].clone(), d["owner"].clone())).collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&k);
+    let huge = "9".repeat(5000);
+    let huge_uri = format!("sip:{}@127.0.0.1", "a".repeat(5000));
+    let (mut faults, mut added) = (0, 0);
+    // flush takes no arguments and would legitimately empty the list
+    for cmd in ["keepalive.list", "keepalive.get", "keepalive.del", "keepalive.add"] {
+        for args in hostile_args(&huge, &huge_uri) {
+            let mut call = vec![cmd];
+            call.extend(args.iter().map(String::as_str));
+            match k.kamcmd(&call) {
+                Err(e) => {
+                    assert!(e.starts_with("error: 500 - "), "{cmd} {args:?}: a clear fault, got {e:?}");
+                    faults += 1;
+                }
+                // arguments that are valid after all (a 5000-byte user part
+                // is a SIP URI): take the destination out again
+                Ok(out) if cmd == "keepalive.add" => {
+                    assert_eq!(out.trim_end(), "Ok. Destination added.", "{args:?}");
+                    let del = [&["keepalive.del"][..], &call[1..3]].concat();
+                    assert_eq!(k.rpc(&del), "Ok. Destination removed.");
+                    added += 1;
+                }
+                Ok(_) => assert_eq!(cmd, "keepalive.list", "{cmd} {args:?} succeeded"),
+            }
+            assert!(k.kamcmd(&["core.uptime"]).is_ok(), "the RPC process survives {call:?}");
+        }
+    }
+    assert!(faults > 35, "most of these calls are faults ({faults}, {added} valid adds)");
+    assert_eq!(snapshot(&k), before, "hostile RPC changed the destinations");
+    // and the extra arguments did not make flush misbehave either
+    assert_eq!(k.rpc(&["keepalive.flush"]), "Ok. Destination list flushed.");
+    assert!(list(&k).is_empty());
     let mut k = k;
     assert!(k.is_running());
 }

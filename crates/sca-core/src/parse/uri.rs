@@ -76,13 +76,14 @@ pub fn scheme(uri: &[u8]) -> Result<Scheme, ParseError> {
 
 /// `sca_uri_extract_aor`: `uri` up to (not including) its first `;`.
 ///
-/// C never fails here; we reject an empty URI.
+/// C never fails here; we reject an empty URI, and an empty AoR (a URI
+/// starting with `;`, found by fuzzing), which would key state under "".
 pub fn extract_aor(uri: &[u8]) -> Result<&[u8], ParseError> {
-    if uri.is_empty() {
-        return Err(ParseError::EmptyUri);
-    }
     let end = uri.iter().position(|&b| b == b';').unwrap_or(uri.len());
-    Ok(uri.get(..end).unwrap_or_default())
+    match uri.get(..end) {
+        Some(aor) if !aor.is_empty() => Ok(aor),
+        _ => Err(ParseError::EmptyUri),
+    }
 }
 
 /// The AoR of a From/To value: [`extract_aor`] of [`name_addr_uri`].
@@ -452,7 +453,7 @@ mod tests {
             extract_aor(b"sip:+1234;phone-context=x@h"),
             Ok(&b"sip:+1234"[..])
         );
-        assert_eq!(extract_aor(b";x"), Ok(&b""[..]));
+        assert_eq!(extract_aor(b";x"), Err(ParseError::EmptyUri), "an empty AoR");
         assert_eq!(extract_aor(b""), Err(ParseError::EmptyUri));
     }
 

@@ -217,3 +217,114 @@ fn a_db_that_goes_down_and_comes_back_loses_nothing() {
     }
     assert_eq!(count(&pg), 2, "both subscriptions written after the DB came back\n{}", k.log_tail(30));
 }
+
+/// Phones with an AoR each (`sip:<2000+i>@127.0.0.1`) subscribing call-info
+/// one after another (at most `per_sec` a second, 0: as fast as answered),
+/// from a thread, until one gets no answer (Kamailio stopped) or `stop` is
+/// set. Returns each acknowledged subscription (`<subscriber>|<aor>`, as in
+/// the DB) with the time of its 202.
+fn subscribe_load(proxy: std::net::SocketAddr, per_sec: u32, stop: &std::sync::atomic::AtomicBool) -> Vec<(String, Instant)> {
+    let mut acked = Vec::new();
+    let t0 = Instant::now();
+    for i in 0.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        if per_sec > 0 {
+            let due = t0 + Duration::from_secs_f64(f64::from(i) / f64::from(per_sec));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let user = (2000 + i).to_string();
+        let mut ua = Ua::new(&format!("L{i}"), &user, proxy).expect("UA");
+        let aor = format!("sip:{user}@127.0.0.1");
+        let mut d = ua.dialog(&aor);
+        let Ok(s) = ua.send_subscribe(&mut d, &Subscribe::new("call-info", 600)) else { break };
+        match ua.expect_final_response(&s, Duration::from_millis(1500)) {
+            Ok(r) if r.status() == Some(202) => {
+                acked.push((format!("{}|{aor}", ua.contact_uri()), Instant::now()));
+                // answer the first NOTIFY, as a phone does
+                if let Ok(n) = ua.expect_request("NOTIFY", Duration::from_millis(500)) {
+                    let _ = ua.reply(&n, 200, "OK");
+                }
+            }
+            _ => break,
+        }
+    }
+    acked
+}
+
+/// `<subscriber>|<aor>` of every call-info row in the DB.
+fn db_keys(db: &Path) -> std::collections::HashSet<String> {
+    sqlite_exec(db, "SELECT subscriber, aor FROM sca_subscriptions WHERE event = 1;")
+        .expect("query sqlite")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn first_few<T: std::fmt::Debug>(v: &[T]) -> String {
+    format!("{:?}{}", &v[..v.len().min(5)], if v.len() > 5 { " ..." } else { "" })
+}
+
+#[test]
+fn graceful_restart_under_load_loses_no_acknowledged_subscription() {
+    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
+    let db = dir.path.join("sca.sqlite");
+    create_sqlite_db(&db, None).expect("create DB");
+    let mut k = start(&db, 1);
+    let addr = k.addr();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acked = std::thread::scope(|s| {
+        // as fast as Kamailio answers: the DB writer lags behind, and the
+        // final flush must write everything
+        let load = s.spawn(|| subscribe_load(addr, 0, &stop));
+        // stop Kamailio in the middle of the load
+        std::thread::sleep(Duration::from_millis(800));
+        let st = k.stop().expect("graceful stop under load");
+        assert!(st.success(), "{st}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.join().expect("load thread")
+    });
+    assert!(acked.len() > 20, "the load ran: {} acknowledged", acked.len());
+    assert!(!k.log().contains("still locked"), "no lock left held at shutdown:\n{}", k.log_tail(20));
+    let rows = db_keys(&db);
+    let lost: Vec<&String> = acked.iter().map(|(s, _)| s).filter(|s| !rows.contains(*s)).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged subscriptions not in the DB: {}", lost.len(), acked.len(), first_few(&lost));
+
+    let k2 = start(&db, 1);
+    assert_eq!(k2.rpc(&["sca.subscription_count", "call-info"]), format!("{} call-info", rows.len()), "every row restored");
+}
+
+#[test]
+fn kill_9_under_load_loses_at_most_the_last_interval() {
+    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
+    let db = dir.path.join("sca.sqlite");
+    create_sqlite_db(&db, None).expect("create DB");
+    let mut k = start(&db, 1);
+    let addr = k.addr();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acked, killed_at) = std::thread::scope(|s| {
+        // a rate the DB writer keeps up with (README, Persistence: sqlite
+        // writes about 1500 new rows/s on the test machine)
+        let load = s.spawn(|| subscribe_load(addr, 300, &stop));
+        std::thread::sleep(Duration::from_millis(3500));
+        let t = Instant::now();
+        k.kill9();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (load.join().expect("load thread"), t)
+    });
+    // db_update_interval is 1 s; a flush takes a moment more
+    let margin = Duration::from_millis(2000);
+    let old_enough: Vec<&String> = acked.iter().filter(|(_, at)| *at + margin < killed_at).map(|(s, _)| s).collect();
+    assert!(old_enough.len() > 20, "the load ran long enough: {} of {}", old_enough.len(), acked.len());
+    let rows = db_keys(&db);
+    let lost: Vec<&&String> = old_enough.iter().filter(|s| !rows.contains(**s)).collect();
+    assert!(lost.is_empty(), "{} subscriptions acknowledged over {margin:?} before kill -9 not in the DB: {}", lost.len(), first_few(&lost));
+    let acked_keys: std::collections::HashSet<&String> = acked.iter().map(|(s, _)| s).collect();
+    assert!(rows.iter().filter(|r| !acked_keys.contains(r)).count() <= 1, "rows only for acknowledged (or the one in flight)");
+
+    let k2 = start(&db, 1);
+    assert_eq!(k2.rpc(&["sca.subscription_count", "call-info"]), format!("{} call-info", rows.len()), "every row restored");
+}
+

@@ -51,10 +51,14 @@ SOAK_CYCLES ?= 20000
 soak: build
 	SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release --locked -p sca_rs --test soak -- --nocapture
 
-# Benchmarks against Debian's C sca.so and a floor config (bench/bench.py);
-# prints the table and ratios and rewrites docs/performance.md.
-BENCH_ARGS ?= --n 5000 20000 --rate 1000
+# Benchmarks against Debian's C sca.so / keepalive.so and a floor config
+# (bench/bench.py); prints the tables and ratios and rewrites
+# docs/performance.md, .json and .png (the plot needs Debian's
+# python3-matplotlib, installed here rather than in setup: only bench needs it).
+BENCH_ARGS ?=
 bench: build
+	@/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
 	python3 bench/bench.py $(BENCH_ARGS)
 
 # Run Kamailio in the foreground with the module on the example config

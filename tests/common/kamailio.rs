@@ -697,6 +697,13 @@ impl Kamailio {
         self.exit_status
     }
 
+    /// Pid of the main process, which is also the process group of every
+    /// Kamailio process (None once stopped).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kill every process of this Kamailio with SIGKILL (a crash: no
     /// shutdown code runs) and reap it.
     pub fn kill9(&mut self) {

@@ -94,6 +94,25 @@ def shm(d):
     return int(vals.get("used", 0)), int(vals.get("max_used", 0))
 
 
+def start_kamailio(d, cfg_text, shm_mb, last_worker, label):
+    """Start Kamailio on `cfg_text` in directory `d`, in its own process
+    group, and wait until UDP receiver `last_worker` is up."""
+    cfg = os.path.join(d, "kamailio.cfg")
+    with open(cfg, "w") as f:
+        f.write(cfg_text)
+    with open(os.path.join(d, "kamailio.log"), "w") as log:
+        k = subprocess.Popen(
+            ["kamailio", "-DD", "-E", "-f", cfg, "-Y", d, "-w", d, "-m", str(shm_mb), "-M", "16"],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+    for _ in range(200):
+        if f"udp receiver child={last_worker}" in kamcmd(d, "core.psx"):
+            return k
+        time.sleep(0.05)
+    stop_kamailio(k)
+    raise RuntimeError(f"{label}: kamailio did not start, see {d}/kamailio.log")
+
+
 def stop_kamailio(k):
     """SIGTERM the whole group, SIGKILL after 10 s; it may be gone already."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
@@ -146,21 +165,9 @@ def run_variant(variant, n, rate, shm_mb):
         load, params, call = f'loadmodule "{so}"', f'modparam("sca_rs", "db_url", "sqlite:///{db}")', SCA_CALL
     else:
         load, params, call = "", "", FLOOR_CALL
-    cfg = os.path.join(d, "kamailio.cfg")
-    with open(cfg, "w") as f:
-        f.write(CFG.format(port=port, mpath=MODDIR, dir=d, sca_load=load, sca_params=params, sca_call=call))
-    log = open(os.path.join(d, "kamailio.log"), "w")
-    k = subprocess.Popen(
-        ["kamailio", "-DD", "-E", "-f", cfg, "-Y", d, "-w", d, "-m", str(shm_mb), "-M", "16"],
-        stdout=log, stderr=log, start_new_session=True,
-    )
+    cfg = CFG.format(port=port, mpath=MODDIR, dir=d, sca_load=load, sca_params=params, sca_call=call)
+    k = start_kamailio(d, cfg, shm_mb, 3, variant)
     try:
-        for _ in range(200):
-            if "udp receiver child=3" in kamcmd(d, "core.psx"):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"{variant}: kamailio did not start, see {d}/kamailio.log")
         used0, _ = shm(d)
         cpu0 = cpu_ticks(k.pid)
         sipp = subprocess.run(
@@ -286,21 +293,13 @@ def run_keepalive(variant, n_dest, seconds, shm_mb):
     dests = "\n".join(
         f'modparam("{ka_mod}", "destination", "sip:k{i}@127.0.0.1:{up_port if i % 2 == 0 else down_port}")'
         for i in range(n_dest))
-    cfg = os.path.join(d, "kamailio.cfg")
-    with open(cfg, "w") as f:
-        f.write(KA_CFG.format(port=port, mpath=MODDIR, dir=d, ka_load=ka_load, ka_mod=ka_mod, dests=dests))
-    log = open(os.path.join(d, "kamailio.log"), "w")
-    k = subprocess.Popen(
-        ["kamailio", "-DD", "-E", "-f", cfg, "-Y", d, "-w", d, "-m", str(shm_mb), "-M", "16"],
-        stdout=log, stderr=log, start_new_session=True,
-    )
+    cfg = KA_CFG.format(port=port, mpath=MODDIR, dir=d, ka_load=ka_load, ka_mod=ka_mod, dests=dests)
     try:
-        for _ in range(200):
-            if "udp receiver child=1" in kamcmd(d, "core.psx"):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"ka {variant}: kamailio did not start, see {d}/kamailio.log")
+        k = start_kamailio(d, cfg, shm_mb, 1, f"ka {variant}")
+    except RuntimeError:
+        resp.close()
+        raise
+    try:
         time.sleep(3.0)  # warm-up: every destination pinged, transactions in steady state
         up0, down0 = resp.counts()
         cpu0 = cpu_ticks(k.pid)
@@ -310,7 +309,6 @@ def run_keepalive(variant, n_dest, seconds, shm_mb):
         used, max_used = shm(d)
         pings = (up1 - up0) + (down1 - down0)
         hz = os.sysconf("SC_CLK_TCK")
-        log.flush()
         died = k.poll() is not None or "exited by a signal" in open(os.path.join(d, "kamailio.log")).read()
         return {
             "variant": variant, "n": n_dest, "pings": pings, "answered": up1 - up0,
@@ -386,7 +384,7 @@ def main():
         for n in a.n:
             for v in ("floor", "c", "rust"):
                 results["w1"].append(w1(v, n, a.shm))
-        for v in ("c", "rust"):
+        for v in ("floor", "c", "rust"):
             results["w1_small"].append(w1(v, max(a.n), a.small_shm))
     if 2 in a.workloads:
         for v in ("c", "rust"):
@@ -544,7 +542,10 @@ def main():
         "  exactly brought it to ~356 B (N=5000) / ~430 B (N=20000).",
         "- Workers now hold SIGTERM back while they hold an sca_rs lock (two",
         "  sigprocmask calls per outermost lock); workload 1 showed no measurable",
-        "  change (within the run-to-run noise of this 2-core machine, ±10 %).",
+        "  change. Run-to-run noise on this 2-core machine is large: two runs on",
+        "  2026-11-23 gave workload 1 CPU ratios sca_rs/C of 0.77 and 1.07 (N=5000),",
+        "  0.98 and 0.78 (N=20000), workload 2 0.80 and 0.97, workload 4 0.62 and",
+        "  0.47. Compare several runs before reading a trend.",
         "",
     ]
     lines += ["## Where we stand against the targets", ""] + [f"- {l}" for l in summary] + [

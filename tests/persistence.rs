@@ -16,6 +16,15 @@ use common::sip::{Subscribe, Ua, RECV_TIMEOUT};
 
 const AOR: &str = "sip:100@127.0.0.1";
 
+/// A fresh sqlite DB with Debian's schema, in a directory removed when the
+/// returned `TestDir` goes.
+fn new_db() -> (TestDir, std::path::PathBuf) {
+    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
+    let db = dir.path.join("sca.sqlite");
+    create_sqlite_db(&db, None).expect("create DB");
+    (dir, db)
+}
+
 fn start(db: &Path, interval: u32) -> Kamailio {
     start_url(&format!("sqlite:///{}", db.display()), "", interval)
 }
@@ -67,9 +76,7 @@ fn assert_phone_notified_on_seize(k: &Kamailio, seizer: &mut Ua, phone: &mut Ua)
 
 #[test]
 fn subscriptions_survive_a_graceful_restart() {
-    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
-    let db = dir.path.join("sca.sqlite");
-    create_sqlite_db(&db, None).expect("create DB");
+    let (_dir, db) = new_db();
 
     // a long interval: the graceful stop must write what the timer did not
     let mut k = start(&db, 300);
@@ -101,9 +108,7 @@ fn subscriptions_survive_a_graceful_restart() {
 
 #[test]
 fn kill_9_loses_at_most_the_last_interval() {
-    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
-    let db = dir.path.join("sca.sqlite");
-    create_sqlite_db(&db, None).expect("create DB");
+    let (_dir, db) = new_db();
 
     let mut k = start(&db, 1);
     let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
@@ -130,9 +135,7 @@ fn kill_9_loses_at_most_the_last_interval() {
 
 #[test]
 fn unsubscribed_and_expired_rows_are_deleted() {
-    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
-    let db = dir.path.join("sca.sqlite");
-    create_sqlite_db(&db, None).expect("create DB");
+    let (_dir, db) = new_db();
     let k = start(&db, 1);
     let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
     a1.auto_answer_notify = true;
@@ -269,9 +272,7 @@ fn first_few<T: std::fmt::Debug>(v: &[T]) -> String {
 
 #[test]
 fn graceful_restart_under_load_loses_no_acknowledged_subscription() {
-    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
-    let db = dir.path.join("sca.sqlite");
-    create_sqlite_db(&db, None).expect("create DB");
+    let (_dir, db) = new_db();
     let mut k = start(&db, 1);
     let addr = k.addr();
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -298,9 +299,7 @@ fn graceful_restart_under_load_loses_no_acknowledged_subscription() {
 
 #[test]
 fn kill_9_under_load_loses_at_most_the_last_interval() {
-    let dir = TestDir::new("sca_rs-persist").expect("temp dir");
-    let db = dir.path.join("sca.sqlite");
-    create_sqlite_db(&db, None).expect("create DB");
+    let (_dir, db) = new_db();
     let mut k = start(&db, 1);
     let addr = k.addr();
     let stop = std::sync::atomic::AtomicBool::new(false);

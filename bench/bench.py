@@ -32,10 +32,11 @@ import time
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODDIR = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
 
-CFG = r"""#!KAMAILIO
+# What every benchmark config starts with.
+CFG_HEAD = r"""#!KAMAILIO
 debug=1
 log_stderror=yes
-children=4
+children={children}
 exit_timeout=4
 disable_tcp=yes
 auto_aliases=no
@@ -44,13 +45,15 @@ mpath="{mpath}"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "pv.so"
-loadmodule "textops.so"
 loadmodule "ctl.so"
+modparam("ctl", "binrpc", "unixs:{dir}/ctl")
+"""
+
+CFG = CFG_HEAD + r"""loadmodule "textops.so"
 loadmodule "db_sqlite.so"
 loadmodule "rr.so"
 loadmodule "uac.so"
 {sca_load}
-modparam("ctl", "binrpc", "unixs:{dir}/ctl")
 {sca_params}
 request_route {{
     if (is_method("SUBSCRIBE")) {{
@@ -165,7 +168,7 @@ def run_variant(variant, n, rate, shm_mb):
         load, params, call = f'loadmodule "{so}"', f'modparam("sca_rs", "db_url", "sqlite:///{db}")', SCA_CALL
     else:
         load, params, call = "", "", FLOOR_CALL
-    cfg = CFG.format(port=port, mpath=MODDIR, dir=d, sca_load=load, sca_params=params, sca_call=call)
+    cfg = CFG.format(children=4, port=port, mpath=MODDIR, dir=d, sca_load=load, sca_params=params, sca_call=call)
     k = start_kamailio(d, cfg, shm_mb, 3, variant)
     try:
         used0, _ = shm(d)
@@ -203,21 +206,7 @@ def run_variant(variant, n, rate, shm_mb):
         if os.environ.get("BENCH_KEEP") is None:
             shutil.rmtree(d, ignore_errors=True)
 
-KA_CFG = r"""#!KAMAILIO
-debug=1
-log_stderror=yes
-children=2
-exit_timeout=4
-disable_tcp=yes
-auto_aliases=no
-listen=udp:127.0.0.1:{port}
-mpath="{mpath}"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "pv.so"
-loadmodule "ctl.so"
-{ka_load}
-modparam("ctl", "binrpc", "unixs:{dir}/ctl")
+KA_CFG = CFG_HEAD + r"""{ka_load}
 modparam("tm", "fr_timer", 2000)
 modparam("tm", "wt_timer", 1000)
 modparam("{ka_mod}", "ping_interval", 1)
@@ -293,7 +282,7 @@ def run_keepalive(variant, n_dest, seconds, shm_mb):
     dests = "\n".join(
         f'modparam("{ka_mod}", "destination", "sip:k{i}@127.0.0.1:{up_port if i % 2 == 0 else down_port}")'
         for i in range(n_dest))
-    cfg = KA_CFG.format(port=port, mpath=MODDIR, dir=d, ka_load=ka_load, ka_mod=ka_mod, dests=dests)
+    cfg = KA_CFG.format(children=2, port=port, mpath=MODDIR, dir=d, ka_load=ka_load, ka_mod=ka_mod, dests=dests)
     try:
         k = start_kamailio(d, cfg, shm_mb, 1, f"ka {variant}")
     except RuntimeError:

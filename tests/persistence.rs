@@ -5,7 +5,9 @@
 
 mod common;
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cfg::{sca_modparam, sca_opts};
@@ -18,7 +20,7 @@ const AOR: &str = "sip:100@127.0.0.1";
 
 /// A fresh sqlite DB with Debian's schema, in a directory removed when the
 /// returned `TestDir` goes.
-fn new_db() -> (TestDir, std::path::PathBuf) {
+fn new_db() -> (TestDir, PathBuf) {
     let dir = TestDir::new("sca_rs-persist").expect("temp dir");
     let db = dir.path.join("sca.sqlite");
     create_sqlite_db(&db, None).expect("create DB");
@@ -55,6 +57,17 @@ fn wait_rows(db: &Path, n: usize, within: Duration) -> Vec<String> {
     }
 }
 
+/// Phones A1 and A2, both subscribed to call-info for AOR.
+fn two_phones_subscribed(k: &Kamailio) -> (Ua, Ua) {
+    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
+    let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
+    a1.auto_answer_notify = true;
+    a2.auto_answer_notify = true;
+    subscribe_call_info(&mut a1, AOR);
+    subscribe_call_info(&mut a2, AOR);
+    (a1, a2)
+}
+
 /// A line-seize by `seizer` makes Kamailio NOTIFY every call-info
 /// subscriber: proof that `phone` is known to this Kamailio.
 fn assert_phone_notified_on_seize(k: &Kamailio, seizer: &mut Ua, phone: &mut Ua) {
@@ -80,12 +93,7 @@ fn subscriptions_survive_a_graceful_restart() {
 
     // a long interval: the graceful stop must write what the timer did not
     let mut k = start(&db, 300);
-    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
-    let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
-    a1.auto_answer_notify = true;
-    a2.auto_answer_notify = true;
-    subscribe_call_info(&mut a1, AOR);
-    subscribe_call_info(&mut a2, AOR);
+    let (mut a1, mut a2) = two_phones_subscribed(&k);
     assert!(rows(&db).is_empty(), "nothing written before the first flush");
     let st = k.stop().expect("graceful stop");
     assert!(st.success(), "{st}");
@@ -111,12 +119,7 @@ fn kill_9_loses_at_most_the_last_interval() {
     let (_dir, db) = new_db();
 
     let mut k = start(&db, 1);
-    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
-    let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
-    a1.auto_answer_notify = true;
-    a2.auto_answer_notify = true;
-    subscribe_call_info(&mut a1, AOR);
-    subscribe_call_info(&mut a2, AOR);
+    let (a1, mut a2) = two_phones_subscribed(&k);
     let r = wait_rows(&db, 2, Duration::from_secs(5));
     assert_eq!(r.len(), 2, "the writer flushed within the interval: {r:?}\n{}", k.log_tail(20));
     k.kill9();
@@ -162,12 +165,7 @@ fn subscriptions_survive_a_restart_with_postgresql() {
     };
 
     let mut k = start_url(&pg.url(), load, 1);
-    let mut a1 = Ua::new("A1", "100", k.addr()).expect("UA");
-    let mut a2 = Ua::new("A2", "100", k.addr()).expect("UA");
-    a1.auto_answer_notify = true;
-    a2.auto_answer_notify = true;
-    subscribe_call_info(&mut a1, AOR);
-    subscribe_call_info(&mut a2, AOR);
+    let (mut a1, mut a2) = two_phones_subscribed(&k);
     let deadline = Instant::now() + Duration::from_secs(5);
     while rows(&pg).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -226,11 +224,11 @@ fn a_db_that_goes_down_and_comes_back_loses_nothing() {
 /// from a thread, until one gets no answer (Kamailio stopped) or `stop` is
 /// set. Returns each acknowledged subscription (`<subscriber>|<aor>`, as in
 /// the DB) with the time of its 202.
-fn subscribe_load(proxy: std::net::SocketAddr, per_sec: u32, stop: &std::sync::atomic::AtomicBool) -> Vec<(String, Instant)> {
+fn subscribe_load(proxy: std::net::SocketAddr, per_sec: u32, stop: &AtomicBool) -> Vec<(String, Instant)> {
     let mut acked = Vec::new();
     let t0 = Instant::now();
     for i in 0.. {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
             break;
         }
         if per_sec > 0 {
@@ -257,7 +255,7 @@ fn subscribe_load(proxy: std::net::SocketAddr, per_sec: u32, stop: &std::sync::a
 }
 
 /// `<subscriber>|<aor>` of every call-info row in the DB.
-fn db_keys(db: &Path) -> std::collections::HashSet<String> {
+fn db_keys(db: &Path) -> HashSet<String> {
     sqlite_exec(db, "SELECT subscriber, aor FROM sca_subscriptions WHERE event = 1;")
         .expect("query sqlite")
         .lines()
@@ -275,7 +273,7 @@ fn graceful_restart_under_load_loses_no_acknowledged_subscription() {
     let (_dir, db) = new_db();
     let mut k = start(&db, 1);
     let addr = k.addr();
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
     let acked = std::thread::scope(|s| {
         // as fast as Kamailio answers: the DB writer lags behind, and the
         // final flush must write everything
@@ -284,7 +282,7 @@ fn graceful_restart_under_load_loses_no_acknowledged_subscription() {
         std::thread::sleep(Duration::from_millis(800));
         let st = k.stop().expect("graceful stop under load");
         assert!(st.success(), "{st}");
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         load.join().expect("load thread")
     });
     assert!(acked.len() > 20, "the load ran: {} acknowledged", acked.len());
@@ -302,7 +300,7 @@ fn kill_9_under_load_loses_at_most_the_last_interval() {
     let (_dir, db) = new_db();
     let mut k = start(&db, 1);
     let addr = k.addr();
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
     let (acked, killed_at) = std::thread::scope(|s| {
         // a rate the DB writer keeps up with (README, Persistence: sqlite
         // writes about 1500 new rows/s on the test machine)
@@ -310,7 +308,7 @@ fn kill_9_under_load_loses_at_most_the_last_interval() {
         std::thread::sleep(Duration::from_millis(3500));
         let t = Instant::now();
         k.kill9();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         (load.join().expect("load thread"), t)
     });
     // db_update_interval is 1 s; a flush takes a moment more
@@ -320,7 +318,7 @@ fn kill_9_under_load_loses_at_most_the_last_interval() {
     let rows = db_keys(&db);
     let lost: Vec<&&String> = old_enough.iter().filter(|s| !rows.contains(**s)).collect();
     assert!(lost.is_empty(), "{} subscriptions acknowledged over {margin:?} before kill -9 not in the DB: {}", lost.len(), first_few(&lost));
-    let acked_keys: std::collections::HashSet<&String> = acked.iter().map(|(s, _)| s).collect();
+    let acked_keys: HashSet<&String> = acked.iter().map(|(s, _)| s).collect();
     assert!(rows.iter().filter(|r| !acked_keys.contains(r)).count() <= 1, "rows only for acknowledged (or the one in flight)");
 
     let k2 = start(&db, 1);

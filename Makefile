@@ -46,10 +46,14 @@ test: unit-test valgrind fuzz-smoke integration-test
 fuzz: setup
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-300} bash scripts/fuzz.sh
 
-# The shm-leak soak with many more cycles than make test runs.
-SOAK_CYCLES ?= 20000
+# The shm-leak soak with many more cycles than make test runs: a million
+# subscribe/seize/release/unsubscribe cycles from 8 phones at 1200/s
+# (about 14 minutes).
+SOAK_CYCLES ?= 1000000
+SOAK_PHONES ?= 8
+SOAK_RATE ?= 1200
 soak: build
-	SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release --locked -p sca_rs --test soak -- --nocapture
+	SOAK_CYCLES=$(SOAK_CYCLES) SOAK_PHONES=$(SOAK_PHONES) SOAK_RATE=$(SOAK_RATE) $(CARGO) test --release --locked -p sca_rs --test soak -- --nocapture
 
 # Benchmarks against Debian's C sca.so / keepalive.so and a floor config
 # (bench/bench.py); prints the tables and ratios and rewrites

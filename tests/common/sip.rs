@@ -615,6 +615,10 @@ pub struct Ua {
     pub proxy: SocketAddr,
     /// Answer every new NOTIFY with 200 OK (it is still handed to the test).
     pub auto_answer_notify: bool,
+    /// Answer every OPTIONS with this status and keep it from the test
+    /// (a phone answering keepalive pings); counted in `options_answered`.
+    pub auto_answer_options: Option<u16>,
+    pub options_answered: usize,
     sock: UdpSocket,
     created: Instant,
     transcript: Vec<TranscriptEntry>,
@@ -625,6 +629,18 @@ pub struct Ua {
     seen_responses: Vec<String>,
     /// Our To-tags as UAS, per Call-ID.
     uas_tags: Vec<(String, String)>,
+    /// Keep only about this many recent transcript entries and transaction
+    /// keys (long soaks); None keeps everything.
+    history: Option<usize>,
+}
+
+/// Drop the oldest entries of `v` once it holds twice `cap` (amortised).
+fn trim_history<T>(v: &mut Vec<T>, cap: Option<usize>) {
+    if let Some(cap) = cap {
+        if v.len() > 2 * cap {
+            v.drain(..v.len() - cap);
+        }
+    }
 }
 
 impl Ua {
@@ -645,6 +661,8 @@ impl Ua {
             local,
             proxy,
             auto_answer_notify: false,
+            auto_answer_options: None,
+            options_answered: 0,
             sock,
             created: Instant::now(),
             transcript: Vec::new(),
@@ -652,7 +670,14 @@ impl Ua {
             answered: Vec::new(),
             seen_responses: Vec::new(),
             uas_tags: Vec::new(),
+            history: None,
         })
+    }
+
+    /// Keep only the recent transcript and transaction keys (at least `n`
+    /// of each), so a UA can run millions of transactions.
+    pub fn keep_recent(&mut self, n: usize) {
+        self.history = Some(n);
     }
 
     pub fn aor(&self) -> String {
@@ -849,6 +874,7 @@ impl Ua {
             auto,
             retransmission,
         });
+        trim_history(&mut self.transcript, self.history);
     }
 
     /// Our To-tag for requests received in the dialog `call_id`.
@@ -895,7 +921,10 @@ impl Ua {
         let key = request_key(req);
         match self.answered.iter_mut().find(|(k, _)| *k == key) {
             Some(e) => e.1 = Some(bytes),
-            None => self.answered.push((key, Some(bytes))),
+            None => {
+                self.answered.push((key, Some(bytes)));
+                trim_history(&mut self.answered, self.history);
+            }
         }
         Ok(sent)
     }
@@ -949,10 +978,18 @@ impl Ua {
                     continue;
                 }
                 self.answered.push((key, None));
+                trim_history(&mut self.answered, self.history);
                 self.record(Direction::Received, msg.clone(), false, false);
                 if self.auto_answer_notify && msg.method() == Some("NOTIFY") {
                     let resp = Response::for_request(&msg, 200, "OK");
                     self.send_response_inner(&msg, &resp, true)?;
+                }
+                if let (Some(status), Some("OPTIONS")) = (self.auto_answer_options, msg.method()) {
+                    let tag = self.new_tag();
+                    let resp = Response::for_request(&msg, status, "Keepalive").with_to_tag(&tag);
+                    self.send_response_inner(&msg, &resp, true)?;
+                    self.options_answered += 1;
+                    continue;
                 }
             } else {
                 let key = response_key(&msg);
@@ -961,6 +998,7 @@ impl Ua {
                     continue;
                 }
                 self.seen_responses.push(key);
+                trim_history(&mut self.seen_responses, self.history);
                 self.record(Direction::Received, msg.clone(), false, false);
             }
             return Ok(Some(msg));

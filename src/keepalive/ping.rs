@@ -112,6 +112,11 @@ pub fn deliver(ev: &Event<super::Hooks>) {
             State::Unknown => "unknown",
         }
     );
+    if ev.owner == crate::module::liveness::OWNER {
+        // an SCA subscriber's phone: no event route, no API callback
+        crate::module::liveness::on_state(&ev.uri, ev.to);
+        return;
+    }
     if let Some(s) = super::settings() {
         let rt = match ev.to {
             State::Up => s.route_up,

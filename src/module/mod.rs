@@ -23,6 +23,7 @@ use crate::{lm_err, lm_info, sys};
 pub mod call_info;
 pub mod db;
 pub mod kemi;
+pub mod liveness;
 pub mod notify;
 pub mod params;
 pub mod rpc;
@@ -38,6 +39,8 @@ pub struct Shared {
     /// next flush deletes (only kept when `db_url` is set).
     tombstones: Locked<KLock, allocator_api2::vec::Vec<(Packed<Shm, 2>, EventType), Shm>>,
     persist: bool,
+    /// Subscriber liveness counters.
+    pub liveness: liveness::Stats,
 }
 
 /// An ended subscription's key, for the DB writer.
@@ -186,7 +189,7 @@ fn init() -> Result<(), String> {
         .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
     let tombstones = Locked::new(allocator_api2::vec::Vec::new_in(Shm));
     let persist = cfg.db_url.is_some();
-    let p: NonNull<Shared> = shm::into_shared(Shared { store, tombstones, persist })
+    let p: NonNull<Shared> = shm::into_shared(Shared { store, tombstones, persist, liveness: liveness::Stats::default() })
         .map_err(|_| "out of shared memory creating the SCA state".to_string())?;
     // SAFETY: p was just created and is not shared yet.
     let st = unsafe { p.as_ref() };
@@ -195,6 +198,13 @@ fn init() -> Result<(), String> {
     }
     SHARED.write(p.as_ptr());
     timer::register(cfg.purge_expired_interval)?;
+    liveness::register(cfg.subscriber_keepalive_interval)?;
+    if cfg.subscriber_keepalive_interval > 0 {
+        lm_info!(
+            "sca_rs: subscriber liveness on: call-info subscribers' phones pinged every {}s",
+            cfg.subscriber_keepalive_interval
+        );
+    }
     match &cfg.db_url {
         None => lm_info!("sca_rs: no db_url set: subscriptions are kept in memory only"),
         Some(url) => {

@@ -25,9 +25,11 @@ pub static SERVER_ADDRESS: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static CONTACT_FALLBACK: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static FROM_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static TO_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
+/// sca_rs only: ping subscribers' phones every N seconds (0: off).
+pub static SUBSCRIBER_KEEPALIVE_INTERVAL: HostCell<c_int> = HostCell::new(0);
 
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 15 + 8;
+const N_PARAMS: usize = 16 + 8;
 
 pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -44,6 +46,7 @@ pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"contact_fallback", PARAM_STR, CONTACT_FALLBACK.get() as *mut c_void),
     param(c"from_uri_avp", PARAM_STR, FROM_URI_AVP.get() as *mut c_void),
     param(c"to_uri_avp", PARAM_STR, TO_URI_AVP.get() as *mut c_void),
+    param(c"subscriber_keepalive_interval", PARAM_INT, SUBSCRIBER_KEEPALIVE_INTERVAL.get() as *mut c_void),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -76,6 +79,9 @@ pub struct Config {
     /// AVPs that hold the From / To URI to use instead of the headers.
     pub from_uri_avp: Option<crate::host::avp::Avp>,
     pub to_uri_avp: Option<crate::host::avp::Avp>,
+    /// Subscriber liveness: seconds between pings of each subscribed
+    /// phone; 0 = off (docs/liveness.md).
+    pub subscriber_keepalive_interval: u32,
 }
 
 fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
@@ -112,7 +118,12 @@ impl Config {
         if onhold_bflag > 31 {
             return Err(format!("modparam onhold_bflag {onhold_bflag} > 31"));
         }
+        let ska = SUBSCRIBER_KEEPALIVE_INTERVAL.read();
+        if ska < 0 {
+            return Err(format!("modparam subscriber_keepalive_interval must be >= 0 seconds (0: off), got {ska}"));
+        }
         Ok(Config {
+            subscriber_keepalive_interval: ska as u32,
             log2_slots,
             call_info_max_expires: positive("call_info_max_expires", CALL_INFO_MAX_EXPIRES.read())?,
             line_seize_max_expires: positive("line_seize_max_expires", LINE_SEIZE_MAX_EXPIRES.read())?,

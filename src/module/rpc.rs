@@ -31,9 +31,12 @@ static DOC_DEACTIVATE: RpcDoc = RpcDoc::new(
 );
 static DOC_SEIZE: RpcDoc = RpcDoc::new(c"Seize an appearance on an SCA line");
 static DOC_UPDATE: RpcDoc = RpcDoc::new(c"Update the state of a seized appearance on an SCA line");
+static DOC_LIVENESS: RpcDoc = RpcDoc::new(
+    c"Subscriber liveness (sca_rs): phones monitored, declared dead, subscriptions ended, lines released",
+);
 static DOC_RELEASE: RpcDoc = RpcDoc::new(c"Release a seized or active SCA appearance");
 
-pub static RPCS: HostCell<[sys::rpc_export_t; 12 + 5]> = HostCell::new([
+pub static RPCS: HostCell<[sys::rpc_export_t; 13 + 5]> = HostCell::new([
     rpc(c"sca.all_subscriptions", rpc_all_subscriptions, DOC_ALL_SUBSCRIPTIONS.ptr()),
     rpc(c"sca.subscription_count", rpc_subscription_count, DOC_SUBSCRIPTION_COUNT.ptr()),
     rpc(c"sca.show_subscription", rpc_show_subscription, DOC_SHOW_SUBSCRIPTION.ptr()),
@@ -45,6 +48,7 @@ pub static RPCS: HostCell<[sys::rpc_export_t; 12 + 5]> = HostCell::new([
     rpc(c"sca.seize_appearance", rpc_seize_appearance, DOC_SEIZE.ptr()),
     rpc(c"sca.update_appearance", rpc_update_appearance, DOC_UPDATE.ptr()),
     rpc(c"sca.release_appearance", rpc_release_appearance, DOC_RELEASE.ptr()),
+    rpc(c"sca.subscriber_liveness", rpc_liveness, DOC_LIVENESS.ptr()),
     // keepalive: keepalive.list, .add, .del, .get, .flush
     crate::keepalive::rpc::RPCS[0],
     crate::keepalive::rpc::RPCS[1],
@@ -105,8 +109,11 @@ unsafe extern "C" fn rpc_all_subscriptions(api: *mut sys::rpc_t, ctx: *mut c_voi
 fn appearance_lines(e: &sca_core::store::AorEntry<crate::host::shm::Shm>, out: &mut Vec<String>) {
     for a in e.apps.iter() {
         let d = a.dialog();
+        // sca_rs only, and only when set: the owner's phone stopped
+        // answering during the call (subscriber liveness)
+        let unreachable = a.flags & sca_core::appearance::FLAG_OWNER_UNREACHABLE != 0;
         out.push(format!(
-            "{} {} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {}{}",
             lossy(e.aor()),
             a.index,
             a.state.as_str(),
@@ -115,9 +122,21 @@ fn appearance_lines(e: &sca_core::store::AorEntry<crate::host::shm::Shm>, out: &
             lossy(a.callee()),
             lossy(d.call_id),
             lossy(d.from_tag),
-            lossy(d.to_tag)
+            lossy(d.to_tag),
+            if unreachable { " owner-unreachable" } else { "" }
         ));
     }
+}
+
+/// `sca.subscriber_liveness`: `name value` lines.
+unsafe extern "C" fn rpc_liveness(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.subscriber_liveness", api, ctx, |r| {
+        if !crate::module::liveness::enabled() {
+            r.fault(500, "subscriber liveness is off (modparam subscriber_keepalive_interval)");
+            return;
+        }
+        print_lines(r, crate::module::liveness::rpc_lines());
+    })
 }
 
 /// One line per in-use appearance, as the C module prints them:

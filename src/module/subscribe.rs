@@ -375,6 +375,12 @@ pub fn handle_subscribe_uris<'m>(
         lm_info!("{} unsubscribed from {} for {}", B(req.subscriber), event.name(), B(req.aor));
     } else {
         lm_dbg!("{} subscribed to {} for {} ({}s)", B(req.subscriber), event.name(), B(req.aor), req.expires);
+        // a new call-info subscription: its phone is monitored from now on
+        // (refreshes change nothing there; the periodic reconcile catches
+        // up with restored ones)
+        if event == EventType::CallInfo && !req.in_dialog && crate::module::liveness::enabled() {
+            crate::module::liveness::watch(req.subscriber);
+        }
     }
     1
 }

@@ -19,6 +19,11 @@ pub const PENDING_TTL: i64 = 35;
 
 pub const FLAG_OWNER_PENDING: u8 = 1 << 0;
 pub const FLAG_CALLEE_PENDING: u8 = 1 << 1;
+/// The owner's phone stopped answering keepalive pings while this
+/// appearance was in a call (subscriber liveness leaves such appearances
+/// alone: the call may still be up through the other party). Cleared by
+/// the appearance's next state change.
+pub const FLAG_OWNER_UNREACHABLE: u8 = 1 << 2;
 
 // indexes into Appearance::strs
 const OWNER: usize = 0;
@@ -126,6 +131,7 @@ impl<A: Allocator + Clone> Appearance<A> {
 
     pub fn set_state(&mut self, state: AppearanceState, now: i64) {
         self.state = state;
+        self.flags &= !FLAG_OWNER_UNREACHABLE;
         self.mtime = now;
     }
 
@@ -270,6 +276,29 @@ impl<A: Allocator + Clone> Appearances<A> {
         before - self.list.len()
     }
 
+    /// The owner `owner` is gone (its phone stopped answering): release
+    /// the appearances it has only seized, flag those in a call
+    /// ([`FLAG_OWNER_UNREACHABLE`]). Returns (released indexes, flagged).
+    pub fn owner_gone(&mut self, owner: &[u8]) -> (std::vec::Vec<u32>, usize) {
+        let mut released = std::vec::Vec::new();
+        let mut flagged = 0;
+        self.list.retain_mut(|a| {
+            if a.owner() != owner {
+                return true;
+            }
+            if a.state == AppearanceState::Seized {
+                released.push(a.index);
+                return false;
+            }
+            if a.flags & FLAG_OWNER_UNREACHABLE == 0 {
+                a.flags |= FLAG_OWNER_UNREACHABLE;
+                flagged += 1;
+            }
+            true
+        });
+        (released, flagged)
+    }
+
     /// Drop appearances stuck in seized (for [`SEIZED_TTL`]) or
     /// active-pending (for [`PENDING_TTL`]); how many were dropped.
     pub fn purge_stale(&mut self, now: i64) -> usize {
@@ -350,6 +379,26 @@ mod tests {
         assert_eq!(a.release_by_dialog(b"c", b"f"), None);
         assert_eq!(a.release_owner(b"sip:a1"), 2);
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_gone_owner_loses_seized_lines_and_its_calls_are_flagged() {
+        let mut a = apps();
+        a.seize(Some(1), b"sip:dead", 0, Global).expect("seize");
+        a.seize(Some(2), b"sip:dead", 0, Global).expect("seize");
+        a.seize(Some(3), b"sip:alive", 0, Global).expect("seize");
+        a.seize(Some(4), b"sip:dead", 0, Global).expect("seize");
+        a.get_mut(2).expect("2").set_state(AppearanceState::Active, 5);
+        a.get_mut(4).expect("4").set_state(AppearanceState::Held, 5);
+        assert_eq!(a.owner_gone(b"sip:dead"), (vec![1], 2));
+        assert_eq!(a.iter().map(|x| x.index).collect::<std::vec::Vec<_>>(), [2, 3, 4]);
+        assert_ne!(a.get(2).expect("2").flags & FLAG_OWNER_UNREACHABLE, 0);
+        assert_eq!(a.get(3).expect("3").flags & FLAG_OWNER_UNREACHABLE, 0);
+        // flagged once; a later state change clears the flag
+        assert_eq!(a.owner_gone(b"sip:dead"), (vec![], 0));
+        a.get_mut(4).expect("4").set_state(AppearanceState::Active, 9);
+        assert_eq!(a.get(4).expect("4").flags & FLAG_OWNER_UNREACHABLE, 0);
+        assert_eq!(a.owner_gone(b"sip:nobody"), (vec![], 0));
     }
 
     #[test]

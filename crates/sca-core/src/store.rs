@@ -171,6 +171,37 @@ impl<A: Allocator + Clone> AorEntry<A> {
     pub fn has_subscribers(&self, event: EventType) -> bool {
         self.subs.iter().any(|s| s.event == event)
     }
+
+    /// The phone at `contact` is gone (subscriber liveness): its
+    /// subscriptions to this AoR end (returned, for a last NOTIFY and the
+    /// DB), the lines it only seized are released, its appearances in a
+    /// call are flagged and kept.
+    pub fn contact_gone(&mut self, contact: &[u8]) -> ContactGone<A> {
+        let mut ended = std::vec::Vec::new();
+        let mut i = 0;
+        while i < self.subs.len() {
+            if self.subs[i].subscriber() == contact {
+                ended.push(self.subs.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        let (released, flagged) = self.apps.owner_gone(contact);
+        ContactGone { ended, released, flagged }
+    }
+}
+
+/// What [`AorEntry::contact_gone`] did in one AoR.
+pub struct ContactGone<A: Allocator> {
+    pub ended: std::vec::Vec<Subscription<A>>,
+    pub released: std::vec::Vec<u32>,
+    pub flagged: usize,
+}
+
+impl<A: Allocator> ContactGone<A> {
+    pub fn is_empty(&self) -> bool {
+        self.ended.is_empty() && self.released.is_empty() && self.flagged == 0
+    }
 }
 
 /// What an operation did, for the caller to log, persist or replicate.
@@ -444,6 +475,36 @@ mod tests {
         let s = Store::new_in(2, Global).expect("store");
         assert!(s.init_locks());
         s
+    }
+
+    #[test]
+    fn a_gone_contact_loses_its_subscriptions_and_seized_lines_only() {
+        let s = store();
+        let aor = b"sip:line@x";
+        {
+            let mut g = s.lock_aor(aor);
+            for who in [&b"sip:dead@1"[..], b"sip:alive@2"] {
+                g.put_sub(&rec(aor, who, EventType::CallInfo)).expect("put");
+            }
+            g.put_sub(&rec(aor, b"sip:dead@1", EventType::LineSeize)).expect("put");
+            let e = g.entry_mut().expect("entry");
+            e.apps.seize(Some(1), b"sip:dead@1", 0, Global).expect("seize");
+            e.apps.seize(Some(2), b"sip:dead@1", 0, Global).expect("seize");
+            e.apps.get_mut(2).expect("2").set_state(crate::parse::appearance::AppearanceState::Active, 1);
+        }
+        let mut g = s.lock_aor(aor);
+        let e = g.entry_mut().expect("entry");
+        let gone = e.contact_gone(b"sip:dead@1");
+        let mut events: std::vec::Vec<EventType> = gone.ended.iter().map(|s| s.event).collect();
+        events.sort_by_key(|e| *e as u8);
+        assert_eq!(events.len(), 2);
+        assert!(gone.ended.iter().all(|s| s.subscriber() == b"sip:dead@1"));
+        assert_eq!(gone.released, [1]);
+        assert_eq!(gone.flagged, 1);
+        assert_eq!(e.subs.len(), 1);
+        assert_eq!(e.subs[0].subscriber(), b"sip:alive@2");
+        assert_eq!(e.apps.iter().map(|a| a.index).collect::<std::vec::Vec<_>>(), [2]);
+        assert!(e.contact_gone(b"sip:nobody@3").is_empty());
     }
 
     #[test]

@@ -149,6 +149,15 @@ pub fn decode_param(p: u64) -> (u64, u32) {
     (p >> SEQ_BITS, (p & SEQ_MASK) as u32)
 }
 
+/// A destination flag (beyond the C API's): any reply, whatever its code,
+/// proves the destination is there. Set on SCA subscribers' phones, where
+/// a 404 or 405 to OPTIONS still means the phone is up.
+pub const FLAG_ANY_REPLY_ALIVE: i32 = 1 << 24;
+/// A destination flag (beyond the C API's): `delete_counter` does not
+/// remove it; its owner does (SCA subscribers' phones are removed by the
+/// liveness logic once declared down).
+pub const FLAG_NO_DELETE_COUNTER: i32 = 1 << 25;
+
 /// Pings remembered per destination for round-trip times.
 const INFLIGHT: usize = 8;
 
@@ -211,10 +220,16 @@ impl<A: Allocator, H: Copy> Dest<A, H> {
     /// destinations added together (all of the config's at start-up) drift
     /// apart instead of being pinged in one burst every interval.
     fn spread_ms(&self) -> u64 {
-        let h = self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         let iv = self.interval_ms.min(u32::MAX as u64);
-        iv / 2 + ((h * iv) >> 32)
+        iv / 2 + spread_in(self.id, iv)
     }
+}
+
+/// A point in [0, interval) that destinations with consecutive ids cover
+/// evenly (Fibonacci hashing of the id).
+fn spread_in(id: u64, interval_ms: u64) -> u64 {
+    let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (h * interval_ms.min(u32::MAX as u64)) >> 32
 }
 
 /// A copy of a destination's data, for callers outside the lock.
@@ -376,10 +391,26 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
             let replaced = hooks.map(|h| core::mem::replace(&mut d.hooks, h));
             return Ok(Added::Exists { id: d.id, state: d.state, uri: d.uri().to_vec(), replaced });
         }
+        let first_ping_ms = now.mono_ms + self.cfg.first_ping_delay_ms;
+        let id = self.push_new(&uri, owner, flags, interval_ms, hooks.unwrap_or_default(), |_, _| first_ping_ms)?;
+        Ok(Added::New { id, uri })
+    }
+
+    /// Append a destination known not to be there yet; `first_ping` gives
+    /// the time of its first ping from its id and interval.
+    fn push_new(
+        &mut self,
+        uri: &[u8],
+        owner: &[u8],
+        flags: i32,
+        interval_ms: Option<u64>,
+        hooks: H,
+        first_ping: impl FnOnce(u64, u64) -> u64,
+    ) -> Result<u64, KaError> {
         if self.next_id > MAX_ID {
             return Err(KaError::NoIds);
         }
-        let strs = Packed::new_in([&uri, owner], self.alloc.clone())?;
+        let strs = Packed::new_in([uri, owner], self.alloc.clone())?;
         self.dests.try_reserve(1).map_err(|_| KaError::NoMemory)?;
         let id = self.next_id;
         self.next_id += 1;
@@ -395,15 +426,59 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
             fails: 0,
             oks: 0,
             interval_ms,
-            next_ping_ms: now.mono_ms + self.cfg.first_ping_delay_ms,
+            next_ping_ms: first_ping(id, interval_ms),
             pinged: false,
             last_seq: 0,
             applied_seq: 0,
             inflight: [(0, 0); INFLIGHT],
             stats: Stats::default(),
-            hooks: hooks.unwrap_or_default(),
+            hooks,
         });
+        Ok(id)
+    }
+
+    /// Make `owner`'s destinations exactly `wanted` (URIs with a scheme),
+    /// in one pass: the others of `owner` are removed, the missing ones
+    /// added with `flags` and `interval_ms`, their first pings spread over
+    /// one interval (thousands added at once are not pinged in a burst).
+    /// `wanted` is left holding the URIs that were added. Returns
+    /// (added, removed).
+    pub fn sync_owner(
+        &mut self,
+        owner: &[u8],
+        wanted: &mut std::collections::HashSet<std::vec::Vec<u8>>,
+        flags: i32,
+        interval_ms: u64,
+        now: Now,
+    ) -> Result<(usize, usize), KaError> {
+        let before = self.dests.len();
+        self.dests.retain(|d| d.owner() != owner || wanted.remove(d.uri()));
+        let removed = before - self.dests.len();
+        let mut added = 0;
+        for uri in wanted.iter() {
+            self.push_new(uri, owner, flags, Some(interval_ms), H::default(), |id, iv| now.mono_ms + spread_in(id, iv))?;
+            added += 1;
+        }
+        Ok((added, removed))
+    }
+
+    /// Like [`Table::add`] for one destination of a monitored group: the
+    /// first ping somewhere in the first interval rather than right away.
+    pub fn add_spread(&mut self, uri_in: &[u8], owner: &[u8], flags: i32, interval_ms: u64, now: Now) -> Result<Added<H>, KaError> {
+        let uri = uri::normalize(uri_in);
+        if let Some(i) = self.position(&uri, owner) {
+            let d = &self.dests[i];
+            return Ok(Added::Exists { id: d.id, state: d.state, uri: d.uri().to_vec(), replaced: None });
+        }
+        let id = self.push_new(&uri, owner, flags, Some(interval_ms), H::default(), |id, iv| now.mono_ms + spread_in(id, iv))?;
         Ok(Added::New { id, uri })
+    }
+
+    /// (all, up, down) destinations of `owner`.
+    pub fn count_owner(&self, owner: &[u8]) -> (usize, usize, usize) {
+        self.dests.iter().filter(|d| d.owner() == owner).fold((0, 0, 0), |(n, up, down), d| {
+            (n + 1, up + (d.state == State::Up) as usize, down + (d.state == State::Down) as usize)
+        })
     }
 
     /// Stop monitoring `uri` for `owner` (same matching rule as add).
@@ -521,7 +596,7 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
         let alive = match result {
             PingResult::Reply(code) => {
                 d.stats.replies += 1;
-                cfg.alive.contains(code)
+                d.flags & FLAG_ANY_REPLY_ALIVE != 0 || cfg.alive.contains(code)
             }
             PingResult::Local(408) => {
                 d.stats.timeouts += 1;
@@ -568,7 +643,8 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
             }
         }
         let new = d.state;
-        let remove = !alive && cfg.delete_counter > 0 && d.fails > cfg.delete_counter;
+        let remove =
+            !alive && cfg.delete_counter > 0 && d.fails > cfg.delete_counter && d.flags & FLAG_NO_DELETE_COUNTER == 0;
         if new != old {
             out.transition = Some((old, new));
             self.push_event(id, &out.uri, &out.owner, old, new);
@@ -641,6 +717,89 @@ mod tests {
         let mut v = std::vec::Vec::new();
         t.due(now, usize::MAX, &mut v);
         v
+    }
+
+    #[test]
+    fn sync_owner_adds_and_removes_in_one_pass_and_leaves_others_alone() {
+        let mut t = table(c_like());
+        t.add(b"sip:gw@x", b"drouting", 0, None, None, at(0)).expect("add");
+        t.add(b"sip:p1@x", b"phones", 0, None, None, at(0)).expect("add");
+        t.add(b"sip:p2@x", b"phones", 0, None, None, at(0)).expect("add");
+        let mut wanted: std::collections::HashSet<std::vec::Vec<u8>> =
+            [b"sip:p2@x".to_vec(), b"sip:p3@x".to_vec(), b"sip:p4@x".to_vec()].into();
+        assert_eq!(t.sync_owner(b"phones", &mut wanted, FLAG_ANY_REPLY_ALIVE, 30_000, at(0)), Ok((2, 1)));
+        assert_eq!(wanted.len(), 2, "left with what was added");
+        let mut uris: std::vec::Vec<(std::vec::Vec<u8>, std::vec::Vec<u8>)> =
+            t.list().into_iter().map(|d| (d.owner, d.uri)).collect();
+        uris.sort();
+        assert_eq!(
+            uris,
+            [
+                (b"drouting".to_vec(), b"sip:gw@x".to_vec()),
+                (b"phones".to_vec(), b"sip:p2@x".to_vec()),
+                (b"phones".to_vec(), b"sip:p3@x".to_vec()),
+                (b"phones".to_vec(), b"sip:p4@x".to_vec()),
+            ]
+        );
+        assert_eq!(t.count_owner(b"phones"), (3, 0, 0));
+        let mut again: std::collections::HashSet<std::vec::Vec<u8>> =
+            [b"sip:p2@x".to_vec(), b"sip:p3@x".to_vec(), b"sip:p4@x".to_vec()].into();
+        assert_eq!(t.sync_owner(b"phones", &mut again, 0, 30_000, at(1)), Ok((0, 0)));
+        assert_eq!(t.sync_owner(b"phones", &mut Default::default(), 0, 30_000, at(1)), Ok((0, 3)));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn spread_first_pings_cover_the_interval_instead_of_a_burst() {
+        let mut t = table(c_like());
+        let mut wanted: std::collections::HashSet<std::vec::Vec<u8>> =
+            (0..1000).map(|i| format!("sip:p{i}@x").into_bytes()).collect();
+        t.sync_owner(b"phones", &mut wanted, 0, 10_000, at(0)).expect("sync");
+        // in each tenth of the interval, about a tenth of the first pings
+        let mut seen = std::collections::HashSet::new();
+        for tenth in 1..=10u64 {
+            let first = pings(&mut t, at(tenth * 1000)).iter().filter(|p| seen.insert(p.id)).count();
+            assert!((50..=150).contains(&first), "{first} first pings in tenth {tenth}");
+        }
+        assert_eq!(seen.len(), 1000);
+        assert!(matches!(t.add_spread(b"sip:p1@x", b"phones", 0, 10_000, at(0)), Ok(Added::Exists { .. })));
+        let id = new_id(t.add_spread(b"sip:late@x", b"phones", 0, 10_000, at(20_000)).expect("add"));
+        assert!(pings(&mut t, at(20_000)).iter().all(|p| p.id != id) || spread_in(id, 10_000) == 0);
+        assert!(pings(&mut t, at(30_000)).iter().any(|p| p.id == id));
+    }
+
+    #[test]
+    fn delete_counter_spares_destinations_flagged_so() {
+        let cfg = Config { delete_counter: 1, down_after: 3, ..c_like() };
+        let mut t = table(cfg);
+        let kept = new_id(t.add(b"sip:phone@x", b"p", FLAG_NO_DELETE_COUNTER, None, None, at(0)).expect("add"));
+        let gone = new_id(t.add(b"sip:gw@x", b"g", 0, None, None, at(0)).expect("add"));
+        for round in 1..=4u64 {
+            for p in pings(&mut t, at(round * 2000)) {
+                t.on_result(p.id, p.seq, PingResult::Local(408), at(round * 2000 + 100));
+            }
+        }
+        assert!(t.get_id(gone).is_none(), "removed after delete_counter + 1 failures");
+        assert_eq!(t.get_id(kept).map(|d| d.state), Some(State::Down), "kept, and down after 3");
+    }
+
+    #[test]
+    fn any_reply_proves_a_flagged_destination_alive() {
+        let cfg = Config { down_after: 1, ..c_like() };
+        let mut t = table(cfg);
+        let phone = new_id(t.add(b"sip:phone@x", b"p", FLAG_ANY_REPLY_ALIVE, None, None, at(0)).expect("add"));
+        let gw = new_id(t.add(b"sip:gw@x", b"g", 0, None, None, at(0)).expect("add"));
+        let ps = pings(&mut t, at(1000));
+        for p in &ps {
+            t.on_result(p.id, p.seq, PingResult::Reply(405), at(1100)).expect("applied");
+        }
+        assert_eq!(t.get_id(phone).map(|d| d.state), Some(State::Up));
+        assert_eq!(t.get_id(gw).map(|d| d.state), Some(State::Down));
+        // no reply at all is still a failure
+        let ps = pings(&mut t, at(5000));
+        let p = ps.iter().find(|p| p.id == phone).expect("phone pinged");
+        t.on_result(p.id, p.seq, PingResult::Local(408), at(5100)).expect("applied");
+        assert_eq!(t.get_id(phone).map(|d| d.state), Some(State::Down));
     }
 
     fn new_id(a: Added<u32>) -> u64 {

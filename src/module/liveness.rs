@@ -1,0 +1,185 @@
+//! Subscriber liveness (sca_rs only; off unless
+//! `subscriber_keepalive_interval` > 0): the phones of call-info
+//! subscribers are pinged by the module's keepalive engine, and a phone
+//! that stops answering gives its lines back instead of leaving them lit on
+//! every other phone of the group until timers expire (docs/liveness.md).
+//!
+//! - Every distinct contact with a call-info subscription is one keepalive
+//!   destination of owner [`OWNER`], however many AoRs it subscribes to:
+//!   added when its first subscription is stored, and the set is brought
+//!   in line with the store once per interval ([`reconcile`]); first pings
+//!   are spread over the interval.
+//! - Any reply to OPTIONS, whatever its code, proves the phone is there.
+//! - Declared down (after `ka_down_threshold` unanswered pings): in every
+//!   AoR, its subscriptions end (call-info ones with a last NOTIFY
+//!   `terminated;reason=deactivated`, so a phone that is in fact alive
+//!   subscribes again at once), and their DB rows are deleted; lines it
+//!   only seized are released and the group is NOTIFYed; appearances it
+//!   has in a call are kept and flagged in `sca.all_appearances`.
+//!
+//! The state changes come to [`on_state`] through the keepalive engine's
+//! ordered event delivery, like any destination's.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sca_core::keepalive::table::{FLAG_ANY_REPLY_ALIVE, FLAG_NO_DELETE_COUNTER};
+use sca_core::keepalive::State;
+use sca_core::model::{EventType, SubState};
+
+use crate::host::guard::guard_or;
+use crate::host::log::B;
+use crate::module::{config, notify, shared, subscribe::now, Tombstone};
+use crate::{keepalive, lm_dbg, lm_err, lm_notice, sys};
+
+/// The keepalive owner of subscribers' phones.
+pub const OWNER: &[u8] = b"sca-subscriber";
+
+/// Their flags: any reply means alive; `delete_counter` does not remove
+/// them (declared down, they are handled and removed here).
+const FLAGS: i32 = FLAG_ANY_REPLY_ALIVE | FLAG_NO_DELETE_COUNTER;
+
+/// Counters shared by every process (in the module's shm state).
+#[derive(Default)]
+pub struct Stats {
+    pub declared_dead: AtomicU64,
+    pub subscriptions_ended: AtomicU64,
+    pub lines_released: AtomicU64,
+    pub calls_flagged: AtomicU64,
+}
+
+/// The ping interval in milliseconds, when the feature is on.
+fn interval_ms() -> Option<u64> {
+    config().map(|c| c.subscriber_keepalive_interval as u64 * 1000).filter(|&ms| ms > 0)
+}
+
+pub fn enabled() -> bool {
+    interval_ms().is_some()
+}
+
+/// Monitor `contact` (a call-info subscription was just stored for it).
+pub fn watch(contact: &[u8]) {
+    let Some(iv) = interval_ms() else { return };
+    if !keepalive::parses_as_sip_uri(contact) {
+        lm_dbg!("subscriber contact {} is not a SIP URI: not monitored", B(contact));
+        return;
+    }
+    let now = keepalive::now();
+    match keepalive::with_table(|t| t.add_spread(contact, OWNER, FLAGS, iv, now)) {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => lm_err!("cannot monitor subscriber {}: {e:?}", B(contact)),
+        None => {}
+    }
+}
+
+/// Make the monitored phones exactly the contacts with a live call-info
+/// subscription (subscriptions restored from the DB, ended, expired).
+pub fn reconcile() {
+    let (Some(iv), Some(st)) = (interval_ms(), shared()) else { return };
+    let mut wanted: HashSet<Vec<u8>> = HashSet::new();
+    st.store.for_each_aor(|e| {
+        for s in e.subs_of(EventType::CallInfo) {
+            if !s.state.is_terminated() && !wanted.contains(s.subscriber()) && keepalive::parses_as_sip_uri(s.subscriber()) {
+                wanted.insert(s.subscriber().to_vec());
+            }
+        }
+    });
+    let now = keepalive::now();
+    match keepalive::with_table(|t| t.sync_owner(OWNER, &mut wanted, FLAGS, iv, now)) {
+        Some(Ok((added, removed))) if added + removed > 0 => {
+            lm_dbg!("subscriber liveness: {added} phones added, {removed} no longer subscribed")
+        }
+        Some(Err(e)) => lm_err!("subscriber liveness: cannot update the monitored phones: {e:?}"),
+        _ => {}
+    }
+}
+
+unsafe extern "C" fn reconcile_timer(_ticks: u32, _param: *mut core::ffi::c_void) {
+    guard_or("subscriber liveness timer", (), reconcile)
+}
+
+/// Register the reconcile timer (mod_init), when the feature is on.
+pub fn register(interval_s: u32) -> Result<(), String> {
+    if interval_s == 0 {
+        return Ok(());
+    }
+    // SAFETY: called from mod_init, where timers must be registered.
+    let rc = unsafe { sys::register_timer(Some(reconcile_timer), core::ptr::null_mut(), interval_s) };
+    if rc < 0 {
+        return Err("cannot register the subscriber liveness timer".into());
+    }
+    Ok(())
+}
+
+/// A state change of a subscriber's phone (keepalive event delivery).
+pub fn on_state(contact: &[u8], to: State) {
+    match to {
+        State::Down => contact_dead(contact),
+        State::Up => lm_dbg!("subscriber {} answers keepalive pings", B(contact)),
+        State::Unknown => {}
+    }
+}
+
+/// `contact` stopped answering: end what it holds, in every AoR.
+fn contact_dead(contact: &[u8]) {
+    let (Some(st), Some(cfg)) = (shared(), config()) else { return };
+    let now = now();
+    let (mut ended, mut released, mut flagged) = (0u64, 0u64, 0u64);
+    let mut tombs = Vec::new();
+    let mut call_info = Vec::new();
+    st.store.retain_aors(|entry| {
+        let gone = entry.contact_gone(contact);
+        if gone.is_empty() {
+            return;
+        }
+        let aor = entry.aor().to_vec();
+        for mut sub in gone.ended {
+            ended += 1;
+            tombs.push(Tombstone { aor: aor.clone(), subscriber: sub.subscriber().to_vec(), event: sub.event });
+            if sub.event == EventType::CallInfo && !sub.state.is_terminated() {
+                // a last NOTIFY attempt; a phone that is alive after all
+                // subscribes again at once
+                sub.state = SubState::TerminatedDeactivated;
+                sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+                call_info.clear();
+                if notify::call_info_header(entry, sub.event, -1, &mut call_info).is_ok() {
+                    let _ = notify::send(cfg, &sub.to_rec(&aor), &call_info, now);
+                }
+            }
+        }
+        released += gone.released.len() as u64;
+        flagged += gone.flagged as u64;
+        if !gone.released.is_empty() {
+            notify::notify_group(cfg, entry, now);
+        }
+    });
+    st.add_tombstones(tombs.into_iter());
+    keepalive::with_table(|t| t.remove(contact, OWNER));
+    let s = &st.liveness;
+    s.declared_dead.fetch_add(1, Ordering::Relaxed);
+    s.subscriptions_ended.fetch_add(ended, Ordering::Relaxed);
+    s.lines_released.fetch_add(released, Ordering::Relaxed);
+    s.calls_flagged.fetch_add(flagged, Ordering::Relaxed);
+    lm_notice!(
+        "subscriber {} stopped answering keepalive pings: {ended} subscriptions ended, {released} seized lines released, {flagged} appearances in a call kept (flagged)",
+        B(contact)
+    );
+}
+
+/// `sca.subscriber_liveness` lines: `name value`.
+pub fn rpc_lines() -> Vec<String> {
+    let Some(st) = shared() else { return Vec::new() };
+    let (monitored, up, down) = keepalive::with_table(|t| t.count_owner(OWNER)).unwrap_or_default();
+    let s = &st.liveness;
+    let interval = config().map_or(0, |c| c.subscriber_keepalive_interval);
+    vec![
+        format!("interval {interval}"),
+        format!("monitored {monitored}"),
+        format!("up {up}"),
+        format!("down {down}"),
+        format!("declared_dead {}", s.declared_dead.load(Ordering::Relaxed)),
+        format!("subscriptions_ended {}", s.subscriptions_ended.load(Ordering::Relaxed)),
+        format!("lines_released {}", s.lines_released.load(Ordering::Relaxed)),
+        format!("calls_flagged {}", s.calls_flagged.load(Ordering::Relaxed)),
+    ]
+}

@@ -35,8 +35,9 @@ integration-test: build
 fuzz-smoke: setup
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
 
-# sca-core's unit, leak and property tests under valgrind (memcheck)
-valgrind: setup
+# sca-core's unit, leak and property tests under valgrind (memcheck), then
+# integration tests with every Kamailio process under memcheck (host layer)
+valgrind: build
 	bash scripts/valgrind.sh
 
 test: unit-test valgrind fuzz-smoke integration-test

@@ -27,3 +27,32 @@ for b in $bins; do
     fi
     rm -f "$log"
 done
+
+# The host layer (src/host, the shim) only runs inside Kamailio: run
+# integration tests with every Kamailio process under memcheck. Kamailio's
+# own pools hide shm/pkg misuse from valgrind, but our per-process heap, the
+# structs we hand to C and read back, and uninitialised data reaching the
+# core are checked. Any error in a process that loaded sca_rs.so fails;
+# errors of the C module's runs are only counted.
+VG_TESTS=${VG_TESTS:-"rpc hostile_rpc sca_core_diff keepalive hostile_sip contact_fallback kemi"}
+vgdir=$(mktemp -d)
+trap 'rm -rf "$vgdir"' EXIT
+cargo build --release --locked -p sca_rs --tests -q
+for t in $VG_TESTS; do
+    if ! SCA_RS_VG_DIR="$vgdir" KAMAILIO_BIN="$PWD/scripts/valgrind-kamailio.sh" \
+        cargo test --release --locked -p sca_rs --test "$t" -q >"$vgdir/test-$t.out" 2>&1; then
+        echo "valgrind: integration test $t failed under memcheck" >&2
+        tail -40 "$vgdir/test-$t.out" >&2
+        exit 1
+    fi
+done
+rust_logs=$(ls "$vgdir"/sca_rs.*.log 2>/dev/null | wc -l)
+[ "$rust_logs" -gt 0 ] || { echo "valgrind: no Kamailio process with sca_rs.so ran under memcheck" >&2; exit 1; }
+bad=$(find "$vgdir" -name 'sca_rs.*.log' -size +0 | head -5)
+if [ -n "$bad" ]; then
+    echo "valgrind: memcheck errors in Kamailio processes running sca_rs:" >&2
+    for f in $bad; do head -60 "$f" >&2; done
+    exit 1
+fi
+c_errs=$(find "$vgdir" -name 'c.*.log' -size +0 | wc -l)
+echo "valgrind host layer: clean ($rust_logs sca_rs Kamailio processes over: $VG_TESTS; $c_errs processes of Debian's C modules had memcheck errors)"

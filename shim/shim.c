@@ -403,10 +403,24 @@ int sca_rs_ka_ping(const str *uri, const str *from, void *param)
 		return -1;
 	/* param is an integer (destination id and ping number), never
 	 * dereferenced and not freed by tm */
+	str ruri, to, fromc;
+
+	/* tm reads these strs in ways that depend on all their bytes:
+	 * valgrind saw conditional jumps on the uninitialised padding of the
+	 * Rust-built ones (Rust does not keep padding bytes across moves), so
+	 * the fields are copied into zeroed C structs */
+	memset(&ruri, 0, sizeof(ruri));
+	memset(&to, 0, sizeof(to));
+	memset(&fromc, 0, sizeof(fromc));
+	ruri.s = uri->s;
+	ruri.len = uri->len;
+	to.s = uri->s;
+	to.len = uri->len;
+	fromc.s = from->s;
+	fromc.len = from->len;
 	set_uac_req(&uac_r, &method, 0, 0, 0, TMCB_LOCAL_COMPLETED,
 			sca_rs_ka_tm_cb, param);
-	return sca_rs_tmb.t_request(
-			&uac_r, (str *)uri, (str *)uri, (str *)from, &next_hop);
+	return sca_rs_tmb.t_request(&uac_r, &ruri, &to, &fromc, &next_hop);
 }
 
 static ticks_t sca_rs_ka_timer_cb(ticks_t ticks, struct timer_ln *tl, void *p)

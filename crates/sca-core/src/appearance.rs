@@ -6,7 +6,7 @@
 //! the lowest index not in use; a seize of an index in use fails.
 
 use allocator_api2::alloc::{AllocError, Allocator};
-use allocator_api2::vec::Vec;
+use crate::thinvec::ThinVec;
 
 use crate::packed::Packed;
 use crate::parse::appearance::AppearanceState;
@@ -185,12 +185,17 @@ pub enum SeizeError {
 
 /// The appearances of one AoR, sorted by index.
 pub struct Appearances<A: Allocator + Clone> {
-    list: Vec<Appearance<A>, A>,
+    list: ThinVec<Appearance<A>, A>,
 }
 
 impl<A: Allocator + Clone> Appearances<A> {
     pub fn new_in(alloc: A) -> Self {
-        Appearances { list: Vec::new_in(alloc) }
+        Appearances { list: ThinVec::new_in(alloc) }
+    }
+
+    /// Bytes allocated for the list itself (for memory accounting).
+    pub fn heap_len(&self) -> usize {
+        self.list.heap_len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -247,8 +252,7 @@ impl<A: Allocator + Clone> Appearances<A> {
             Err(pos) => pos,
         };
         let app = Appearance::new_in(idx, owner, now, alloc).map_err(|_| SeizeError::NoMemory)?;
-        self.list.try_reserve(1).map_err(|_| SeizeError::NoMemory)?;
-        self.list.insert(pos, app);
+        self.list.try_insert(pos, app).map_err(|_| SeizeError::NoMemory)?;
         Ok(idx)
     }
 

@@ -9,3 +9,4 @@ pub mod model;
 pub mod packed;
 pub mod store;
 pub mod sync;
+pub mod thinvec;

@@ -1,9 +1,9 @@
 //! Plain value types shared by the store, the parsers and the module.
 
 /// The two SCA event packages (numeric values as the C module stores them
-/// in the `event` column of `sca_subscriptions`).
+/// in the `event` column of `sca_subscriptions`; one byte in memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(i32)]
+#[repr(u8)]
 pub enum EventType {
     CallInfo = 1,
     LineSeize = 2,
@@ -46,7 +46,7 @@ impl EventType {
 /// Subscription states, numbered as the C module numbers them (the `state`
 /// column of `sca_subscriptions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i32)]
+#[repr(u8)]
 pub enum SubState {
     Active = 0,
     Pending = 1,

@@ -23,6 +23,7 @@ use hashbrown::HashTable;
 use crate::appearance::Appearances;
 use crate::model::{EventType, SubState};
 use crate::packed::Packed;
+use crate::thinvec::ThinVec;
 use crate::sync::{Guard, Locked, RawLock};
 
 /// Seed of the AoR hash: the same in every process, forever.
@@ -140,11 +141,13 @@ impl<A: Allocator> Subscription<A> {
     }
 }
 
-/// All state of one AoR.
+/// All state of one AoR: two pointers and a flag, as it sits in a hash
+/// table whose spare buckets cost as much as used ones. The AoR itself is
+/// the tail of the subscriptions' allocation; the hash is recomputed from
+/// it when the table grows (rare).
 pub struct AorEntry<A: Allocator + Clone> {
-    aor: Vec<u8, A>,
-    hash: u64,
-    pub subs: Vec<Subscription<A>, A>,
+    /// The subscriptions, with the AoR as their allocation's tail.
+    pub subs: ThinVec<Subscription<A>, A>,
     pub apps: Appearances<A>,
     /// A shared appearance (the C module's "registered appearance list"):
     /// set when a subscription is stored, cleared by [`AorGuard::unregister`].
@@ -153,7 +156,16 @@ pub struct AorEntry<A: Allocator + Clone> {
 
 impl<A: Allocator + Clone> AorEntry<A> {
     pub fn aor(&self) -> &[u8] {
-        &self.aor
+        self.subs.tail()
+    }
+
+    /// Shared memory this AoR holds (entry, strings, lists), for accounting.
+    pub fn shm_bytes(&self) -> usize {
+        core::mem::size_of::<Self>()
+            + self.subs.heap_len()
+            + self.subs.iter().map(|s| s.strs.heap_len()).sum::<usize>()
+            + self.apps.heap_len()
+            + self.apps.iter().map(|a| a.shm_bytes() - core::mem::size_of_val(a)).sum::<usize>()
     }
 
     pub fn find_sub(&self, event: EventType, subscriber: &[u8]) -> Option<usize> {
@@ -319,42 +331,38 @@ pub struct AorGuard<'s, A: Allocator + Clone, L: RawLock> {
 impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
     pub fn entry(&self) -> Option<&AorEntry<A>> {
         let aor = self.aor;
-        self.guard.aors.find(self.hash, |e| e.aor.as_slice() == aor)
+        self.guard.aors.find(self.hash, |e| e.aor() == aor)
     }
 
     pub fn entry_mut(&mut self) -> Option<&mut AorEntry<A>> {
         let aor = self.aor;
-        self.guard.aors.find_mut(self.hash, |e| e.aor.as_slice() == aor)
+        self.guard.aors.find_mut(self.hash, |e| e.aor() == aor)
     }
 
     /// The AoR's entry, created (not shared, empty) if absent.
     pub fn entry_or_insert(&mut self) -> Result<&mut AorEntry<A>, StoreError> {
         let aor = self.aor;
         if self.entry().is_none() {
-            let mut key = Vec::new_in(self.alloc.clone());
-            key.try_reserve_exact(aor.len()).map_err(|_| StoreError::NoMemory)?;
-            key.extend_from_slice(aor);
             let e = AorEntry {
-                aor: key,
-                hash: self.hash,
-                subs: Vec::new_in(self.alloc.clone()),
+                subs: ThinVec::with_tail_in(aor, self.alloc.clone())?,
                 apps: Appearances::new_in(self.alloc.clone()),
                 shared: false,
             };
-            self.guard.aors.try_reserve(1, |e| e.hash).map_err(|_| StoreError::NoMemory)?;
-            self.guard.aors.insert_unique(self.hash, e, |e| e.hash);
+            let rehash = |e: &AorEntry<A>| Store::<A, L>::hash(e.aor());
+            self.guard.aors.try_reserve(1, rehash).map_err(|_| StoreError::NoMemory)?;
+            self.guard.aors.insert_unique(self.hash, e, rehash);
         }
         let hash = self.hash;
         self.guard
             .aors
-            .find_mut(hash, |e| e.aor.as_slice() == aor)
+            .find_mut(hash, |e| e.aor() == aor)
             .ok_or(StoreError::NoMemory)
     }
 
     /// Drop the AoR's entry if nothing is left in it.
     pub fn prune(&mut self) {
         let aor = self.aor;
-        if let Ok(occ) = self.guard.aors.find_entry(self.hash, |e| e.aor.as_slice() == aor) {
+        if let Ok(occ) = self.guard.aors.find_entry(self.hash, |e| e.aor() == aor) {
             if occ.get().is_empty() {
                 occ.remove();
             }
@@ -402,7 +410,10 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
                     self.prune();
                     return Err(StoreError::NoMemory);
                 }
-                e.subs.push(sub);
+                if e.subs.push_within_capacity(sub).is_err() {
+                    self.prune();
+                    return Err(StoreError::NoMemory);
+                }
                 Ok(Change::Inserted)
             }
         }

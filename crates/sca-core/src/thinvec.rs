@@ -1,0 +1,382 @@
+//! A vector that is one pointer wide: length and capacity live at the
+//! start of its allocation, and an empty one allocates nothing. It can
+//! also carry a byte string (its "tail", set once) in the same allocation,
+//! after the elements: the store keeps an AoR's name there, so an AoR with
+//! its subscriptions costs one allocation, not two.
+//!
+//! The store keeps an AoR's subscriptions and appearances in these: the
+//! AoR records sit in hash tables whose spare buckets cost as much as the
+//! used ones, so 8 bytes instead of `Vec`'s 24, twice per AoR, is memory
+//! saved on every AoR (and on each spare bucket). Growth is exact (one
+//! more element at a time): most AoRs have one or two subscribers, and
+//! every spare element is shared memory.
+
+use allocator_api2::alloc::{AllocError, Allocator};
+use core::alloc::Layout;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+#[repr(C)]
+struct Header {
+    len: u16,
+    cap: u16,
+    tail: u32,
+}
+
+/// Most elements a ThinVec holds.
+pub const MAX_LEN: usize = u16::MAX as usize;
+
+pub struct ThinVec<T, A: Allocator> {
+    /// None: empty, no tail, nothing allocated. Some: a Header, then `cap`
+    /// slots of T (the first `len` initialised), then `tail` bytes,
+    /// allocated by `alloc` with [`ThinVec::layout`]`(cap, tail)`.
+    ptr: Option<NonNull<Header>>,
+    alloc: A,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: ThinVec owns its elements and buffer exclusively, like Vec.
+unsafe impl<T: Send, A: Allocator + Send> Send for ThinVec<T, A> {}
+// SAFETY: `&ThinVec` only gives `&T`, like Vec.
+unsafe impl<T: Sync, A: Allocator + Sync> Sync for ThinVec<T, A> {}
+
+impl<T, A: Allocator> ThinVec<T, A> {
+    pub fn new_in(alloc: A) -> Self {
+        ThinVec { ptr: None, alloc, _owns: PhantomData }
+    }
+
+    /// An empty vector carrying `tail` in its (already made) allocation.
+    pub fn with_tail_in(tail: &[u8], alloc: A) -> Result<Self, AllocError> {
+        if tail.len() > u32::MAX as usize {
+            return Err(AllocError);
+        }
+        let (layout, off) = Self::layout(0, tail.len())?;
+        let p = alloc.allocate(layout)?.cast::<Header>();
+        // SAFETY: the allocation has room for a Header (aligned by the
+        // layout) and, at off, for the tail; the source is a separate slice.
+        unsafe {
+            p.as_ptr().write(Header { len: 0, cap: 0, tail: tail.len() as u32 });
+            core::ptr::copy_nonoverlapping(tail.as_ptr(), p.as_ptr().cast::<u8>().add(off), tail.len());
+        }
+        Ok(ThinVec { ptr: Some(p), alloc, _owns: PhantomData })
+    }
+
+    /// (layout of the allocation for `cap` elements and a tail of `tail`
+    /// bytes, offset of the tail)
+    fn layout(cap: usize, tail: usize) -> Result<(Layout, usize), AllocError> {
+        let items = Layout::array::<T>(cap).map_err(|_| AllocError)?;
+        let (l, _) = Layout::new::<Header>().extend(items).map_err(|_| AllocError)?;
+        let (l, tail_off) = l.extend(Layout::array::<u8>(tail).map_err(|_| AllocError)?).map_err(|_| AllocError)?;
+        Ok((l.pad_to_align(), tail_off))
+    }
+
+    fn tail_len(&self) -> usize {
+        self.header().map_or(0, |h| h.tail as usize)
+    }
+
+    /// The bytes given to [`ThinVec::with_tail_in`] (empty otherwise).
+    pub fn tail(&self) -> &[u8] {
+        match self.ptr {
+            None => &[],
+            Some(p) => {
+                let Ok((_, off)) = Self::layout(self.capacity(), self.tail_len()) else { return &[] };
+                // SAFETY: with_tail_in wrote tail_len bytes at this offset,
+                // and growing moves them along (try_reserve_exact).
+                unsafe { core::slice::from_raw_parts(p.as_ptr().cast::<u8>().add(off), self.tail_len()) }
+            }
+        }
+    }
+
+    fn header(&self) -> Option<&Header> {
+        // SAFETY: a Some ptr points to the live Header this vector wrote.
+        self.ptr.map(|p| unsafe { &*p.as_ptr() })
+    }
+
+    fn data(&self) -> *mut T {
+        match self.ptr {
+            None => NonNull::<T>::dangling().as_ptr(),
+            Some(p) => {
+                // SAFETY: the elements start right after the Header, padded
+                // to T's alignment (as Layout::extend placed them), inside
+                // the allocation.
+                unsafe { p.as_ptr().cast::<u8>().add(Self::data_offset()).cast::<T>() }
+            }
+        }
+    }
+
+    fn data_offset() -> usize {
+        let h = core::mem::size_of::<Header>();
+        let a = core::mem::align_of::<T>();
+        h.div_ceil(a) * a
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.header().map_or(0, |h| h.cap as usize)
+    }
+
+    /// Room for `additional` more elements, exactly.
+    pub fn try_reserve_exact(&mut self, additional: usize) -> Result<(), AllocError> {
+        let len = self.len();
+        let want = len.checked_add(additional).ok_or(AllocError)?;
+        if want <= self.capacity() {
+            return Ok(());
+        }
+        if want > MAX_LEN {
+            return Err(AllocError);
+        }
+        let tail = self.tail_len();
+        let (new_layout, new_tail_off) = Self::layout(want, tail)?;
+        let new = match self.ptr {
+            None => self.alloc.allocate(new_layout)?.cast::<u8>(),
+            Some(p) => {
+                let (old_layout, old_tail_off) = Self::layout(self.capacity(), tail)?;
+                // SAFETY: p was allocated by self.alloc with old_layout; the
+                // new layout has the same alignment and is larger; grow
+                // copies the old bytes (elements move bitwise, which is how
+                // Rust moves). The tail then moves up to its new offset
+                // (overlapping regions: ptr::copy).
+                unsafe {
+                    let n = self.alloc.grow(p.cast(), old_layout, new_layout)?.cast::<u8>();
+                    core::ptr::copy(n.as_ptr().add(old_tail_off), n.as_ptr().add(new_tail_off), tail);
+                    n
+                }
+            }
+        };
+        let h = new.cast::<Header>();
+        // SAFETY: the allocation starts with room for a Header (aligned by
+        // the layout); len and tail are kept, cap is the new one.
+        unsafe { h.as_ptr().write(Header { len: len as u16, cap: want as u16, tail: tail as u32 }) };
+        self.ptr = Some(h);
+        Ok(())
+    }
+
+    fn set_len(&mut self, len: usize) {
+        if let Some(p) = self.ptr {
+            // SAFETY: the header is ours; callers keep len <= cap and the
+            // first len elements initialised.
+            unsafe { (*p.as_ptr()).len = len as u16 }
+        }
+    }
+
+    /// Append `v`; the capacity must have room (see try_reserve_exact),
+    /// else `v` is handed back.
+    pub fn push_within_capacity(&mut self, v: T) -> Result<(), T> {
+        let len = self.len();
+        if len >= self.capacity() {
+            return Err(v);
+        }
+        // SAFETY: slot len < cap is allocated and not initialised.
+        unsafe { self.data().add(len).write(v) };
+        self.set_len(len + 1);
+        Ok(())
+    }
+
+    /// Insert `v` at `index` (<= len), growing by one when full. On
+    /// `AllocError` nothing changed and `v` is dropped.
+    pub fn try_insert(&mut self, index: usize, v: T) -> Result<(), AllocError> {
+        let len = self.len();
+        if index > len {
+            return Err(AllocError);
+        }
+        self.try_reserve_exact(1)?;
+        // SAFETY: cap > len; shifting [index, len) up by one stays inside
+        // the allocation; slot index is then overwritten without a drop.
+        unsafe {
+            let p = self.data().add(index);
+            core::ptr::copy(p, p.add(1), len - index);
+            p.write(v);
+        }
+        self.set_len(len + 1);
+        Ok(())
+    }
+
+    /// Remove and return the element at `index` (< len), shifting the rest.
+    pub fn remove(&mut self, index: usize) -> T {
+        let len = self.len();
+        assert!(index < len, "ThinVec::remove index {index} >= len {len}");
+        // SAFETY: index < len: the slot is initialised; it is read out
+        // once, the tail moved down over it, and len shrinks by one.
+        unsafe {
+            let p = self.data().add(index);
+            let v = p.read();
+            core::ptr::copy(p.add(1), p, len - index - 1);
+            self.set_len(len - 1);
+            v
+        }
+    }
+
+    /// Remove the element at `index` (< len), moving the last one there.
+    pub fn swap_remove(&mut self, index: usize) -> T {
+        let len = self.len();
+        assert!(index < len, "ThinVec::swap_remove index {index} >= len {len}");
+        // SAFETY: index and len - 1 are initialised slots; the element at
+        // index is read out, the last moved into its place, len shrinks.
+        unsafe {
+            let base = self.data();
+            let v = base.add(index).read();
+            if index != len - 1 {
+                core::ptr::copy_nonoverlapping(base.add(len - 1), base.add(index), 1);
+            }
+            self.set_len(len - 1);
+            v
+        }
+    }
+
+    /// Keep the elements for which `f` is true (in order).
+    pub fn retain_mut(&mut self, mut f: impl FnMut(&mut T) -> bool) {
+        let mut i = 0;
+        while i < self.len() {
+            if f(&mut self[i]) {
+                i += 1;
+            } else {
+                drop(self.remove(i));
+            }
+        }
+    }
+
+    pub fn retain(&mut self, mut f: impl FnMut(&T) -> bool) {
+        self.retain_mut(|v| f(v))
+    }
+
+    /// Drop every element (the capacity and tail stay).
+    pub fn clear(&mut self) {
+        while !self.is_empty() {
+            let last = self.len() - 1;
+            drop(self.swap_remove(last));
+        }
+    }
+
+    /// Bytes allocated (for memory accounting).
+    pub fn heap_len(&self) -> usize {
+        match self.ptr {
+            None => 0,
+            Some(_) => Self::layout(self.capacity(), self.tail_len()).map_or(0, |(l, _)| l.size()),
+        }
+    }
+}
+
+impl<T, A: Allocator> Deref for ThinVec<T, A> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        let len = self.header().map_or(0, |h| h.len as usize);
+        // SAFETY: the first len slots are initialised (dangling and 0 when
+        // empty, which from_raw_parts allows).
+        unsafe { core::slice::from_raw_parts(self.data(), len) }
+    }
+}
+
+impl<T, A: Allocator> DerefMut for ThinVec<T, A> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        let len = self.len();
+        // SAFETY: as in deref, and &mut self is exclusive.
+        unsafe { core::slice::from_raw_parts_mut(self.data(), len) }
+    }
+}
+
+impl<T, A: Allocator> Drop for ThinVec<T, A> {
+    fn drop(&mut self) {
+        self.clear();
+        let (cap, tail) = (self.capacity(), self.tail_len());
+        if let Some(p) = self.ptr.take() {
+            if let Ok((layout, _)) = Self::layout(cap, tail) {
+                // SAFETY: p was allocated by self.alloc with this layout
+                // (try_reserve_exact / with_tail_in); the elements were
+                // dropped above.
+                unsafe { self.alloc.deallocate(p.cast(), layout) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator_api2::alloc::Global;
+    use std::rc::Rc;
+
+    fn v() -> ThinVec<Rc<u32>, Global> {
+        ThinVec::new_in(Global)
+    }
+
+    fn push(t: &mut ThinVec<Rc<u32>, Global>, x: &Rc<u32>) {
+        t.try_reserve_exact(1).expect("reserve");
+        assert!(t.push_within_capacity(x.clone()).is_ok());
+    }
+
+    fn vals(t: &ThinVec<Rc<u32>, Global>) -> Vec<u32> {
+        t.iter().map(|r| **r).collect()
+    }
+
+    #[test]
+    fn is_one_pointer_and_empty_allocates_nothing() {
+        assert_eq!(core::mem::size_of::<ThinVec<u64, Global>>(), 8);
+        let t = v();
+        assert_eq!((t.len(), t.capacity(), t.heap_len()), (0, 0, 0));
+        assert!(t.iter().next().is_none());
+    }
+
+    #[test]
+    fn push_insert_remove_swap_remove_retain_keep_order_and_drop_once() {
+        let one = Rc::new(1);
+        let mut t = v();
+        for i in 0..5u32 {
+            push(&mut t, &Rc::new(i));
+        }
+        assert_eq!(t.capacity(), 5, "exact growth");
+        t.try_insert(0, Rc::new(9)).expect("insert");
+        t.try_insert(6, one.clone()).expect("insert at end");
+        assert!(t.try_insert(99, Rc::new(7)).is_err());
+        assert_eq!(vals(&t), [9, 0, 1, 2, 3, 4, 1]);
+        assert_eq!(*t.remove(0), 9);
+        assert_eq!(*t.swap_remove(0), 0);
+        assert_eq!(vals(&t), [1, 1, 2, 3, 4]);
+        t.retain(|x| **x % 2 == 1);
+        assert_eq!(vals(&t), [1, 1, 3]);
+        t[2] = Rc::new(5);
+        assert_eq!(vals(&t), [1, 1, 5]);
+        assert_eq!(Rc::strong_count(&one), 2);
+        t.retain_mut(|x| !Rc::ptr_eq(x, &one));
+        assert_eq!(Rc::strong_count(&one), 1, "removed elements are dropped");
+        push(&mut t, &one);
+        drop(t);
+        assert_eq!(Rc::strong_count(&one), 1, "drop drops every element once");
+    }
+
+    #[test]
+    fn clear_keeps_the_capacity_and_the_vector_grows_again() {
+        let mut t = v();
+        push(&mut t, &Rc::new(1));
+        t.clear();
+        assert_eq!((t.len(), t.capacity()), (0, 1));
+        push(&mut t, &Rc::new(2));
+        push(&mut t, &Rc::new(3));
+        assert_eq!(vals(&t), [2, 3]);
+    }
+
+    #[test]
+    fn the_tail_survives_growth_and_removals() {
+        let tail = b"sip:some-line@example.com";
+        let mut t: ThinVec<Rc<u32>, Global> = ThinVec::with_tail_in(tail, Global).expect("alloc");
+        assert_eq!((t.len(), t.tail()), (0, &tail[..]));
+        for i in 0..7 {
+            push(&mut t, &Rc::new(i));
+            assert_eq!(t.tail(), tail, "after {} pushes", i + 1);
+        }
+        t.try_insert(3, Rc::new(42)).expect("insert");
+        drop(t.swap_remove(0));
+        t.retain(|x| **x != 5);
+        assert_eq!(t.tail(), tail);
+        assert_eq!(vals(&t), [6, 1, 2, 42, 3, 4]);
+        let empty: ThinVec<u8, Global> = ThinVec::with_tail_in(b"", Global).expect("alloc");
+        assert_eq!(empty.tail(), b"");
+        // a u8 vector: the tail right after odd element counts
+        let mut bytes: ThinVec<u8, Global> = ThinVec::with_tail_in(b"xyz", Global).expect("alloc");
+        for b in 0..5u8 {
+            bytes.try_reserve_exact(1).expect("reserve");
+            assert!(bytes.push_within_capacity(b).is_ok());
+            assert_eq!(bytes.tail(), b"xyz");
+        }
+        assert_eq!(&bytes[..], [0, 1, 2, 3, 4]);
+    }
+}

@@ -341,10 +341,16 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
 
     /// The AoR's entry, created (not shared, empty) if absent.
     pub fn entry_or_insert(&mut self) -> Result<&mut AorEntry<A>, StoreError> {
+        self.entry_or_insert_for(0)
+    }
+
+    /// [`AorGuard::entry_or_insert`], a new entry with room for `subs`
+    /// subscriptions.
+    fn entry_or_insert_for(&mut self, subs: usize) -> Result<&mut AorEntry<A>, StoreError> {
         let aor = self.aor;
         if self.entry().is_none() {
             let e = AorEntry {
-                subs: ThinVec::with_tail_in(aor, self.alloc.clone())?,
+                subs: ThinVec::with_tail_in(aor, subs, self.alloc.clone())?,
                 apps: Appearances::new_in(self.alloc.clone()),
                 shared: false,
             };
@@ -388,7 +394,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
     /// On `NoMemory` the store is unchanged.
     pub fn put_sub(&mut self, r: &SubscriptionRec<'_>) -> Result<Change, StoreError> {
         let alloc = self.alloc.clone();
-        self.entry_or_insert()?;
+        self.entry_or_insert_for(1)?;
         let sub = match Subscription::new_in(r, alloc) {
             Ok(s) => s,
             Err(_) => {

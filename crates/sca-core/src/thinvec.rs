@@ -46,17 +46,20 @@ impl<T, A: Allocator> ThinVec<T, A> {
         ThinVec { ptr: None, alloc, _owns: PhantomData }
     }
 
-    /// An empty vector carrying `tail` in its (already made) allocation.
-    pub fn with_tail_in(tail: &[u8], alloc: A) -> Result<Self, AllocError> {
-        if tail.len() > u32::MAX as usize {
+    /// An empty vector carrying `tail` in its (already made) allocation,
+    /// with room for `cap` elements (one allocation where a later push
+    /// would have taken a second).
+    pub fn with_tail_in(tail: &[u8], cap: usize, alloc: A) -> Result<Self, AllocError> {
+        if tail.len() > u32::MAX as usize || cap > MAX_LEN {
             return Err(AllocError);
         }
-        let (layout, off) = Self::layout(0, tail.len())?;
+        let (layout, off) = Self::layout(cap, tail.len())?;
         let p = alloc.allocate(layout)?.cast::<Header>();
         // SAFETY: the allocation has room for a Header (aligned by the
-        // layout) and, at off, for the tail; the source is a separate slice.
+        // layout), cap elements (uninitialised, len 0) and, at off, for the
+        // tail; the source is a separate slice.
         unsafe {
-            p.as_ptr().write(Header { len: 0, cap: 0, tail: tail.len() as u32 });
+            p.as_ptr().write(Header { len: 0, cap: cap as u16, tail: tail.len() as u32 });
             core::ptr::copy_nonoverlapping(tail.as_ptr(), p.as_ptr().cast::<u8>().add(off), tail.len());
         }
         Ok(ThinVec { ptr: Some(p), alloc, _owns: PhantomData })
@@ -357,7 +360,7 @@ mod tests {
     #[test]
     fn the_tail_survives_growth_and_removals() {
         let tail = b"sip:some-line@example.com";
-        let mut t: ThinVec<Rc<u32>, Global> = ThinVec::with_tail_in(tail, Global).expect("alloc");
+        let mut t: ThinVec<Rc<u32>, Global> = ThinVec::with_tail_in(tail, 0, Global).expect("alloc");
         assert_eq!((t.len(), t.tail()), (0, &tail[..]));
         for i in 0..7 {
             push(&mut t, &Rc::new(i));
@@ -368,10 +371,11 @@ mod tests {
         t.retain(|x| **x != 5);
         assert_eq!(t.tail(), tail);
         assert_eq!(vals(&t), [6, 1, 2, 42, 3, 4]);
-        let empty: ThinVec<u8, Global> = ThinVec::with_tail_in(b"", Global).expect("alloc");
+        let empty: ThinVec<u8, Global> = ThinVec::with_tail_in(b"", 0, Global).expect("alloc");
         assert_eq!(empty.tail(), b"");
         // a u8 vector: the tail right after odd element counts
-        let mut bytes: ThinVec<u8, Global> = ThinVec::with_tail_in(b"xyz", Global).expect("alloc");
+        let mut bytes: ThinVec<u8, Global> = ThinVec::with_tail_in(b"xyz", 2, Global).expect("alloc");
+        assert_eq!((bytes.capacity(), bytes.tail()), (2, &b"xyz"[..]));
         for b in 0..5u8 {
             bytes.try_reserve_exact(1).expect("reserve");
             assert!(bytes.push_within_capacity(b).is_ok());

@@ -22,6 +22,28 @@ fn shm_used(k: &Kamailio) -> i64 {
         .unwrap_or_else(|| panic!("no used: in {out}"))
 }
 
+/// `pkg.stats` → private memory used by the SIP workers, summed (the
+/// processes that run the module's SIP code).
+fn pkg_used_by_workers(k: &Kamailio) -> i64 {
+    let out = k.rpc(&["pkg.stats"]);
+    let mut total = 0;
+    let mut workers = 0;
+    for entry in out.split('{').skip(1) {
+        if !entry.contains("udp receiver") {
+            continue;
+        }
+        let used: i64 = entry
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("used:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no used: in {entry}"));
+        total += used;
+        workers += 1;
+    }
+    assert!(workers > 0, "no SIP worker in pkg.stats: {out}");
+    total
+}
+
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !f() {
@@ -44,8 +66,9 @@ fn subscribe_seize_release_cycles_leak_no_shared_memory() {
     let m = ScaModule::Rust;
     // tm keeps each NOTIFY transaction (~9 KB) for its wait timer (5 s by
     // default): at 6 NOTIFYs per cycle that alone would fill 32 MB
+    // kex: pkg.stats
     let params = format!(
-        "{}\nmodparam(\"tm\", \"wt_timer\", 1000)",
+        "loadmodule \"kex.so\"\n{}\nmodparam(\"tm\", \"wt_timer\", 1000)",
         sca_modparam(&m, "purge_expired_interval", "1")
     );
     let k = Kamailio::start(sca_opts(m).var("SCA_MODPARAMS", &params).children(4).arg("-m").arg("256"));
@@ -127,6 +150,7 @@ fn subscribe_seize_release_cycles_leak_no_shared_memory() {
     };
     settle(&k);
     let baseline = shm_used(&k);
+    let pkg_baseline = pkg_used_by_workers(&k);
     let started = Instant::now();
     let done = run_all(&mut uas, cycles.div_ceil(phones));
     let took = started.elapsed();
@@ -137,7 +161,12 @@ fn subscribe_seize_release_cycles_leak_no_shared_memory() {
     );
     settle(&k);
     let after = shm_used(&k);
+    let pkg_after = pkg_used_by_workers(&k);
     eprintln!("soak: shm used {baseline} before, {after} after ({:+} bytes)", after - baseline);
+    eprintln!(
+        "soak: SIP workers' pkg used {pkg_baseline} before, {pkg_after} after ({:+} bytes)",
+        pkg_after - pkg_baseline
+    );
     // nothing may grow per cycle; a few hundred bytes of allocator
     // fragmentation are tolerated
     let allowance = 1024;
@@ -146,7 +175,15 @@ fn subscribe_seize_release_cycles_leak_no_shared_memory() {
         "shm used grew by {} bytes over {done} cycles (baseline {baseline}, after {after})",
         after - baseline
     );
+    assert!(
+        pkg_after - pkg_baseline <= allowance,
+        "the SIP workers' pkg used grew by {} bytes over {done} cycles",
+        pkg_after - pkg_baseline
+    );
     let mut k = k;
     assert!(k.is_running());
-    assert!(!k.log().contains(" ERROR:"), "{}", k.log_tail(20));
+    let log = k.log();
+    for bad in [" ERROR:", " CRITICAL:", " BUG:", " ALERT:"] {
+        assert!(!log.contains(bad), "{bad} in the log: {}", k.log_tail(20));
+    }
 }

@@ -193,10 +193,6 @@ impl<A: Allocator + Clone> Appearances<A> {
         Appearances { list: ThinVec::new_in(alloc) }
     }
 
-    /// Bytes allocated for the list itself (for memory accounting).
-    pub fn heap_len(&self) -> usize {
-        self.list.heap_len()
-    }
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()

@@ -159,15 +159,6 @@ impl<A: Allocator + Clone> AorEntry<A> {
         self.subs.tail()
     }
 
-    /// Shared memory this AoR holds (entry, strings, lists), for accounting.
-    pub fn shm_bytes(&self) -> usize {
-        core::mem::size_of::<Self>()
-            + self.subs.heap_len()
-            + self.subs.iter().map(|s| s.strs.heap_len()).sum::<usize>()
-            + self.apps.heap_len()
-            + self.apps.iter().map(|a| a.shm_bytes() - core::mem::size_of_val(a)).sum::<usize>()
-    }
-
     pub fn find_sub(&self, event: EventType, subscriber: &[u8]) -> Option<usize> {
         self.subs.iter().position(|s| s.event == event && s.subscriber() == subscriber)
     }

@@ -4,6 +4,7 @@
 
 pub mod parse;
 pub mod appearance;
+pub mod cluster;
 pub mod keepalive;
 pub mod model;
 pub mod packed;

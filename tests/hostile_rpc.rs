@@ -13,7 +13,7 @@ use keepalive_support::{ka_opts, list, Ka};
 
 const AOR: &str = "sip:100@127.0.0.1";
 
-const COMMANDS: [&str; 11] = [
+const COMMANDS: [&str; 12] = [
     "sca.all_subscriptions",
     "sca.subscription_count",
     "sca.show_subscription",
@@ -25,6 +25,7 @@ const COMMANDS: [&str; 11] = [
     "sca.seize_appearance",
     "sca.update_appearance",
     "sca.release_appearance",
+    "sca.subscriber_liveness",
 ];
 
 /// State the commands could change, as text.

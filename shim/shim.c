@@ -371,6 +371,8 @@ int sca_rs_avp_put(const struct sca_rs_avp *a, const str *val)
 #include "core/fmsg.h"
 #include "core/timer.h"
 #include "core/timer_ticks.h"
+#include "core/forward.h"
+#include "core/parser/parse_uri.h"
 
 static void sca_rs_ka_tm_cb(struct cell *t, int type, struct tmcb_params *ps)
 {
@@ -421,6 +423,88 @@ int sca_rs_ka_ping(const str *uri, const str *from, void *param)
 	set_uac_req(&uac_r, &method, 0, 0, 0, TMCB_LOCAL_COMPLETED,
 			sca_rs_ka_tm_cb, param);
 	return sca_rs_tmb.t_request(&uac_r, &ruri, &to, &fromc, &next_hop);
+}
+
+/* longest Route header a routed ping carries */
+#define SCA_RS_ROUTE_HDR_MAX 4096
+
+int sca_rs_ka_ping_routed(
+		const str *uri, const str *from, const str *route_set, void *param)
+{
+	uac_req_t uac_r;
+	str method = str_init("OPTIONS");
+	str ruri, to, fromc, next_hop, hdrs;
+	rr_t *head = NULL;
+	rr_t *rr;
+	struct sip_uri pu;
+	char buf[SCA_RS_ROUTE_HDR_MAX];
+	int len;
+	int rc;
+
+	if(!sca_rs_tm_bound)
+		return -1;
+	if(route_set == NULL || route_set->len <= 0)
+		return sca_rs_ka_ping(uri, from, param);
+	if(parse_rr_body(route_set->s, route_set->len, &head) < 0) {
+		LM_ERR("cannot parse the stored route set '%.*s'\n", route_set->len,
+				route_set->s);
+		return -1;
+	}
+	/* entries that are this server would be consumed by loose routing
+	 * here: skip them (what is left is the path to the phone) */
+	for(rr = head; rr != NULL; rr = rr->next) {
+		memset(&pu, 0, sizeof(pu));
+		if(parse_uri(rr->nameaddr.uri.s, rr->nameaddr.uri.len, &pu) < 0)
+			break;
+		if(check_self(&pu.host, pu.port_no ? pu.port_no : SIP_PORT, pu.proto)
+				!= 1)
+			break;
+	}
+	if(rr == NULL) {
+		free_rr(&head);
+		return sca_rs_ka_ping(uri, from, param);
+	}
+	memset(&next_hop, 0, sizeof(next_hop));
+	next_hop.s = rr->nameaddr.uri.s;
+	next_hop.len = rr->nameaddr.uri.len;
+	len = 0;
+	memcpy(buf, "Route: ", 7);
+	len = 7;
+	for(; rr != NULL; rr = rr->next) {
+		if(len + rr->len + 4 > SCA_RS_ROUTE_HDR_MAX) {
+			LM_ERR("route set too long to ping over (%d bytes)\n",
+					route_set->len);
+			free_rr(&head);
+			return -1;
+		}
+		if(len > 7) {
+			buf[len++] = ',';
+			buf[len++] = ' ';
+		}
+		memcpy(buf + len, rr->nameaddr.name.s, rr->len);
+		len += rr->len;
+	}
+	buf[len++] = '\r';
+	buf[len++] = '\n';
+	memset(&hdrs, 0, sizeof(hdrs));
+	hdrs.s = buf;
+	hdrs.len = len;
+	/* zeroed C copies, as in sca_rs_ka_ping */
+	memset(&ruri, 0, sizeof(ruri));
+	memset(&to, 0, sizeof(to));
+	memset(&fromc, 0, sizeof(fromc));
+	ruri.s = uri->s;
+	ruri.len = uri->len;
+	to.s = uri->s;
+	to.len = uri->len;
+	fromc.s = from->s;
+	fromc.len = from->len;
+	set_uac_req(&uac_r, &method, &hdrs, 0, 0, TMCB_LOCAL_COMPLETED,
+			sca_rs_ka_tm_cb, param);
+	/* tm copies the headers and next hop before returning */
+	rc = sca_rs_tmb.t_request(&uac_r, &ruri, &to, &fromc, &next_hop);
+	free_rr(&head);
+	return rc;
 }
 
 static ticks_t sca_rs_ka_timer_cb(ticks_t ticks, struct timer_ln *tl, void *p)

@@ -104,6 +104,11 @@ void sca_rs_avp_del(const struct sca_rs_avp *a);
  * outcome calls sca_rs_ka_on_reply(param, code, local, ps) in the process
  * that gets it (local: tm's own reply, e.g. 408 timeout). <0: not sent. */
 int sca_rs_ka_ping(const str *uri, const str *from, void *param);
+/* the same over a route set (a stored Record-Route, "<uri>, <uri>"):
+ * leading entries that are this server are skipped, the first other one
+ * is the next hop and all of them go in a Route header */
+int sca_rs_ka_ping_routed(
+		const str *uri, const str *from, const str *route_set, void *param);
 /* implemented in Rust; ps is the struct tmcb_params * of the callback */
 void sca_rs_ka_on_reply(void *param, int code, int local, void *ps);
 /* a core timer (slow timer process) calling sca_rs_ka_on_tick(), which

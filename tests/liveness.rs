@@ -247,3 +247,34 @@ fn with_liveness_off_a_silent_phone_keeps_its_line_like_the_c_module() {
         }
     }
 }
+
+/// A phone behind an edge proxy: its Contact cannot be reached from here,
+/// and its SUBSCRIBE came with the proxy's Record-Route. Pings go over that
+/// route set, as its NOTIFYs do: the proxy gets them (R-URI the contact,
+/// a Route header) and answers, and the phone stays alive.
+#[test]
+fn a_phone_behind_an_edge_proxy_is_pinged_over_its_record_route() {
+    let k = start(ScaModule::Rust, Some(1));
+    let mut edge = phone(&k, "EDGE", "edge", Some(200));
+    let mut a = phone(&k, "A", "100", Some(200));
+    let unreachable = "sip:100@127.0.0.1:9";
+    let rr = format!("<sip:{};lr>", edge.local);
+    let mut d = a.dialog(AOR);
+    let req = a
+        .subscribe_request(&mut d, &Subscribe::new("call-info", 600))
+        .set_header("Contact", &format!("<{unreachable}>"))
+        .header("Record-Route", &rr);
+    let s = a.send(&req).expect("SUBSCRIBE");
+    let r = a.expect_final_response(&s, RECV_TIMEOUT).expect("reply to SUBSCRIBE");
+    assert_eq!(r.status(), Some(202), "{}", r.raw);
+    let n = edge.expect_request("NOTIFY", RECV_TIMEOUT).expect("the NOTIFY, over the route set");
+    assert!(n.start_line.contains(unreachable), "{}", n.raw);
+    pump(&mut edge, Duration::from_secs(4));
+    assert!(edge.options_answered >= 2, "pinged over the route set {} times", edge.options_answered);
+    let t = edge.transcript_raw();
+    assert!(t.contains(&format!("OPTIONS {unreachable} SIP/2.0")), "the R-URI is the contact: {t}");
+    assert!(t.contains(&format!("Route: {rr}")), "with the route set: {t}");
+    assert_eq!(stat(&k, "declared_dead"), 0);
+    assert_eq!(stat(&k, "up"), 1);
+    assert!(subscriptions(&k).contains("127.0.0.1:9"), "{}", subscriptions(&k));
+}

@@ -40,8 +40,18 @@ pub extern "C" fn sca_rs_ka_on_tick() -> c_uint {
             // the parameter is a number, not a pointer: nothing to free,
             // nothing to dangle when the destination goes meanwhile
             let param = p.param() as usize as *mut c_void;
-            // SAFETY: uri and from outlive the call; tm copies them.
-            if unsafe { sys::sca_rs_ka_ping(&uri, &from, param) } < 0 {
+            let rc = if p.route.is_empty() {
+                // SAFETY: uri and from outlive the call; tm copies them.
+                unsafe { sys::sca_rs_ka_ping(&uri, &from, param) }
+            } else {
+                // an SCA subscriber's phone, over its subscription's route set
+                let route = kstr::from_bytes(&p.route);
+                // SAFETY: uri, from and route outlive the call; the shim
+                // parses the route set into its own copy and tm copies the
+                // rest.
+                unsafe { sys::sca_rs_ka_ping_routed(&uri, &from, &route, param) }
+            };
+            if rc < 0 {
                 lm_err!("unable to ping [{}]", B(&p.uri));
                 let r = super::with_table(|t| t.on_result(p.id, p.seq, PingResult::SendError, super::now())).flatten();
                 if let Some(a) = r {

@@ -9,6 +9,8 @@
 //!   added when its first subscription is stored, and the set is brought
 //!   in line with the store once per interval ([`reconcile`]); first pings
 //!   are spread over the interval.
+//! - Pings go over the subscription's stored route set (Record-Route), as
+//!   its NOTIFYs do, so a phone behind an edge proxy is reached through it.
 //! - Any reply to OPTIONS, whatever its code, proves the phone is there.
 //! - Declared down (after `ka_down_threshold` unanswered pings): in every
 //!   AoR, its subscriptions end (call-info ones with a last NOTIFY
@@ -20,7 +22,7 @@
 //! The state changes come to [`on_state`] through the keepalive engine's
 //! ordered event delivery, like any destination's.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sca_core::keepalive::table::{FLAG_ANY_REPLY_ALIVE, FLAG_NO_DELETE_COUNTER};
@@ -57,15 +59,17 @@ pub fn enabled() -> bool {
     interval_ms().is_some()
 }
 
-/// Monitor `contact` (a call-info subscription was just stored for it).
-pub fn watch(contact: &[u8]) {
+/// Monitor `contact` (a call-info subscription was just stored for it),
+/// pinged over `route`, the subscription's stored route set (empty: to
+/// the contact directly).
+pub fn watch(contact: &[u8], route: &[u8]) {
     let Some(iv) = interval_ms() else { return };
     if !keepalive::parses_as_sip_uri(contact) {
         lm_dbg!("subscriber contact {} is not a SIP URI: not monitored", B(contact));
         return;
     }
     let now = keepalive::now();
-    match keepalive::with_table(|t| t.add_spread(contact, OWNER, FLAGS, iv, now)) {
+    match keepalive::with_table(|t| t.add_spread(contact, OWNER, route, FLAGS, iv, now)) {
         Some(Ok(_)) => {}
         Some(Err(e)) => lm_err!("cannot monitor subscriber {}: {e:?}", B(contact)),
         None => {}
@@ -76,11 +80,13 @@ pub fn watch(contact: &[u8]) {
 /// subscription (subscriptions restored from the DB, ended, expired).
 pub fn reconcile() {
     let (Some(iv), Some(st)) = (interval_ms(), shared()) else { return };
-    let mut wanted: HashSet<Vec<u8>> = HashSet::new();
+    // contact -> the route set to ping it over (that of one of its
+    // subscriptions; a phone has one path to this server)
+    let mut wanted: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     st.store.for_each_aor(|e| {
         for s in e.subs_of(EventType::CallInfo) {
-            if !s.state.is_terminated() && !wanted.contains(s.subscriber()) && keepalive::parses_as_sip_uri(s.subscriber()) {
-                wanted.insert(s.subscriber().to_vec());
+            if !s.state.is_terminated() && !wanted.contains_key(s.subscriber()) && keepalive::parses_as_sip_uri(s.subscriber()) {
+                wanted.insert(s.subscriber().to_vec(), s.record_route().to_vec());
             }
         }
     });

@@ -379,7 +379,7 @@ pub fn handle_subscribe_uris<'m>(
         // (refreshes change nothing there; the periodic reconcile catches
         // up with restored ones)
         if event == EventType::CallInfo && !req.in_dialog && crate::module::liveness::enabled() {
-            crate::module::liveness::watch(req.subscriber);
+            crate::module::liveness::watch(req.subscriber, &req.record_route);
         }
     }
     1

@@ -163,11 +163,14 @@ const INFLIGHT: usize = 8;
 
 const S_URI: usize = 0;
 const S_OWNER: usize = 1;
+/// The route set to ping over (`<uri>, <uri>`, a stored Record-Route):
+/// empty for every destination but SCA subscribers' phones.
+const S_ROUTE: usize = 2;
 
 struct Dest<A: Allocator, H> {
     id: u64,
-    /// URI (normalized: with a scheme) and owner.
-    strs: Packed<A, 2>,
+    /// URI (normalized: with a scheme), owner, route set.
+    strs: Packed<A, 3>,
     flags: i32,
     state: State,
     last_checked: i64,
@@ -196,6 +199,9 @@ impl<A: Allocator, H: Copy> Dest<A, H> {
     }
     fn owner(&self) -> &[u8] {
         self.strs.get(S_OWNER)
+    }
+    fn route(&self) -> &[u8] {
+        self.strs.get(S_ROUTE)
     }
     fn is(&self, key: &Key<'_>, owner: &[u8]) -> bool {
         self.owner() == owner && key.matches(self.uri())
@@ -266,6 +272,8 @@ pub struct Ping {
     pub id: u64,
     pub seq: u32,
     pub uri: std::vec::Vec<u8>,
+    /// Route set to send it over (empty: straight to `uri`).
+    pub route: std::vec::Vec<u8>,
 }
 
 impl Ping {
@@ -392,16 +400,18 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
             return Ok(Added::Exists { id: d.id, state: d.state, uri: d.uri().to_vec(), replaced });
         }
         let first_ping_ms = now.mono_ms + self.cfg.first_ping_delay_ms;
-        let id = self.push_new(&uri, owner, flags, interval_ms, hooks.unwrap_or_default(), |_, _| first_ping_ms)?;
+        let id = self.push_new(&uri, owner, b"", flags, interval_ms, hooks.unwrap_or_default(), |_, _| first_ping_ms)?;
         Ok(Added::New { id, uri })
     }
 
     /// Append a destination known not to be there yet; `first_ping` gives
     /// the time of its first ping from its id and interval.
+    #[allow(clippy::too_many_arguments)]
     fn push_new(
         &mut self,
         uri: &[u8],
         owner: &[u8],
+        route: &[u8],
         flags: i32,
         interval_ms: Option<u64>,
         hooks: H,
@@ -410,7 +420,7 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
         if self.next_id > MAX_ID {
             return Err(KaError::NoIds);
         }
-        let strs = Packed::new_in([uri, owner], self.alloc.clone())?;
+        let strs = Packed::new_in([uri, owner, route], self.alloc.clone())?;
         self.dests.try_reserve(1).map_err(|_| KaError::NoMemory)?;
         let id = self.next_id;
         self.next_id += 1;
@@ -437,40 +447,65 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
         Ok(id)
     }
 
-    /// Make `owner`'s destinations exactly `wanted` (URIs with a scheme),
-    /// in one pass: the others of `owner` are removed, the missing ones
-    /// added with `flags` and `interval_ms`, their first pings spread over
-    /// one interval (thousands added at once are not pinged in a burst).
-    /// `wanted` is left holding the URIs that were added. Returns
-    /// (added, removed).
+    /// Make `owner`'s destinations exactly `wanted` (URI with a scheme →
+    /// route set to ping over), in one pass: the others of `owner` are
+    /// removed, a changed route set is updated, the missing ones added
+    /// with `flags` and `interval_ms`, their first pings spread over one
+    /// interval (thousands added at once are not pinged in a burst).
+    /// `wanted` is left holding what was added. Returns (added, removed).
     pub fn sync_owner(
         &mut self,
         owner: &[u8],
-        wanted: &mut std::collections::HashSet<std::vec::Vec<u8>>,
+        wanted: &mut std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>>,
         flags: i32,
         interval_ms: u64,
         now: Now,
     ) -> Result<(usize, usize), KaError> {
         let before = self.dests.len();
-        self.dests.retain(|d| d.owner() != owner || wanted.remove(d.uri()));
+        let alloc = self.alloc.clone();
+        self.dests.retain_mut(|d| {
+            if d.owner() != owner {
+                return true;
+            }
+            let Some(route) = wanted.remove(d.uri()) else { return false };
+            if route != d.route() {
+                // on no memory the old route set stays until the next sync
+                if let Ok(strs) = Packed::new_in([d.uri(), d.owner(), &route], alloc.clone()) {
+                    d.strs = strs;
+                }
+            }
+            true
+        });
         let removed = before - self.dests.len();
         let mut added = 0;
-        for uri in wanted.iter() {
-            self.push_new(uri, owner, flags, Some(interval_ms), H::default(), |id, iv| now.mono_ms + spread_in(id, iv))?;
+        for (uri, route) in wanted.iter() {
+            let first = |id, iv| now.mono_ms + spread_in(id, iv);
+            self.push_new(uri, owner, route, flags, Some(interval_ms), H::default(), first)?;
             added += 1;
         }
         Ok((added, removed))
     }
 
-    /// Like [`Table::add`] for one destination of a monitored group: the
+    /// Like [`Table::add`] for one destination of a monitored group,
+    /// pinged over `route` (a route set; empty: straight to the URI): the
     /// first ping somewhere in the first interval rather than right away.
-    pub fn add_spread(&mut self, uri_in: &[u8], owner: &[u8], flags: i32, interval_ms: u64, now: Now) -> Result<Added<H>, KaError> {
+    /// An existing one keeps its route set (the next sync_owner updates it).
+    pub fn add_spread(
+        &mut self,
+        uri_in: &[u8],
+        owner: &[u8],
+        route: &[u8],
+        flags: i32,
+        interval_ms: u64,
+        now: Now,
+    ) -> Result<Added<H>, KaError> {
         let uri = uri::normalize(uri_in);
         if let Some(i) = self.position(&uri, owner) {
             let d = &self.dests[i];
             return Ok(Added::Exists { id: d.id, state: d.state, uri: d.uri().to_vec(), replaced: None });
         }
-        let id = self.push_new(&uri, owner, flags, Some(interval_ms), H::default(), |id, iv| now.mono_ms + spread_in(id, iv))?;
+        let first = |id, iv| now.mono_ms + spread_in(id, iv);
+        let id = self.push_new(&uri, owner, route, flags, Some(interval_ms), H::default(), first)?;
         Ok(Added::New { id, uri })
     }
 
@@ -565,7 +600,7 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
                     d.next_ping_ms = now.mono_ms + d.interval_ms;
                 }
             }
-            out.push(Ping { id: d.id, seq, uri: d.uri().to_vec() });
+            out.push(Ping { id: d.id, seq, uri: d.uri().to_vec(), route: d.route().to_vec() });
         }
     }
 
@@ -725,8 +760,9 @@ mod tests {
         t.add(b"sip:gw@x", b"drouting", 0, None, None, at(0)).expect("add");
         t.add(b"sip:p1@x", b"phones", 0, None, None, at(0)).expect("add");
         t.add(b"sip:p2@x", b"phones", 0, None, None, at(0)).expect("add");
-        let mut wanted: std::collections::HashSet<std::vec::Vec<u8>> =
-            [b"sip:p2@x".to_vec(), b"sip:p3@x".to_vec(), b"sip:p4@x".to_vec()].into();
+        let mut wanted: std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>> =
+            [(b"sip:p2@x".to_vec(), vec![]), (b"sip:p3@x".to_vec(), b"<sip:edge;lr>".to_vec()), (b"sip:p4@x".to_vec(), vec![])]
+                .into();
         assert_eq!(t.sync_owner(b"phones", &mut wanted, FLAG_ANY_REPLY_ALIVE, 30_000, at(0)), Ok((2, 1)));
         assert_eq!(wanted.len(), 2, "left with what was added");
         let mut uris: std::vec::Vec<(std::vec::Vec<u8>, std::vec::Vec<u8>)> =
@@ -742,9 +778,19 @@ mod tests {
             ]
         );
         assert_eq!(t.count_owner(b"phones"), (3, 0, 0));
-        let mut again: std::collections::HashSet<std::vec::Vec<u8>> =
-            [b"sip:p2@x".to_vec(), b"sip:p3@x".to_vec(), b"sip:p4@x".to_vec()].into();
+        // p2 moved behind an edge proxy: same destination, new route set
+        let mut again: std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>> = [
+            (b"sip:p2@x".to_vec(), b"<sip:edge2;lr>".to_vec()),
+            (b"sip:p3@x".to_vec(), b"<sip:edge;lr>".to_vec()),
+            (b"sip:p4@x".to_vec(), vec![]),
+        ]
+        .into();
         assert_eq!(t.sync_owner(b"phones", &mut again, 0, 30_000, at(1)), Ok((0, 0)));
+        let routes: std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>> =
+            pings(&mut t, at(60_000)).into_iter().map(|p| (p.uri, p.route)).collect();
+        assert_eq!(routes.get(&b"sip:p2@x"[..]).map(|r| &r[..]), Some(&b"<sip:edge2;lr>"[..]));
+        assert_eq!(routes.get(&b"sip:p3@x"[..]).map(|r| &r[..]), Some(&b"<sip:edge;lr>"[..]));
+        assert_eq!(routes.get(&b"sip:gw@x"[..]).map(|r| &r[..]), Some(&b""[..]));
         assert_eq!(t.sync_owner(b"phones", &mut Default::default(), 0, 30_000, at(1)), Ok((0, 3)));
         assert_eq!(t.len(), 1);
     }
@@ -752,8 +798,8 @@ mod tests {
     #[test]
     fn spread_first_pings_cover_the_interval_instead_of_a_burst() {
         let mut t = table(c_like());
-        let mut wanted: std::collections::HashSet<std::vec::Vec<u8>> =
-            (0..1000).map(|i| format!("sip:p{i}@x").into_bytes()).collect();
+        let mut wanted: std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>> =
+            (0..1000).map(|i| (format!("sip:p{i}@x").into_bytes(), vec![])).collect();
         t.sync_owner(b"phones", &mut wanted, 0, 10_000, at(0)).expect("sync");
         // in each tenth of the interval, about a tenth of the first pings
         let mut seen = std::collections::HashSet::new();
@@ -762,8 +808,8 @@ mod tests {
             assert!((50..=150).contains(&first), "{first} first pings in tenth {tenth}");
         }
         assert_eq!(seen.len(), 1000);
-        assert!(matches!(t.add_spread(b"sip:p1@x", b"phones", 0, 10_000, at(0)), Ok(Added::Exists { .. })));
-        let id = new_id(t.add_spread(b"sip:late@x", b"phones", 0, 10_000, at(20_000)).expect("add"));
+        assert!(matches!(t.add_spread(b"sip:p1@x", b"phones", b"", 0, 10_000, at(0)), Ok(Added::Exists { .. })));
+        let id = new_id(t.add_spread(b"sip:late@x", b"phones", b"", 0, 10_000, at(20_000)).expect("add"));
         assert!(pings(&mut t, at(20_000)).iter().all(|p| p.id != id) || spread_in(id, 10_000) == 0);
         assert!(pings(&mut t, at(30_000)).iter().any(|p| p.id == id));
     }
@@ -844,7 +890,7 @@ mod tests {
         let id = new_id(t.add(b"h", b"o", 0, None, None, at(0)).expect("add"));
         assert!(pings(&mut t, at(499)).is_empty());
         let p = pings(&mut t, at(500));
-        assert_eq!(p, vec![Ping { id, seq: 1, uri: b"sip:h".to_vec() }]);
+        assert_eq!(p, vec![Ping { id, seq: 1, uri: b"sip:h".to_vec(), route: vec![] }]);
         assert!(pings(&mut t, at(500)).is_empty(), "sent once");
         // the second ping comes 0.5 to 1.5 intervals later
         let wait = t.next_due_in(at(500)).expect("scheduled");

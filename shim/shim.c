@@ -395,18 +395,18 @@ static void sca_rs_ka_tm_cb(struct cell *t, int type, struct tmcb_params *ps)
 	sca_rs_ka_on_reply(ps->param ? *ps->param : NULL, code, local, ps);
 }
 
-int sca_rs_ka_ping(const str *uri, const str *from, void *param)
+/* Send one OPTIONS ping to uri, with extra headers hdrs (or NULL) via
+ * next_hop (or none). param is an integer (destination id and ping
+ * number), never dereferenced and not freed by tm. */
+static int sca_rs_ka_send(const str *uri, const str *from, str *hdrs,
+		const str *next_hop, void *param)
 {
 	uac_req_t uac_r;
 	str method = str_init("OPTIONS");
-	str next_hop = {0, 0};
+	str ruri, to, fromc, hop;
 
 	if(!sca_rs_tm_bound)
 		return -1;
-	/* param is an integer (destination id and ping number), never
-	 * dereferenced and not freed by tm */
-	str ruri, to, fromc;
-
 	/* tm reads these strs in ways that depend on all their bytes:
 	 * valgrind saw conditional jumps on the uninitialised padding of the
 	 * Rust-built ones (Rust does not keep padding bytes across moves), so
@@ -414,15 +414,26 @@ int sca_rs_ka_ping(const str *uri, const str *from, void *param)
 	memset(&ruri, 0, sizeof(ruri));
 	memset(&to, 0, sizeof(to));
 	memset(&fromc, 0, sizeof(fromc));
+	memset(&hop, 0, sizeof(hop));
 	ruri.s = uri->s;
 	ruri.len = uri->len;
 	to.s = uri->s;
 	to.len = uri->len;
 	fromc.s = from->s;
 	fromc.len = from->len;
-	set_uac_req(&uac_r, &method, 0, 0, 0, TMCB_LOCAL_COMPLETED,
+	if(next_hop != NULL) {
+		hop.s = next_hop->s;
+		hop.len = next_hop->len;
+	}
+	set_uac_req(&uac_r, &method, hdrs, 0, 0, TMCB_LOCAL_COMPLETED,
 			sca_rs_ka_tm_cb, param);
-	return sca_rs_tmb.t_request(&uac_r, &ruri, &to, &fromc, &next_hop);
+	/* tm copies everything it keeps before returning */
+	return sca_rs_tmb.t_request(&uac_r, &ruri, &to, &fromc, &hop);
+}
+
+int sca_rs_ka_ping(const str *uri, const str *from, void *param)
+{
+	return sca_rs_ka_send(uri, from, NULL, NULL, param);
 }
 
 /* longest Route header a routed ping carries */
@@ -431,9 +442,7 @@ int sca_rs_ka_ping(const str *uri, const str *from, void *param)
 int sca_rs_ka_ping_routed(
 		const str *uri, const str *from, const str *route_set, void *param)
 {
-	uac_req_t uac_r;
-	str method = str_init("OPTIONS");
-	str ruri, to, fromc, next_hop, hdrs;
+	str next_hop, hdrs;
 	rr_t *head = NULL;
 	rr_t *rr;
 	struct sip_uri pu;
@@ -441,8 +450,6 @@ int sca_rs_ka_ping_routed(
 	int len;
 	int rc;
 
-	if(!sca_rs_tm_bound)
-		return -1;
 	if(route_set == NULL || route_set->len <= 0)
 		return sca_rs_ka_ping(uri, from, param);
 	if(parse_rr_body(route_set->s, route_set->len, &head) < 0) {
@@ -464,10 +471,7 @@ int sca_rs_ka_ping_routed(
 		free_rr(&head);
 		return sca_rs_ka_ping(uri, from, param);
 	}
-	memset(&next_hop, 0, sizeof(next_hop));
-	next_hop.s = rr->nameaddr.uri.s;
-	next_hop.len = rr->nameaddr.uri.len;
-	len = 0;
+	next_hop = rr->nameaddr.uri;
 	memcpy(buf, "Route: ", 7);
 	len = 7;
 	for(; rr != NULL; rr = rr->next) {
@@ -486,23 +490,9 @@ int sca_rs_ka_ping_routed(
 	}
 	buf[len++] = '\r';
 	buf[len++] = '\n';
-	memset(&hdrs, 0, sizeof(hdrs));
 	hdrs.s = buf;
 	hdrs.len = len;
-	/* zeroed C copies, as in sca_rs_ka_ping */
-	memset(&ruri, 0, sizeof(ruri));
-	memset(&to, 0, sizeof(to));
-	memset(&fromc, 0, sizeof(fromc));
-	ruri.s = uri->s;
-	ruri.len = uri->len;
-	to.s = uri->s;
-	to.len = uri->len;
-	fromc.s = from->s;
-	fromc.len = from->len;
-	set_uac_req(&uac_r, &method, &hdrs, 0, 0, TMCB_LOCAL_COMPLETED,
-			sca_rs_ka_tm_cb, param);
-	/* tm copies the headers and next hop before returning */
-	rc = sca_rs_tmb.t_request(&uac_r, &ruri, &to, &fromc, &next_hop);
+	rc = sca_rs_ka_send(uri, from, &hdrs, &next_hop, param);
 	free_rr(&head);
 	return rc;
 }

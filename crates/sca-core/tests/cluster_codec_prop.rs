@@ -11,6 +11,7 @@ use sca_core::cluster::codec::{
     SyncChunk, SyncReq, Tombstone, HEADER_LEN, MAX_MESSAGE_LEN,
 };
 use sca_core::cluster::Ver;
+use sca_core::store::SubscriptionRec;
 use sca_core::model::{EventType, SubState};
 use sca_core::parse::appearance::AppearanceState;
 use sca_core::parse::callinfo::MAX_APPEARANCE_INDEX;
@@ -89,18 +90,20 @@ fn sub_put() -> impl Strategy<Value = SubPut<'static>> {
                 (index, call_id, from_tag, to_tag, record_route),
                 (notify_cseq, subscribe_cseq, origin, ver),
             )| SubPut {
-                aor,
-                event,
-                subscriber,
-                expires,
-                state,
-                index,
-                call_id,
-                from_tag,
-                to_tag,
-                record_route,
-                notify_cseq,
-                subscribe_cseq,
+                sub: SubscriptionRec {
+                    aor,
+                    event,
+                    subscriber,
+                    expires,
+                    state,
+                    index,
+                    call_id,
+                    from_tag,
+                    to_tag,
+                    record_route,
+                    notify_cseq,
+                    subscribe_cseq,
+                },
                 origin,
                 ver,
             },

@@ -86,6 +86,7 @@ use crate::appearance::DialogRef;
 use crate::model::{EventType, SubState};
 use crate::parse::appearance::AppearanceState;
 use crate::parse::callinfo::MAX_APPEARANCE_INDEX;
+use crate::store::SubscriptionRec;
 
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"SCAR";
@@ -215,24 +216,13 @@ impl Header {
     }
 }
 
-/// `SUB_PUT`: a subscription stored or refreshed.
+/// `SUB_PUT`: a subscription stored or refreshed: the store's own record
+/// (what `AorGuard::put_sub` takes; its `index` is the seized appearance
+/// of a line-seize subscription, -1 or 0 for none, and values below -1
+/// are refused), plus where and when it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubPut<'a> {
-    pub aor: &'a [u8],
-    pub event: EventType,
-    pub subscriber: &'a [u8],
-    /// Absolute expiry, seconds since the epoch.
-    pub expires: i64,
-    pub state: SubState,
-    /// The seized appearance index of a line-seize subscription; -1 (or
-    /// 0) for none. Values below -1 are refused.
-    pub index: i32,
-    pub call_id: &'a [u8],
-    pub from_tag: &'a [u8],
-    pub to_tag: &'a [u8],
-    pub record_route: &'a [u8],
-    pub notify_cseq: u32,
-    pub subscribe_cseq: u32,
+    pub sub: SubscriptionRec<'a>,
     /// The node that received the latest SUBSCRIBE.
     pub origin: u32,
     pub ver: Ver,
@@ -565,13 +555,14 @@ impl AppearanceRec<'_> {
 
 impl SubPut<'_> {
     fn strs(&self) -> [(&'static str, &[u8]); 6] {
+        let s = &self.sub;
         [
-            ("aor", self.aor),
-            ("subscriber", self.subscriber),
-            ("call_id", self.call_id),
-            ("from_tag", self.from_tag),
-            ("to_tag", self.to_tag),
-            ("record_route", self.record_route),
+            ("aor", s.aor),
+            ("subscriber", s.subscriber),
+            ("call_id", s.call_id),
+            ("from_tag", s.from_tag),
+            ("to_tag", s.to_tag),
+            ("record_route", s.record_route),
         ]
     }
 }
@@ -628,7 +619,7 @@ impl Record<'_> {
                 for (what, s) in r.strs() {
                     check_str(what, s)?;
                 }
-                check_sub_index(r.index)
+                check_sub_index(r.sub.index)
             }
             Record::SubDel(r) => {
                 check_str("aor", r.aor)?;
@@ -658,18 +649,19 @@ impl Record<'_> {
     fn write_payload(&self, w: &mut Vec<u8>) {
         match self {
             Record::SubPut(r) => {
-                put_str(w, r.aor);
-                w.push(r.event as u8);
-                put_str(w, r.subscriber);
-                w.extend_from_slice(&r.expires.to_le_bytes());
-                w.push(r.state as u8);
-                w.extend_from_slice(&r.index.to_le_bytes());
-                put_str(w, r.call_id);
-                put_str(w, r.from_tag);
-                put_str(w, r.to_tag);
-                put_str(w, r.record_route);
-                w.extend_from_slice(&r.notify_cseq.to_le_bytes());
-                w.extend_from_slice(&r.subscribe_cseq.to_le_bytes());
+                let s = &r.sub;
+                put_str(w, s.aor);
+                w.push(s.event as u8);
+                put_str(w, s.subscriber);
+                w.extend_from_slice(&s.expires.to_le_bytes());
+                w.push(s.state as u8);
+                w.extend_from_slice(&s.index.to_le_bytes());
+                put_str(w, s.call_id);
+                put_str(w, s.from_tag);
+                put_str(w, s.to_tag);
+                put_str(w, s.record_route);
+                w.extend_from_slice(&s.notify_cseq.to_le_bytes());
+                w.extend_from_slice(&s.subscribe_cseq.to_le_bytes());
                 w.extend_from_slice(&r.origin.to_le_bytes());
                 put_ver(w, r.ver);
             }
@@ -958,7 +950,7 @@ fn read_sub_put<'a>(r: &mut Reader<'a>) -> Result<SubPut<'a>, Error> {
     let state = sub_state_from_u8(r.u8("state")?)?;
     let index = r.i32("index")?;
     check_sub_index(index)?;
-    Ok(SubPut {
+    let sub = SubscriptionRec {
         aor,
         event,
         subscriber,
@@ -971,9 +963,8 @@ fn read_sub_put<'a>(r: &mut Reader<'a>) -> Result<SubPut<'a>, Error> {
         record_route: r.str("record_route")?,
         notify_cseq: r.u32("notify_cseq")?,
         subscribe_cseq: r.u32("subscribe_cseq")?,
-        origin: r.u32("origin")?,
-        ver: r.ver("ver")?,
-    })
+    };
+    Ok(SubPut { sub, origin: r.u32("origin")?, ver: r.ver("ver")? })
 }
 
 fn read_sub_del<'a>(r: &mut Reader<'a>) -> Result<SubDel<'a>, Error> {
@@ -1185,18 +1176,20 @@ mod tests {
 
     fn sub_put() -> SubPut<'static> {
         SubPut {
-            aor: b"sip:100@example.com",
-            event: EventType::LineSeize,
-            subscriber: b"sip:100@192.0.2.10:5060",
-            expires: 1_700_000_123,
-            state: SubState::Active,
-            index: 3,
-            call_id: b"abc@192.0.2.10",
-            from_tag: b"ft1",
-            to_tag: b"tt1",
-            record_route: b"<sip:192.0.2.1;lr>",
-            notify_cseq: 7,
-            subscribe_cseq: 42,
+            sub: SubscriptionRec {
+                aor: b"sip:100@example.com",
+                event: EventType::LineSeize,
+                subscriber: b"sip:100@192.0.2.10:5060",
+                expires: 1_700_000_123,
+                state: SubState::Active,
+                index: 3,
+                call_id: b"abc@192.0.2.10",
+                from_tag: b"ft1",
+                to_tag: b"tt1",
+                record_route: b"<sip:192.0.2.1;lr>",
+                notify_cseq: 7,
+                subscribe_cseq: 42,
+            },
             origin: 2,
             ver: ver(1_700_000_000_123, 2),
         }
@@ -1313,17 +1306,17 @@ mod tests {
     #[test]
     fn edge_values_round_trip() {
         let mut s = sub_put();
-        s.index = -1;
-        s.expires = i64::MIN;
-        s.state = SubState::TerminatedTimeout;
-        s.event = EventType::CallInfo;
-        s.aor = b"";
-        s.notify_cseq = u32::MAX;
+        s.sub.index = -1;
+        s.sub.expires = i64::MIN;
+        s.sub.state = SubState::TerminatedTimeout;
+        s.sub.event = EventType::CallInfo;
+        s.sub.aor = b"";
+        s.sub.notify_cseq = u32::MAX;
         s.ver = ver(u64::MAX, u32::MAX);
         let mut s0 = s.clone();
-        s0.index = 0;
+        s0.sub.index = 0;
         let mut s_max = s.clone();
-        s_max.index = i32::MAX;
+        s_max.sub.index = i32::MAX;
         let mut a = aor_apps();
         a.shared = false;
         a.apps.clear();
@@ -1422,10 +1415,10 @@ mod tests {
 
     // offsets in a SUB_PUT payload
     fn sub_put_event_at() -> usize {
-        2 + sub_put().aor.len()
+        2 + sub_put().sub.aor.len()
     }
     fn sub_put_state_at() -> usize {
-        sub_put_event_at() + 1 + 2 + sub_put().subscriber.len() + 8
+        sub_put_event_at() + 1 + 2 + sub_put().sub.subscriber.len() + 8
     }
     fn sub_put_index_at() -> usize {
         sub_put_state_at() + 1
@@ -1677,7 +1670,7 @@ mod tests {
         };
         assert_eq!(decode(&raw(1, &[(REC_SUB_PUT, &p)])), Err(e));
         let mut s = sub_put();
-        s.index = i32::MIN;
+        s.sub.index = i32::MIN;
         assert!(matches!(
             encode(&changes(), &[Record::SubPut(s)]),
             Err(Error::BadIndex { value, .. }) if value == i64::from(i32::MIN)
@@ -1852,13 +1845,11 @@ mod tests {
 
         // a message filled to exactly the limit is accepted on both sides
         let mut s = sub_put();
-        let fixed = Record::SubPut(SubPut {
-            aor: b"",
-            ..s.clone()
-        })
-        .encoded_len();
+        let mut empty_aor = s.clone();
+        empty_aor.sub.aor = b"";
+        let fixed = Record::SubPut(empty_aor).encoded_len();
         let big = vec![b'r'; MAX_MESSAGE_LEN - HEADER_LEN - fixed];
-        s.aor = &big;
+        s.sub.aor = &big;
         let exact = encode(&changes(), &[Record::SubPut(s.clone())]).unwrap();
         assert_eq!(exact.len(), MAX_MESSAGE_LEN);
         assert_eq!(
@@ -1866,7 +1857,7 @@ mod tests {
             vec![Record::SubPut(s.clone())]
         );
         let bigger = vec![b'r'; big.len() + 1];
-        s.aor = &bigger;
+        s.sub.aor = &bigger;
         assert_eq!(
             encode(&changes(), &[Record::SubPut(s)]),
             Err(Error::TooLarge {
@@ -1879,7 +1870,7 @@ mod tests {
     fn encoder_refuses_overlong_strings() {
         let long = vec![b'x'; MAX_STR_LEN + 1];
         let mut s = sub_put();
-        s.record_route = &long;
+        s.sub.record_route = &long;
         assert_eq!(
             encode(&changes(), &[Record::SubPut(s)]),
             Err(Error::StringTooLong {

@@ -19,6 +19,19 @@
 
 #include "shim.h"
 
+/* Copy a str handed over from Rust field by field, into a zeroed one: a
+ * struct assignment would also copy its padding bytes, which Rust leaves
+ * uninitialised, and valgrind has seen tm branch on bytes copied that way
+ * (docs/reliability.md). */
+static void sca_rs_str_from_rust(str *dst, const str *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	if(src != NULL) {
+		dst->s = src->s;
+		dst->len = src->len;
+	}
+}
+
 const char sca_rs_full_version[] = SER_FULL_VERSION;
 const char sca_rs_compile_flags[] = SER_COMPILE_FLAGS;
 
@@ -104,9 +117,12 @@ int sca_rs_sl_bind(void)
 
 int sca_rs_sl_reply(struct sip_msg *msg, int code, const str *reason)
 {
+	str r;
+
 	if(!sca_rs_sl_bound)
 		return -1;
-	return sca_rs_slb.freply(msg, code, (str *)reason);
+	sca_rs_str_from_rust(&r, reason);
+	return sca_rs_slb.freply(msg, code, &r);
 }
 
 int sca_rs_sl_get_totag(struct sip_msg *msg, str *totag)
@@ -149,20 +165,24 @@ int sca_rs_tm_request_within(const str *method, const str *headers,
 {
 	uac_req_t req;
 	dlg_t dlg;
+	str m, h, b;
 	int rc;
 
 	if(!sca_rs_tm_bound)
 		return -1;
 	memset(&dlg, 0, sizeof(dlg));
-	dlg.id.call_id = d->call_id;
-	dlg.id.loc_tag = d->local_tag;
-	dlg.id.rem_tag = d->remote_tag;
+	sca_rs_str_from_rust(&dlg.id.call_id, &d->call_id);
+	sca_rs_str_from_rust(&dlg.id.loc_tag, &d->local_tag);
+	sca_rs_str_from_rust(&dlg.id.rem_tag, &d->remote_tag);
 	dlg.loc_seq.value = d->local_cseq;
 	dlg.loc_seq.is_set = 1;
-	dlg.rem_target = d->remote_target;
-	dlg.loc_uri = d->local_uri;
-	dlg.rem_uri = d->remote_uri;
+	sca_rs_str_from_rust(&dlg.rem_target, &d->remote_target);
+	sca_rs_str_from_rust(&dlg.loc_uri, &d->local_uri);
+	sca_rs_str_from_rust(&dlg.rem_uri, &d->remote_uri);
 	dlg.state = DLG_CONFIRMED;
+	sca_rs_str_from_rust(&m, method);
+	sca_rs_str_from_rust(&h, headers);
+	sca_rs_str_from_rust(&b, body);
 	if(d->route_set.len > 0) {
 		/* parse_rr_body wants a writable-looking pointer; it does not
 		 * modify the buffer */
@@ -173,7 +193,7 @@ int sca_rs_tm_request_within(const str *method, const str *headers,
 			return -1;
 		}
 	}
-	set_uac_req(&req, (str *)method, (str *)headers, (str *)body, &dlg,
+	set_uac_req(&req, &m, headers ? &h : NULL, body ? &b : NULL, &dlg,
 			TMCB_LOCAL_COMPLETED, sca_rs_tm_cb, cb_param);
 	rc = sca_rs_tmb.t_request_within(&req);
 	if(dlg.route_set)
@@ -272,10 +292,13 @@ int sca_rs_add_header(struct sip_msg *msg, const char *hdr, int len)
 
 int sca_rs_rewrite_ruri(struct sip_msg *msg, const str *uri)
 {
+	str u;
+
+	sca_rs_str_from_rust(&u, uri);
 	/* drop other branches first: clear_branches() also marks the R-URI
 	 * as consumed, and rewrite_uri() makes it the one new branch again */
 	clear_branches();
-	if(rewrite_uri(msg, (str *)uri) < 0)
+	if(rewrite_uri(msg, &u) < 0)
 		return -1;
 	ruri_mark_new();
 	return 0;
@@ -315,9 +338,11 @@ int sca_rs_avp_parse(const str *spec, struct sca_rs_avp *out)
 	pv_spec_t *pv;
 	avp_name_t name;
 	unsigned short flags;
+	str sp;
 
 	memset(out, 0, sizeof(*out));
-	pv = pv_cache_get((str *)spec);
+	sca_rs_str_from_rust(&sp, spec);
+	pv = pv_cache_get(&sp);
 	if(pv == NULL || pv->type != PVT_AVP)
 		return -1;
 	if(pv_get_avp_name(0, &pv->pvp, &name, &flags) != 0)
@@ -357,7 +382,8 @@ int sca_rs_avp_put(const struct sca_rs_avp *a, const str *val)
 	if(!a->set)
 		return -1;
 	sca_rs_avp_del(a);
-	v.s = *val;
+	memset(&v, 0, sizeof(v));
+	sca_rs_str_from_rust(&v.s, val);
 	return add_avp(a->type | AVP_VAL_STR, sca_rs_avp_name(a), v);
 }
 
@@ -407,24 +433,10 @@ static int sca_rs_ka_send(const str *uri, const str *from, str *hdrs,
 
 	if(!sca_rs_tm_bound)
 		return -1;
-	/* tm reads these strs in ways that depend on all their bytes:
-	 * valgrind saw conditional jumps on the uninitialised padding of the
-	 * Rust-built ones (Rust does not keep padding bytes across moves), so
-	 * the fields are copied into zeroed C structs */
-	memset(&ruri, 0, sizeof(ruri));
-	memset(&to, 0, sizeof(to));
-	memset(&fromc, 0, sizeof(fromc));
-	memset(&hop, 0, sizeof(hop));
-	ruri.s = uri->s;
-	ruri.len = uri->len;
-	to.s = uri->s;
-	to.len = uri->len;
-	fromc.s = from->s;
-	fromc.len = from->len;
-	if(next_hop != NULL) {
-		hop.s = next_hop->s;
-		hop.len = next_hop->len;
-	}
+	sca_rs_str_from_rust(&ruri, uri);
+	sca_rs_str_from_rust(&to, uri);
+	sca_rs_str_from_rust(&fromc, from);
+	sca_rs_str_from_rust(&hop, next_hop);
 	set_uac_req(&uac_r, &method, hdrs, 0, 0, TMCB_LOCAL_COMPLETED,
 			sca_rs_ka_tm_cb, param);
 	/* tm copies everything it keeps before returning */
@@ -490,6 +502,7 @@ int sca_rs_ka_ping_routed(
 	}
 	buf[len++] = '\r';
 	buf[len++] = '\n';
+	memset(&hdrs, 0, sizeof(hdrs));
 	hdrs.s = buf;
 	hdrs.len = len;
 	rc = sca_rs_ka_send(uri, from, &hdrs, &next_hop, param);

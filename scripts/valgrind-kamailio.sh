@@ -11,5 +11,6 @@ for a in "$@"; do
 done
 tag=c
 grep -q 'sca_rs\.so"' "$cfg" 2>/dev/null && tag=sca_rs
-exec valgrind --quiet --track-origins=yes --log-file="${SCA_RS_VG_DIR:-/tmp}/$tag.%p.log" \
+supp="$(dirname "$0")/valgrind-kamailio.supp"
+exec valgrind --quiet --track-origins=yes --suppressions="$supp" --log-file="${SCA_RS_VG_DIR:-/tmp}/$tag.%p.log" \
     /usr/sbin/kamailio "$@"

@@ -37,7 +37,7 @@ const PREV_CALLEE: usize = 7;
 const PREV_CALL_ID: usize = 8;
 const PREV_FROM_TAG: usize = 9;
 const PREV_TO_TAG: usize = 10;
-const N_STRS: usize = 11;
+pub const N_STRS: usize = 11;
 
 /// A SIP dialog as the SCA module identifies calls (borrowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,7 +62,31 @@ pub struct Appearance<A: Allocator + Clone> {
     /// Time of the last state change (seconds since the epoch).
     pub mtime: i64,
     pub ctime: i64,
+    /// Cluster only: the seize that made this incarnation, as a packed
+    /// [`Ver`](crate::cluster::Ver) (0: not stamped yet).
+    pub inc: u64,
+    /// Cluster only: the packed version of the latest change (0: none).
+    pub ver: u64,
+    /// Cluster only: the release watermark of this index when it was
+    /// seized: every incarnation up to `pred` was known to be released.
+    pub pred: u64,
     strs: Packed<A, N_STRS>,
+}
+
+/// Everything about an appearance, borrowed: what a peer node sends.
+#[derive(Debug, Clone, Copy)]
+pub struct AppearanceParts<'a> {
+    pub index: u32,
+    pub state: AppearanceState,
+    pub flags: u8,
+    pub mtime: i64,
+    pub ctime: i64,
+    pub inc: u64,
+    pub ver: u64,
+    pub pred: u64,
+    /// owner, callee, uri, call_id, from_tag, to_tag, prev_owner,
+    /// prev_callee, prev_call_id, prev_from_tag, prev_to_tag
+    pub strs: [&'a [u8]; N_STRS],
 }
 
 /// Changes to an appearance's strings: `None` leaves a string as it is.
@@ -88,8 +112,31 @@ impl<A: Allocator + Clone> Appearance<A> {
             flags: 0,
             mtime: now,
             ctime: now,
+            inc: 0,
+            ver: 0,
+            pred: 0,
             strs: Packed::new_in(parts, alloc)?,
         })
+    }
+
+    /// An appearance exactly as `p` describes it.
+    pub fn from_parts(p: &AppearanceParts<'_>, alloc: A) -> Result<Self, AllocError> {
+        Ok(Appearance {
+            index: p.index,
+            state: p.state,
+            flags: p.flags,
+            mtime: p.mtime,
+            ctime: p.ctime,
+            inc: p.inc,
+            ver: p.ver,
+            pred: p.pred,
+            strs: Packed::new_in(p.strs, alloc)?,
+        })
+    }
+
+    /// The eleven strings, in [`AppearanceParts::strs`] order.
+    pub fn strs(&self) -> [&[u8]; N_STRS] {
+        core::array::from_fn(|i| self.strs.get(i))
     }
 
     pub fn owner(&self) -> &[u8] {
@@ -250,6 +297,18 @@ impl<A: Allocator + Clone> Appearances<A> {
         let app = Appearance::new_in(idx, owner, now, alloc).map_err(|_| SeizeError::NoMemory)?;
         self.list.try_insert(pos, app).map_err(|_| SeizeError::NoMemory)?;
         Ok(idx)
+    }
+
+    /// Put `app` at its index, replacing what is there (cluster merge).
+    /// On `AllocError` nothing changed.
+    pub fn put(&mut self, app: Appearance<A>) -> Result<(), AllocError> {
+        match self.list.binary_search_by_key(&app.index, |a| a.index) {
+            Ok(pos) => {
+                self.list[pos] = app;
+                Ok(())
+            }
+            Err(pos) => self.list.try_insert(pos, app).map_err(|_| AllocError),
+        }
     }
 
     /// Release `index`; true if it was in use.

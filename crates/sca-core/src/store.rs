@@ -79,6 +79,10 @@ pub struct Subscription<A: Allocator> {
     pub subscribe_cseq: u32,
     /// Changed since last written to the DB.
     pub dirty: bool,
+    /// Cluster only: the packed [`Ver`](crate::cluster::Ver) of the latest
+    /// SUBSCRIBE; its node is the subscription's origin, the one node that
+    /// NOTIFYs it (0: written locally, not stamped).
+    pub ver: u64,
 }
 
 impl<A: Allocator> Subscription<A> {
@@ -95,6 +99,7 @@ impl<A: Allocator> Subscription<A> {
             notify_cseq: r.notify_cseq,
             subscribe_cseq: r.subscribe_cseq,
             dirty: true,
+            ver: 0,
         })
     }
 
@@ -266,6 +271,19 @@ impl<A: Allocator + Clone, L: RawLock> Store<A, L> {
         AorGuard { guard: slot.lock(), aor, hash, alloc: &self.alloc }
     }
 
+    /// Visit the AoRs of slot `i` (0 to [`Store::slot_count`] - 1) under
+    /// its lock; false if there is no such slot.
+    pub fn visit_slot(&self, i: usize, mut f: impl FnMut(&AorEntry<A>)) -> bool {
+        match self.slots.get(i) {
+            Some(slot) => {
+                let g = slot.lock();
+                g.aors.iter().for_each(&mut f);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Visit every AoR, one slot locked at a time.
     pub fn for_each_aor(&self, mut f: impl FnMut(&AorEntry<A>)) {
         for slot in self.slots.iter() {
@@ -320,6 +338,11 @@ pub struct AorGuard<'s, A: Allocator + Clone, L: RawLock> {
 }
 
 impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
+    /// The AoR this guard is for.
+    pub fn aor(&self) -> &[u8] {
+        self.aor
+    }
+
     pub fn entry(&self) -> Option<&AorEntry<A>> {
         let aor = self.aor;
         self.guard.aors.find(self.hash, |e| e.aor() == aor)

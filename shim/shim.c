@@ -590,3 +590,133 @@ int sca_rs_ka_run_route(int rt, const str *uri)
 	return 0;
 }
 
+
+/* ------------------------------------------------------------ dmq */
+#include "core/parser/parse_content.h"
+#include "modules/dmq/bind_dmq.h"
+
+static dmq_api_t sca_rs_dmq_api;
+static dmq_peer_t *sca_rs_dmq_peer = NULL;
+static str sca_rs_dmq_ctype = str_init("application/x-sca-rs");
+
+/* The peer callback: runs in a DMQ worker on a shared-memory clone of
+ * the request, which must not be parsed further; dmq sends the reply set
+ * in resp with sl and frees resp->body (pkg) afterwards. */
+static int sca_rs_dmq_peer_cb(
+		struct sip_msg *msg, peer_reponse_t *resp, dmq_node_t *node)
+{
+	str body = {0, 0};
+	str ctype = {0, 0};
+	str from = {0, 0};
+	str rbody = {0, 0};
+	int code = 500;
+	const char *reason = "Server Internal Error";
+
+	if(msg->content_length != NULL && get_content_length(msg) > 0) {
+		body.s = get_body(msg);
+		body.len = body.s ? (int)get_content_length(msg) : 0;
+	}
+	if(msg->content_type != NULL)
+		ctype = msg->content_type->body;
+	if(node != NULL)
+		from = node->orig_uri;
+	else if(msg->from != NULL)
+		from = msg->from->body;
+	sca_rs_dmq_on_request(&body, &ctype, &from, &code, &reason, &rbody);
+	resp->resp_code = code;
+	resp->reason.s = (char *)reason;
+	resp->reason.len = strlen(reason);
+	if(rbody.s != NULL && rbody.len > 0) {
+		resp->content_type = sca_rs_dmq_ctype;
+		resp->body = rbody;
+	} else if(rbody.s != NULL) {
+		pkg_free(rbody.s);
+	}
+	return 0;
+}
+
+static int sca_rs_dmq_init_cb(void)
+{
+	return sca_rs_dmq_on_init();
+}
+
+int sca_rs_dmq_init(str *self_uri)
+{
+	dmq_peer_t p;
+	struct sr_module *dmq;
+	modparam_t t;
+	str *addr;
+
+	memset(self_uri, 0, sizeof(*self_uri));
+	dmq = find_module_by_name("dmq");
+	if(dmq == NULL)
+		return -1;
+	if(dmq_load_api(&sca_rs_dmq_api) < 0)
+		return -1;
+	addr = (str *)find_param_export(dmq, "server_address", PARAM_STR, &t);
+	if(addr == NULL || addr->s == NULL || addr->len <= 0)
+		return -3;
+	*self_uri = *addr;
+	memset(&p, 0, sizeof(p));
+	p.peer_id.s = "sca_rs";
+	p.peer_id.len = 6;
+	p.description.s = "sca_rs shared call appearances";
+	p.description.len = strlen(p.description.s);
+	p.callback = sca_rs_dmq_peer_cb;
+	p.init_callback = sca_rs_dmq_init_cb;
+	sca_rs_dmq_peer = sca_rs_dmq_api.register_dmq_peer(&p);
+	if(sca_rs_dmq_peer == NULL)
+		return -2;
+	return 0;
+}
+
+/* The outcome of a KDMQ we sent: the body of a 200 and the peer's
+ * address go to Rust; rpl may be tm's FAKED_REPLY (a timeout). */
+static int sca_rs_dmq_resp_cb(
+		struct sip_msg *rpl, int code, dmq_node_t *node, void *param)
+{
+	str body = {0, 0};
+	str uri = {0, 0};
+
+	if(code == 200 && rpl != NULL && rpl != FAKED_REPLY
+			&& parse_headers(rpl, HDR_EOH_F, 0) != -1
+			&& rpl->content_length != NULL && get_content_length(rpl) > 0) {
+		body.s = get_body(rpl);
+		body.len = body.s ? (int)get_content_length(rpl) : 0;
+	}
+	if(node != NULL)
+		uri = node->orig_uri;
+	sca_rs_dmq_on_reply(param, code, &body, &uri, node);
+	return 0;
+}
+
+static int sca_rs_dmq_out(const str *body, dmq_node_t *node, void *param)
+{
+	dmq_resp_cback_t cb;
+	str b;
+
+	if(sca_rs_dmq_peer == NULL)
+		return -1;
+	sca_rs_str_from_rust(&b, body);
+	memset(&cb, 0, sizeof(cb));
+	cb.f = sca_rs_dmq_resp_cb;
+	cb.param = param;
+	/* dmq copies cb, tm copies the body */
+	if(node == NULL)
+		return sca_rs_dmq_api.bcast_message(
+				sca_rs_dmq_peer, &b, NULL, &cb, 1, &sca_rs_dmq_ctype);
+	return sca_rs_dmq_api.send_message(
+			sca_rs_dmq_peer, &b, node, &cb, 1, &sca_rs_dmq_ctype);
+}
+
+int sca_rs_dmq_bcast(const str *body, void *param)
+{
+	return sca_rs_dmq_out(body, NULL, param);
+}
+
+int sca_rs_dmq_send(const str *body, void *node, void *param)
+{
+	if(node == NULL)
+		return -1;
+	return sca_rs_dmq_out(body, (dmq_node_t *)node, param);
+}

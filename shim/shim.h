@@ -121,4 +121,24 @@ int sca_rs_ka_route_lookup(const char *name);
 int sca_rs_ka_run_route(int rt, const str *uri);
 /* 0: got the lock; -1: somebody holds it */
 
+/* ------------------------------------------------------------ dmq */
+/* Bind dmq's API (dmq.so must be loaded before sca_rs.so) and register the
+ * peer "sca_rs"; *self_uri gets dmq's server_address (dmq's memory, valid
+ * for the life of the process). 0 ok; -1 no dmq API; -2 the peer id is
+ * taken; -3 dmq has no server_address. */
+int sca_rs_dmq_init(str *self_uri);
+/* KDMQ with body to every active node / to node (the opaque node of a
+ * sca_rs_dmq_on_reply call, only during that call); the final reply calls
+ * sca_rs_dmq_on_reply(param, ...). 0: handed to tm. */
+int sca_rs_dmq_bcast(const str *body, void *param);
+int sca_rs_dmq_send(const str *body, void *node, void *param);
+/* implemented in Rust: a peer's KDMQ (set *code and *reason, a static
+ * string; *reply_body pkg memory or nothing), a reply to ours (body only
+ * for a 200), dmq's init callback (a node list arrived) */
+void sca_rs_dmq_on_request(const str *body, const str *content_type,
+		const str *from_uri, int *code, const char **reason, str *reply_body);
+void sca_rs_dmq_on_reply(
+		void *param, int code, const str *body, const str *node_uri, void *node);
+int sca_rs_dmq_on_init(void);
+
 #endif

@@ -4,6 +4,7 @@
 
 pub mod avp;
 pub mod db;
+pub mod dmq;
 pub mod export;
 pub mod guard;
 pub mod kstr;

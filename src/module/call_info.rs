@@ -324,7 +324,7 @@ pub fn update<'m>(
             None
         };
         if let Some((flag, aor)) = side {
-            let mut g = st.store.lock_aor(aor);
+            let mut g = crate::module::cluster::lock(st, aor);
             if !g.entry().is_some_and(|e| e.has_subscribers(EventType::CallInfo)) {
                 shared_flags &= !flag;
                 g.unregister();
@@ -402,7 +402,7 @@ fn invite_request(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
     }
 
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
-    let mut g = cx.st.store.lock_aor(&cx.from_aor);
+    let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
     let alloc = g.alloc();
     let Some(e) = g.entry_mut() else { return 1 };
     let idx = cx.ci.index;
@@ -458,7 +458,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
     let mut replaces = Vec::new();
     let prev;
     {
-        let mut g = cx.st.store.lock_aor(&cx.from_aor);
+        let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
         let alloc = g.alloc();
         let Some(app) = g.entry_mut().and_then(|e| e.apps.get_mut(cx.ci.index)) else {
             lm_err!("no active appearances for {}", B(&cx.from_aor));
@@ -505,7 +505,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
     // the held party may itself be an SCA line: its appearance follows
     let mut callee_aor = Vec::new();
     if matches!(uri::build_aor(&callee, &cx.from_aor, &mut callee_aor), Ok(true)) {
-        let mut g = cx.st.store.lock_aor(&callee_aor);
+        let mut g = crate::module::cluster::lock(cx.st, &callee_aor);
         if g.is_shared() {
             let alloc = g.alloc();
             let found = g.entry_mut().and_then(|e| e.apps.by_dialog_mut(&prev.0, &prev.1));
@@ -537,7 +537,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
 
 fn invite_reply_18x(cx: &mut Ctx<'_>) -> i32 {
     let state = AppearanceState::Progressing;
-    let mut g = cx.st.store.lock_aor(&cx.from_aor);
+    let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
     if !g.is_shared() {
         return 1;
     }
@@ -584,7 +584,7 @@ fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
         Err(e) => lm_err!("no canonical AoR for {}: {e}", B(cx.to.uri)),
     }
 
-    let mut g = cx.st.store.lock_aor(&cx.from_aor);
+    let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
     let alloc = g.alloc();
     let Some(e) = g.entry_mut() else { return 1 };
     let Some(app) = e.apps.by_dialog_mut(cx.call_id, cx.from.tag) else {
@@ -630,7 +630,7 @@ fn display_of<'a>(na: &NameAddr<'a>) -> &'a [u8] {
 /// A shared callee answered: its appearance shows the call (C:
 /// `sca_call_info_uri_update`).
 fn callee_answers(cx: &mut Ctx<'_>) -> i32 {
-    let mut g = cx.st.store.lock_aor(&cx.to_aor);
+    let mut g = crate::module::cluster::lock(cx.st, &cx.to_aor);
     if !g.is_shared() {
         return 1;
     }
@@ -680,7 +680,7 @@ fn invite_reply_error(cx: &mut Ctx<'_>, status: u32) -> i32 {
         // the CANCEL already released the line
         return 1;
     }
-    let mut g = cx.st.store.lock_aor(&cx.from_aor);
+    let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
     if !g.is_shared() {
         return 1;
     }
@@ -694,7 +694,7 @@ fn invite_reply_error(cx: &mut Ctx<'_>, status: u32) -> i32 {
 }
 
 fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
-    let mut g = cx.st.store.lock_aor(aor);
+    let mut g = crate::module::cluster::lock(cx.st, aor);
     if let Some(e) = g.entry_mut() {
         notify_group(cx.cfg, e, cx.now);
     }
@@ -705,7 +705,7 @@ fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
 /// Release the appearance of this call on `aor` (found by index, else by
 /// dialog) and tell the group. `Err` when none was found.
 fn release_call(cx: &Ctx<'_>, aor: &[u8], index: u32, tag: &[u8]) -> Result<(), ()> {
-    let mut g = cx.st.store.lock_aor(aor);
+    let mut g = crate::module::cluster::lock(cx.st, aor);
     let Some(e) = g.entry_mut() else { return Err(()) };
     let idx = if index > 0 && e.apps.get(index).is_some() {
         Some(index)
@@ -742,7 +742,7 @@ fn cancel(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
         return 1;
     }
     if cx.caller() {
-        let mut g = cx.st.store.lock_aor(&cx.from_aor);
+        let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
         if let Some(e) = g.entry_mut() {
             if e.apps.release_by_dialog(cx.call_id, cx.from.tag).is_some() {
                 notify_group(cx.cfg, e, cx.now);
@@ -750,7 +750,7 @@ fn cancel(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
         }
     }
     if !cx.to.tag.is_empty() {
-        let mut g = cx.st.store.lock_aor(&cx.to_aor);
+        let mut g = crate::module::cluster::lock(cx.st, &cx.to_aor);
         if g.is_shared() {
             if let Some(e) = g.entry_mut() {
                 if e.apps.release_by_dialog(cx.call_id, cx.to.tag).is_some() {
@@ -785,7 +785,7 @@ pub unsafe extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
         let held = sdp::is_held(msg.body()) || (cfg.onhold_bflag >= 0 && bflag_set(cfg.onhold_bflag));
 
         {
-            let mut g = st.store.lock_aor(&from_aor);
+            let mut g = crate::module::cluster::lock(st, &from_aor);
             if g.is_shared() {
                 if let Some(e) = g.entry_mut() {
                     match e.apps.by_dialog_mut(call_id, from.tag) {
@@ -805,7 +805,7 @@ pub unsafe extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
                 }
             }
         }
-        let mut g = st.store.lock_aor(to_aor);
+        let mut g = crate::module::cluster::lock(st, to_aor);
         if !g.is_shared() {
             return;
         }
@@ -835,7 +835,7 @@ fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
     let now = now();
     let (Some(from), Some(to), Some(call_id)) = (msg.from(), msg.to(), msg.call_id()) else { return };
     let Ok(aor) = uri::extract_aor(from.uri) else { return };
-    let mut g = st.store.lock_aor(aor);
+    let mut g = crate::module::cluster::lock(st, aor);
     if !g.is_shared() {
         return;
     }

@@ -85,7 +85,12 @@ pub fn reconcile() {
     let mut wanted: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     st.store.for_each_aor(|e| {
         for s in e.subs_of(EventType::CallInfo) {
-            if !s.state.is_terminated() && !wanted.contains_key(s.subscriber()) && keepalive::parses_as_sip_uri(s.subscriber()) {
+            // with clustering, each node pings the phones subscribed through it
+            if !s.state.is_terminated()
+                && crate::module::cluster::is_local(s.ver)
+                && !wanted.contains_key(s.subscriber())
+                && keepalive::parses_as_sip_uri(s.subscriber())
+            {
                 wanted.insert(s.subscriber().to_vec(), s.record_route().to_vec());
             }
         }
@@ -133,7 +138,9 @@ fn contact_dead(contact: &[u8]) {
     let (mut ended, mut released, mut flagged) = (0u64, 0u64, 0u64);
     let mut tombs = Vec::new();
     let mut call_info = Vec::new();
-    st.store.retain_aors(|entry| {
+    // through the cluster's capture: peers learn what the phone held
+    crate::module::cluster::for_each_aor_replicated(st, |g| {
+        let Some(entry) = g.entry_mut() else { return };
         let gone = entry.contact_gone(contact);
         if gone.is_empty() {
             return;

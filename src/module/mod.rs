@@ -21,6 +21,7 @@ use crate::host::{sl, tm};
 use crate::{lm_err, lm_info, sys};
 
 pub mod call_info;
+pub mod cluster;
 pub mod db;
 pub mod kemi;
 pub mod liveness;
@@ -197,6 +198,7 @@ fn init() -> Result<(), String> {
         return Err("cannot initialise the SCA table locks".into());
     }
     SHARED.write(p.as_ptr());
+    cluster::init(&cfg)?;
     timer::register(cfg.purge_expired_interval)?;
     liveness::register(cfg.subscriber_keepalive_interval)?;
     if cfg.subscriber_keepalive_interval > 0 {

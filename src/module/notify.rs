@@ -78,7 +78,8 @@ pub fn notify_group(cfg: &Config, entry: &mut AorEntry<Shm>, now: i64) {
     }
     let aor = entry.aor().to_vec();
     for sub in entry.subs.iter_mut() {
-        if sub.event != EventType::CallInfo || sub.state.is_terminated() {
+        // with clustering, each subscription is NOTIFYed by its own node
+        if sub.event != EventType::CallInfo || sub.state.is_terminated() || !crate::module::cluster::is_local(sub.ver) {
             continue;
         }
         sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
@@ -109,7 +110,7 @@ pub fn terminate_line_seize(
     sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
     sub.state = state;
     let mut h = Vec::with_capacity(128);
-    if call_info_header(e, EventType::LineSeize, sub.index, &mut h).is_ok() {
+    if crate::module::cluster::is_local(sub.ver) && call_info_header(e, EventType::LineSeize, sub.index, &mut h).is_ok() {
         let aor = e.aor().to_vec();
         let _ = send(cfg, &sub.to_rec(&aor), &h, now);
     }

@@ -27,9 +27,19 @@ pub static FROM_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
 pub static TO_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
 /// sca_rs only: ping subscribers' phones every N seconds (0: off).
 pub static SUBSCRIBER_KEEPALIVE_INTERVAL: HostCell<c_int> = HostCell::new(0);
+/// sca_rs only: replicate SCA state to the other nodes over DMQ
+/// (docs/cluster.md); 0 = off.
+pub static ENABLE_DMQ: HostCell<c_int> = HostCell::new(0);
+/// This node's id in the cluster (1 to 1048575); 0 = derived from dmq's
+/// server_address.
+pub static DMQ_NODE_ID: HostCell<c_int> = HostCell::new(0);
+/// Target size of one full-sync chunk, in bytes.
+pub static DMQ_SYNC_CHUNK_BYTES: HostCell<c_int> = HostCell::new(30000);
+/// Seconds a release or delete is remembered against late messages.
+pub static DMQ_TOMBSTONE_TTL: HostCell<c_int> = HostCell::new(60);
 
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 16 + 8;
+const N_PARAMS: usize = 20 + 8;
 
 pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -47,6 +57,10 @@ pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"from_uri_avp", PARAM_STR, FROM_URI_AVP.get() as *mut c_void),
     param(c"to_uri_avp", PARAM_STR, TO_URI_AVP.get() as *mut c_void),
     param(c"subscriber_keepalive_interval", PARAM_INT, SUBSCRIBER_KEEPALIVE_INTERVAL.get() as *mut c_void),
+    param(c"enable_dmq", PARAM_INT, ENABLE_DMQ.get() as *mut c_void),
+    param(c"dmq_node_id", PARAM_INT, DMQ_NODE_ID.get() as *mut c_void),
+    param(c"dmq_sync_chunk_bytes", PARAM_INT, DMQ_SYNC_CHUNK_BYTES.get() as *mut c_void),
+    param(c"dmq_tombstone_ttl", PARAM_INT, DMQ_TOMBSTONE_TTL.get() as *mut c_void),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -82,6 +96,16 @@ pub struct Config {
     /// Subscriber liveness: seconds between pings of each subscribed
     /// phone; 0 = off (docs/liveness.md).
     pub subscriber_keepalive_interval: u32,
+    /// Cluster replication (docs/cluster.md): None when off.
+    pub dmq: Option<DmqConfig>,
+}
+
+#[derive(Clone)]
+pub struct DmqConfig {
+    /// 0: derive from dmq's server_address.
+    pub node_id: u32,
+    pub sync_chunk_bytes: u32,
+    pub tombstone_ttl: u32,
 }
 
 fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
@@ -122,7 +146,30 @@ impl Config {
         if ska < 0 {
             return Err(format!("modparam subscriber_keepalive_interval must be >= 0 seconds (0: off), got {ska}"));
         }
+        let dmq = match ENABLE_DMQ.read() {
+            0 => None,
+            1 => {
+                let id = DMQ_NODE_ID.read();
+                if !(0..=sca_core::cluster::MAX_NODE_ID as c_int).contains(&id) {
+                    return Err(format!(
+                        "modparam dmq_node_id must be 1 to {} (0: derived from dmq's server_address), got {id}",
+                        sca_core::cluster::MAX_NODE_ID
+                    ));
+                }
+                let chunk = DMQ_SYNC_CHUNK_BYTES.read();
+                if !(1024..=60000).contains(&chunk) {
+                    return Err(format!("modparam dmq_sync_chunk_bytes must be 1024 to 60000, got {chunk}"));
+                }
+                Some(DmqConfig {
+                    node_id: id as u32,
+                    sync_chunk_bytes: chunk as u32,
+                    tombstone_ttl: positive("dmq_tombstone_ttl", DMQ_TOMBSTONE_TTL.read())?,
+                })
+            }
+            v => return Err(format!("modparam enable_dmq must be 0 or 1, got {v}")),
+        };
         Ok(Config {
+            dmq,
             subscriber_keepalive_interval: ska as u32,
             log2_slots,
             call_info_max_expires: positive("call_info_max_expires", CALL_INFO_MAX_EXPIRES.read())?,

@@ -34,9 +34,12 @@ static DOC_UPDATE: RpcDoc = RpcDoc::new(c"Update the state of a seized appearanc
 static DOC_LIVENESS: RpcDoc = RpcDoc::new(
     c"Subscriber liveness (sca_rs): phones monitored, declared dead, subscriptions ended, lines released",
 );
+static DOC_CLUSTER: RpcDoc = RpcDoc::new(
+    c"Cluster replication over DMQ (sca_rs): this node, its full sync, messages sent, received, rejected, conflicts",
+);
 static DOC_RELEASE: RpcDoc = RpcDoc::new(c"Release a seized or active SCA appearance");
 
-pub static RPCS: HostCell<[sys::rpc_export_t; 13 + 5]> = HostCell::new([
+pub static RPCS: HostCell<[sys::rpc_export_t; 14 + 5]> = HostCell::new([
     rpc(c"sca.all_subscriptions", rpc_all_subscriptions, DOC_ALL_SUBSCRIPTIONS.ptr()),
     rpc(c"sca.subscription_count", rpc_subscription_count, DOC_SUBSCRIPTION_COUNT.ptr()),
     rpc(c"sca.show_subscription", rpc_show_subscription, DOC_SHOW_SUBSCRIPTION.ptr()),
@@ -49,6 +52,7 @@ pub static RPCS: HostCell<[sys::rpc_export_t; 13 + 5]> = HostCell::new([
     rpc(c"sca.update_appearance", rpc_update_appearance, DOC_UPDATE.ptr()),
     rpc(c"sca.release_appearance", rpc_release_appearance, DOC_RELEASE.ptr()),
     rpc(c"sca.subscriber_liveness", rpc_liveness, DOC_LIVENESS.ptr()),
+    rpc(c"sca.cluster", rpc_cluster, DOC_CLUSTER.ptr()),
     // keepalive: keepalive.list, .add, .del, .get, .flush
     crate::keepalive::rpc::RPCS[0],
     crate::keepalive::rpc::RPCS[1],
@@ -94,7 +98,10 @@ unsafe extern "C" fn rpc_all_subscriptions(api: *mut sys::rpc_t, ctx: *mut c_voi
                         sub.state.as_str()
                     ),
                 };
-                lines.push(line);
+                lines.push(match crate::module::cluster::node_field(sub.ver) {
+                    Some(n) => format!("{line} node={n}"),
+                    None => line,
+                });
             }
         });
         // printed after the slot locks are released
@@ -112,8 +119,10 @@ fn appearance_lines(e: &sca_core::store::AorEntry<crate::host::shm::Shm>, out: &
         // sca_rs only, and only when set: the owner's phone stopped
         // answering during the call (subscriber liveness)
         let unreachable = a.flags & sca_core::appearance::FLAG_OWNER_UNREACHABLE != 0;
+        // with clustering: the node whose seize made it
+        let node = crate::module::cluster::node_field(a.inc).map(|n| format!(" node={n}")).unwrap_or_default();
         out.push(format!(
-            "{} {} {} {} {} {} {} {} {}{}",
+            "{} {} {} {} {} {} {} {} {}{}{}",
             lossy(e.aor()),
             a.index,
             a.state.as_str(),
@@ -123,7 +132,8 @@ fn appearance_lines(e: &sca_core::store::AorEntry<crate::host::shm::Shm>, out: &
             lossy(d.call_id),
             lossy(d.from_tag),
             lossy(d.to_tag),
-            if unreachable { " owner-unreachable" } else { "" }
+            if unreachable { " owner-unreachable" } else { "" },
+            node
         ));
     }
 }
@@ -136,6 +146,14 @@ unsafe extern "C" fn rpc_liveness(api: *mut sys::rpc_t, ctx: *mut c_void) {
             return;
         }
         print_lines(r, crate::module::liveness::rpc_lines());
+    })
+}
+
+/// `sca.cluster`: `name value` lines (docs/cluster.md).
+unsafe extern "C" fn rpc_cluster(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    with_rpc("sca.cluster", api, ctx, |r| match crate::module::cluster::rpc_lines() {
+        Ok(lines) => print_lines(r, lines),
+        Err(e) => r.fault(500, e),
     })
 }
 
@@ -267,10 +285,11 @@ fn deactivate(st: &crate::module::Shared, filter: impl Fn(&[u8], &[u8]) -> bool)
     let now = crate::module::subscribe::now();
     let mut lines = Vec::new();
     let mut buf = Vec::new();
-    st.store.retain_aors(|e| {
+    crate::module::cluster::for_each_aor_replicated(st, |g| {
+        let Some(e) = g.entry_mut() else { return };
         let aor = e.aor().to_vec();
         for i in 0..e.subs.len() {
-            if !filter(&aor, e.subs[i].subscriber()) {
+            if !filter(&aor, e.subs[i].subscriber()) || !crate::module::cluster::is_local(e.subs[i].ver) {
                 continue;
             }
             let (event, index) = (e.subs[i].event, e.subs[i].index);
@@ -321,7 +340,7 @@ fn with_shared_aor(
 ) -> Result<String, String> {
     let (Some(st), Some(cfg)) = (shared(), crate::module::config()) else { return Err("not initialised".into()) };
     let now = crate::module::subscribe::now();
-    let mut g = st.store.lock_aor(aor);
+    let mut g = crate::module::cluster::lock(st, aor);
     if create {
         // like the C module's seize: the AoR becomes a shared appearance
         g.entry_or_insert().map_err(|_| "out of shared memory".to_string())?.shared = true;

@@ -320,7 +320,7 @@ pub fn handle_subscribe_uris<'m>(
         subscribe_cseq: req.cseq,
     };
 
-    let mut guard = st.store.lock_aor(req.aor);
+    let mut guard = crate::module::cluster::lock(st, req.aor);
     let outcome = match decide(&mut guard, &mut rec, &req, seize_index, now) {
         Ok(o) => o,
         Err(r) => {
@@ -397,7 +397,12 @@ fn decide(
     let event = rec.event;
     let mut out = Outcome { index: rec.index, notify_group: event == EventType::LineSeize };
     let alloc = guard.alloc();
-    let existing = guard.find_sub(event, req.subscriber).map(|s| (s.notify_cseq, s.record_route().to_vec(), s.index));
+    // a subscription last refreshed through another node (cluster) moves
+    // here; that node's NOTIFYs were not replicated, so the CSeq jumps
+    let existing = guard.find_sub(event, req.subscriber).map(|s| {
+        let cseq = if crate::module::cluster::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(1000) };
+        (cseq, s.record_route().to_vec(), s.index)
+    });
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {
         let e = guard.entry_or_insert().map_err(|_| Reject(500, "Internal Server Error - seize appearance index"))?;
         e.apps.seize(seize_index, req.subscriber, now, alloc).map_err(|err| match err {

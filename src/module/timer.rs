@@ -37,7 +37,8 @@ unsafe extern "C" fn purge(_ticks: u32, _param: *mut c_void) {
                     continue;
                 }
                 let mut sub = entry.subs.swap_remove(i);
-                if !sub.state.is_terminated() {
+                // each node expires its copies; the NOTIFY is the origin's
+                if !sub.state.is_terminated() && crate::module::cluster::is_local(sub.ver) {
                     // like the C module: a last NOTIFY saying why it ended
                     sub.state = SubState::TerminatedTimeout;
                     sub.expires = 0;

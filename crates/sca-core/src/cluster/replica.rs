@@ -62,7 +62,7 @@ fn tomb_keep_newer(tombs: &mut impl Tombs, key: u64, t: Tomb) {
     }
 }
 
-const KEY_SEED: u64 = 0x5ca_70_3b;
+const KEY_SEED: u64 = 0x05ca_703b;
 
 /// The tombstone key of appearance `index` of `aor`.
 pub fn app_key(aor: &[u8], index: u32) -> u64 {
@@ -452,12 +452,11 @@ pub fn apply_aor_apps<A: Allocator + Clone, L: RawLock>(
         }
         let local = g.entry().and_then(|e| e.apps.get(a.index)).map(|l| (l.inc, l.ver, l.owner().to_vec()));
         match local {
-            Some((li, lv, _)) if li == inc => {
-                if ver <= lv {
-                    out.stale += 1;
-                    continue;
-                }
+            Some((li, lv, _)) if li == inc && ver <= lv => {
+                out.stale += 1;
+                continue;
             }
+            Some((li, _, _)) if li == inc => {}
             Some((li, _, owner)) => {
                 // two seizes that did not see each other: the earlier wins
                 if li < inc {

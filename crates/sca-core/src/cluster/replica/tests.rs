@@ -364,15 +364,14 @@ fn random_operations_delivered_in_any_order_converge() {
             }
         }
         // then everything, each node in its own shuffled order
-        for to in 0..3 {
+        for (to, node) in nodes.iter_mut().enumerate() {
             let mut order: Vec<usize> = (0..sent.len()).collect();
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i as u64 + 1) as usize);
             }
             for i in order {
                 if sent[i].0 != to {
-                    let m = sent[i].1.clone();
-                    nodes[to].apply(&m);
+                    node.apply(&sent[i].1);
                 }
             }
         }

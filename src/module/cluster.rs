@@ -40,7 +40,7 @@ use crate::host::log::B;
 use crate::host::shm::{self, Shm};
 use crate::module::params::{Config, DmqConfig};
 use crate::module::{config, notify, shared, subscribe::now, Shared};
-use crate::{lm_err, lm_info, lm_notice, sys};
+use crate::{lm_dbg, lm_err, lm_info, lm_notice, sys};
 
 /// Reply tags: what a KDMQ we sent was.
 const TAG_CHANGES: usize = 1;
@@ -752,12 +752,14 @@ fn on_sync_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
         if s.phase != SyncPhase::Requesting || chunk.session != s.session {
             None
         } else {
+            // dmq's node URI may carry ;status=... : the address is enough
+            let addr = uri.split(|&b| b == b';').next().unwrap_or_default();
+            let addr = &addr[..addr.len().min(SOURCE_MAX)];
             if s.source_len == 0 {
-                let len = uri.len().min(SOURCE_MAX);
-                s.source[..len].copy_from_slice(&uri[..len]);
-                s.source_len = len;
+                s.source[..addr.len()].copy_from_slice(addr);
+                s.source_len = addr.len();
             }
-            if s.source() != &uri[..uri.len().min(SOURCE_MAX)] {
+            if s.source() != addr {
                 None
             } else {
                 s.chunks += 1;
@@ -837,8 +839,11 @@ pub unsafe extern "C" fn sca_rs_dmq_on_reply(
             _ => {
                 if code >= 300 {
                     c.counters.tx_failed.fetch_add(1, Relaxed);
-                    if code != 408 {
-                        lm_err!("cluster: {} answered {code} to a change", B(uri));
+                    match code {
+                        // a node being lost (dmq's ping drops it soon), or
+                        // one without sca_rs or enable_dmq: counted only
+                        404 | 408 => lm_dbg!("cluster: {} answered {code} to a change", B(uri)),
+                        _ => lm_err!("cluster: {} answered {code} to a change", B(uri)),
                     }
                 }
             }

@@ -451,8 +451,14 @@ fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyStats {
             }
             Record::SubDel(d) => {
                 let mut g = st.store.lock_aor(d.aor);
+                let ours = g.find_sub(d.event, d.subscriber).is_some_and(|x| is_local(x.ver));
                 let mut t = tombs(c, n);
-                replica::apply_sub_del(&mut g, d, &mut t)
+                let r = replica::apply_sub_del(&mut g, d, &mut t);
+                if r == Applied::Changed && ours {
+                    // its DB row is this node's to delete
+                    st.add_tombstone(d.aor, d.subscriber, d.event);
+                }
+                r
             }
             Record::AorApps(a) => {
                 let mut g = st.store.lock_aor(a.aor);

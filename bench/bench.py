@@ -3,8 +3,10 @@
 SUBSCRIBE + NOTIFY from N distinct AoRs at a fixed rate, driven by SIPp over
 loopback (also at Kamailio's default 64 MB shm); workload 4: keepalive of
 5000 destinations, half answering; workload 5: workload 1 at 1k and 100k
-stored subscriptions. Workload 1 runs three Kamailio instances built from
-the same config:
+stored subscriptions; workload 6: line seizes replicated between two
+sca_rs nodes over DMQ against one node (tests/bench_cluster.rs; workloads
+2 and 3 are tests/bench_flows.rs). Workload 1 runs three Kamailio
+instances built from the same config:
 
   c      Debian's C sca.so
   rust   our sca_rs.so
@@ -330,6 +332,63 @@ def run_flow(workload, module, members, rounds, rate=0):
     return json.loads(line[len("BENCH "):])
 
 
+def run_cluster(rounds):
+    """Workload 6: tests/bench_cluster.rs (one node, then two replicating
+    over DMQ), which prints one `BENCH {json}` line. None when the test
+    skipped (127.0.0.2 not usable here)."""
+    import json
+    env = dict(os.environ, BENCH_ROUNDS=str(rounds))
+    out = subprocess.run(
+        ["cargo", "test", "--quiet", "--release", "--locked", "-p", "sca_rs", "--test", "bench_cluster",
+         "workload_6_cluster_replication", "--", "--ignored", "--exact", "--nocapture"],
+        capture_output=True, text=True, cwd=TOP, env=env, timeout=1200)
+    line = next((l for l in out.stderr.splitlines() if l.startswith("BENCH ")), None)
+    if out.returncode == 0 and line is None:
+        skip = next((l for l in out.stderr.splitlines() if l.startswith("SKIP")), None)
+        if skip:
+            print(f"workload 6 skipped: {skip}", file=sys.stderr)
+            return None
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"workload 6 failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    for l in out.stderr.splitlines():
+        if l.startswith("workload 6 ("):  # log errors, lost NOTIFYs
+            print(l, file=sys.stderr)
+    return json.loads(line[len("BENCH "):])
+
+
+def lag_of(run, member):
+    return next(l for l in run["lag"] if l["member"] == member)
+
+
+def w6_lost(r):
+    return sum(l["lost"] for run in (r["single"], r["cluster"]) for l in run["lag"])
+
+
+def fmt_w6(r):
+    def ms(v):
+        return "–" if v is None else f"{v:.3f}"
+    out = ["| run | nodes | CPU µs/change, all nodes | node 1 | node 2 | KDMQ msgs/change | KDMQ bytes/change "
+           "| changes/s | idle CPU µs/s | lost / foreign NOTIFYs |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in ("single", "cluster"):
+        run = r[name]
+        per = {n["node"]: n for n in run["per_node"]}
+        n2 = f"{per[2]['cpu_us_per_change']:.1f}" if 2 in per else "–"
+        msgs = "–" if run["kdmq_msgs_per_change"] is None else f"{run['kdmq_msgs_per_change']:.2f}"
+        byts = "–" if run["kdmq_bytes_per_change"] is None else f"{run['kdmq_bytes_per_change']:.0f}"
+        lost = sum(l["lost"] for l in run["lag"])
+        out.append(f"| {name} | {run['nodes']} | {run['cpu_us_per_change']:.1f} | {per[1]['cpu_us_per_change']:.1f} | "
+                   f"{n2} | {msgs} | {byts} | {run['changes_per_s']:.0f} | {run['idle_cpu_us_per_s']:.0f} | "
+                   f"{lost} / {run['foreign_notifies']} |")
+    out += ["", "| run | member (its node) | lag p50 ms | p90 ms | max ms | from send p50 ms | p90 ms |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name in ("single", "cluster"):
+        for l in r[name]["lag"]:
+            out.append(f"| {name} | {l['member']} (node {l['node']}) | {ms(l['p50_ms'])} | {ms(l['p90_ms'])} | "
+                       f"{ms(l['max_ms'])} | {ms(l['from_send_p50_ms'])} | {ms(l['from_send_p90_ms'])} |")
+    return out
+
+
 def fmt_w1(rows):
     out = ["| N | shm MB | variant | ok | failed | CPU µs/op | shm B/sub | peak shm used |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -345,8 +404,9 @@ def ratio(a, b):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workloads", type=int, nargs="+", default=[1, 2, 3, 4, 5],
-                    help="1: SUBSCRIBE+NOTIFY (also at 64 MB shm); 2: fan-out; 3: call flow; 4: keepalive; 5: scale")
+    ap.add_argument("--workloads", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6], choices=[1, 2, 3, 4, 5, 6],
+                    help="1: SUBSCRIBE+NOTIFY (also at 64 MB shm); 2: fan-out; 3: call flow; 4: keepalive; 5: scale; "
+                         "6: cluster replication")
     ap.add_argument("--members", type=int, default=50, help="workload 2 group size")
     ap.add_argument("--fanout-rounds", type=int, default=20)
     ap.add_argument("--calls", type=int, default=1000, help="workload 3 calls")
@@ -358,6 +418,7 @@ def main():
     ap.add_argument("--scale-n", type=int, nargs="+", default=[1000, 100000], help="workload 5 sizes")
     ap.add_argument("--ka-dest", type=int, default=5000)
     ap.add_argument("--ka-seconds", type=int, default=10)
+    ap.add_argument("--cluster-rounds", type=int, default=300, help="workload 6 seize/release cycles")
     ap.add_argument("--out", default=os.path.join(TOP, "docs/performance.md"))
     a = ap.parse_args()
 
@@ -368,7 +429,7 @@ def main():
               f"shm={r['shm_per_sub']:7.1f} B/sub peak={r['max_used']}", flush=True)
         return r
 
-    results = {"w1": [], "w1_small": [], "w2": [], "w3": [], "w4": [], "w5": []}
+    results = {"w1": [], "w1_small": [], "w2": [], "w3": [], "w4": [], "w5": [], "w6": []}
     if 1 in a.workloads:
         for n in a.n:
             for v in ("floor", "c", "rust"):
@@ -400,6 +461,16 @@ def main():
         for n in a.scale_n:
             for v in ("c", "rust"):
                 results["w5"].append(w1(v, n, a.shm))
+    if 6 in a.workloads:
+        r = run_cluster(a.cluster_rounds)
+        if r is not None:
+            results["w6"].append(r)
+            c, s = r["cluster"], r["single"]
+            print(f"cluster: cpu {s['cpu_us_per_change']:.1f} us/change (1 node) vs {c['cpu_us_per_change']:.1f} "
+                  f"(2 nodes, ratio {r['cpu_ratio_cluster_single']:.2f}); node 2 applies for "
+                  f"{c['per_node'][1]['cpu_us_per_change']:.1f} us; {c['kdmq_msgs_per_change']:.2f} KDMQ "
+                  f"({c['kdmq_bytes_per_change']:.0f} B)/change; lag p50 M1 {lag_of(c, 'M1')['p50_ms']:.3f} ms, "
+                  f"M2 (node 2) {lag_of(c, 'M2')['p50_ms']:.3f} ms; lost NOTIFYs {w6_lost(r)}", flush=True)
 
     lines = [
         "# Performance",
@@ -523,6 +594,49 @@ def main():
                 summary.append(f"workload 5, {v}: CPU per op {rs[-1]['n']}/{rs[0]['n']} = {g:.2f} (target: flat), "
                                f"failures {sum(r['failed'] for r in rs)}")
         lines.append("")
+    if results["w6"]:
+        r = results["w6"][0]
+        c, s = r["cluster"], r["single"]
+        m1, m2 = lag_of(c, "M1"), lag_of(c, "M2")
+        n2 = next(n for n in c["per_node"] if n["node"] == 2)
+        lines += [
+            "## Workload 6: cluster replication",
+            "",
+            "One shared AoR; phones M1, M2 and A subscribe call-info, then A seizes",
+            "index 1 (line-seize SUBSCRIBE, 200) and releases it (line-seize",
+            f"Expires 0, 200), {r['rounds']} times after 10 warm-up cycles: {r['changes']} state",
+            "changes. Each step waits until every phone has its NOTIFYs, so the lags",
+            "are latencies, not queueing (tests/bench_cluster.rs). *single*: one",
+            "node, dmq loaded but `enable_dmq` 0, every phone through it.",
+            "*cluster*: two nodes with `enable_dmq` 1 (127.0.0.1 and .2, the",
+            "test suite's cluster config); A and M1 through node 1, M2 through",
+            "node 2, which learns each change over DMQ and NOTIFYs M2. CPU here is",
+            "time on CPU from /proc/<pid>/task/*/schedstat (utime+stime come in",
+            "10 ms ticks, too coarse for node 2's share of a few hundred changes);",
+            "node 2's column is the apply side (KDMQ in, apply, NOTIFY M2, reply).",
+            "KDMQ counts are `sca.cluster` tx_msgs/tx_bytes of node 1: broadcasts",
+            "(dmq sends each to every peer, here one) and their bodies, without the",
+            "KDMQ requests' SIP headers or the 200 replies. Lag: from A receiving its 200 to",
+            "the member receiving the NOTIFY that shows the change (around 0 for a",
+            "local NOTIFY, negative when the NOTIFY beats the 200); *from send*:",
+            "from A sending the SUBSCRIBE. Idle CPU: all nodes, doing nothing",
+            "(timers, dmq pings), for scale.",
+            "",
+        ] + fmt_w6(r) + [
+            "",
+            f"- CPU per state change, cluster (both nodes) / single node: {r['cpu_ratio_cluster_single']:.2f}",
+            f"- node 2 per replicated change: {n2['cpu_us_per_change']:.1f} µs "
+            f"({ratio(n2['cpu_us_per_change'], s['cpu_us_per_change']):.2f} × a change on the single node)",
+            f"- KDMQ per change: {c['kdmq_msgs_per_change']:.2f} messages, {c['kdmq_bytes_per_change']:.0f} bytes",
+            f"- lag node 2 / node 1 (p50 from send): {r['lag_from_send_p50_ratio_node2_node1']:.2f}; "
+            f"replication adds {r['lag_p50_extra_ms_node2']:.3f} ms at p50 (from the 200)",
+            "",
+        ]
+        summary.append(f"workload 6: CPU per change cluster/single {r['cpu_ratio_cluster_single']:.2f} "
+                       f"(node 2 applies one for {n2['cpu_us_per_change']:.0f} µs), "
+                       f"{c['kdmq_msgs_per_change']:.2f} KDMQ / {c['kdmq_bytes_per_change']:.0f} B per change; "
+                       f"node 2's phone notified {m2['p50_ms']:.2f} ms (p50) / {m2['max_ms']:.2f} ms (max) after the "
+                       f"200, node 1's {m1['p50_ms']:.2f} / {m1['max_ms']:.2f} ms; lost NOTIFYs {w6_lost(r)}")
     lines += [
         "## History",
         "",

@@ -451,12 +451,19 @@ fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyStats {
             }
             Record::SubDel(d) => {
                 let mut g = st.store.lock_aor(d.aor);
-                let ours = g.find_sub(d.event, d.subscriber).is_some_and(|x| is_local(x.ver));
-                let mut t = tombs(c, n);
-                let r = replica::apply_sub_del(&mut g, d, &mut t);
-                if r == Applied::Changed && ours {
-                    // its DB row is this node's to delete
-                    st.add_tombstone(d.aor, d.subscriber, d.event);
+                // a subscription of ours ended on another node (a line-seize
+                // ended by a call's progress there): its last NOTIFY and its
+                // DB row are this node's
+                let last = g.entry().and_then(|e| last_notify(e, d.event, d.subscriber));
+                let r = {
+                    let mut t = tombs(c, n);
+                    replica::apply_sub_del(&mut g, d, &mut t)
+                };
+                if r == Applied::Changed {
+                    if let Some(l) = last {
+                        st.add_tombstone(d.aor, d.subscriber, d.event);
+                        l.send(cfg, d.aor, now);
+                    }
                 }
                 r
             }
@@ -498,6 +505,62 @@ fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyStats {
     c.counters.rx_applied.fetch_add(s.applied, Relaxed);
     c.counters.rx_stale.fetch_add(s.stale, Relaxed);
     s
+}
+
+/// The final NOTIFY of a local subscription that a peer deleted, prepared
+/// while it is still in the store.
+struct LastNotify {
+    sub: Vec<Vec<u8>>,
+    event: EventType,
+    index: i32,
+    notify_cseq: u32,
+    call_info: Vec<u8>,
+}
+
+fn last_notify(
+    e: &sca_core::store::AorEntry<Shm>,
+    event: EventType,
+    subscriber: &[u8],
+) -> Option<LastNotify> {
+    let s = e.subs.get(e.find_sub(event, subscriber)?)?;
+    if !is_local(s.ver) || s.state.is_terminated() {
+        return None;
+    }
+    let mut call_info = Vec::new();
+    notify::call_info_header(e, event, s.index, &mut call_info).ok()?;
+    Some(LastNotify {
+        sub: [s.subscriber(), s.call_id(), s.from_tag(), s.to_tag(), s.record_route()].iter().map(|b| b.to_vec()).collect(),
+        event,
+        index: s.index,
+        notify_cseq: s.notify_cseq.wrapping_add(1),
+        call_info,
+    })
+}
+
+impl LastNotify {
+    /// line-seize: `noresource`, as when the call's progress ends it
+    /// locally; call-info: `deactivated`.
+    fn send(&self, cfg: &Config, aor: &[u8], now: i64) {
+        let state = match self.event {
+            EventType::LineSeize => SubState::TerminatedNoresource,
+            EventType::CallInfo => SubState::TerminatedDeactivated,
+        };
+        let rec = sca_core::store::SubscriptionRec {
+            aor,
+            subscriber: &self.sub[0],
+            event: self.event,
+            expires: 0,
+            state,
+            index: self.index,
+            call_id: &self.sub[1],
+            from_tag: &self.sub[2],
+            to_tag: &self.sub[3],
+            record_route: &self.sub[4],
+            notify_cseq: self.notify_cseq,
+            subscribe_cseq: 0,
+        };
+        let _ = notify::send(cfg, &rec, &self.call_info, now);
+    }
 }
 
 /// Seizes of ours that lost to a peer's earlier ones: the phone is told as

@@ -2,9 +2,10 @@
 //! doc/sca.cfg (minus auth/usrloc: test UAs put the callee's contact in the
 //! Request-URI, and the SCA AoR is taken from To/From).
 //!
-//! Placeholders filled by the harness: `{{PORT}}`, `{{CTL_SOCKET}}`,
-//! `{{DB_URL}}`, `{{MPATH}}`, `{{SCA_MODULE}}`, `{{SCA_LOADMODULE}}`,
-//! `{{DEBUG}}`, `{{CHILDREN}}`, `{{RUN_DIR}}`; by [`sca_opts`]:
+//! Placeholders filled by the harness: `{{PORT}}`, `{{LISTEN_IP}}`,
+//! `{{CTL_SOCKET}}`, `{{DB_URL}}`, `{{MPATH}}`, `{{SCA_MODULE}}`,
+//! `{{SCA_LOADMODULE}}`, `{{DEBUG}}`, `{{CHILDREN}}`, `{{RUN_DIR}}`; by
+//! [`sca_opts`]:
 //! `{{SCA_MODPARAMS}}` (extra modparam lines, default none).
 
 use super::kamailio::{KamailioOpts, ScaModule};
@@ -25,7 +26,7 @@ dns=no
 rev_dns=no
 use_dns_cache=no
 
-listen=udp:127.0.0.1:{{PORT}}
+listen=udp:{{LISTEN_IP}}:{{PORT}}
 # requests to sip:user@127.0.0.1 (no port) are for us too
 alias=udp:127.0.0.1:5060
 

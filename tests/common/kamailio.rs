@@ -4,6 +4,9 @@
 //! Every instance gets its own UDP port on 127.0.0.1, its own temporary
 //! directory (config, log, sqlite DB, runtime dir, ctl socket), and its own
 //! process group, so tests can run in parallel and nothing outlives a test.
+//! A cluster test gives several instances one port
+//! ([`PortReservation::new_on`], [`KamailioOpts::shared_port`]) on different
+//! loopback addresses ([`KamailioOpts::listen_ip`], see `cluster.rs`).
 //!
 //! Environment knobs:
 //! * `SCA_IMPL=c|rust`   module used by [`ScaModule::from_env`] (default `rust`).
@@ -21,7 +24,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -122,7 +125,8 @@ pub struct KamailioOpts {
     /// `{{DB_URL}}` to it.
     pub with_db: bool,
     /// Extra placeholders (`NAME` → value, used as `{{NAME}}`); they may
-    /// override the built-in ones except `PORT`, `CTL_SOCKET` and `RUN_DIR`.
+    /// override the built-in ones except `PORT`, `LISTEN_IP`, `CTL_SOCKET`
+    /// and `RUN_DIR`.
     pub vars: Vec<(String, String)>,
     /// SQL run against the fresh DB after the schema (e.g. seed rows).
     pub db_seed_sql: Option<String>,
@@ -132,6 +136,12 @@ pub struct KamailioOpts {
     pub ready_timeout: Duration,
     /// Extra command-line arguments for kamailio.
     pub extra_args: Vec<String>,
+    /// Address Kamailio listens on (`{{LISTEN_IP}}`, and [`Kamailio::addr`]);
+    /// 127.0.0.1 unless a cluster test puts nodes on 127.0.0.2, .3.
+    pub listen_ip: Ipv4Addr,
+    /// A port reserved by the caller (shared by the nodes of a cluster,
+    /// and kept across a restart); `None` reserves a fresh one.
+    pub shared_port: Option<Arc<PortReservation>>,
 }
 
 impl KamailioOpts {
@@ -145,6 +155,8 @@ impl KamailioOpts {
             children: 2,
             ready_timeout: Duration::from_secs(10),
             extra_args: Vec::new(),
+            listen_ip: Ipv4Addr::LOCALHOST,
+            shared_port: None,
         }
     }
 
@@ -177,6 +189,18 @@ impl KamailioOpts {
 
     pub fn arg(mut self, a: &str) -> KamailioOpts {
         self.extra_args.push(a.to_string());
+        self
+    }
+
+    /// Listen on `ip` (a loopback address) instead of 127.0.0.1.
+    pub fn listen_ip(mut self, ip: Ipv4Addr) -> KamailioOpts {
+        self.listen_ip = ip;
+        self
+    }
+
+    /// Use this reserved port instead of reserving one.
+    pub fn shared_port(mut self, port: Arc<PortReservation>) -> KamailioOpts {
+        self.shared_port = Some(port);
         self
     }
 }
@@ -223,7 +247,9 @@ fn trunc(s: &str, n: usize) -> &str {
 static PORTS_IN_USE: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A UDP port on 127.0.0.1 reserved for one Kamailio.
+/// A UDP port on 127.0.0.1 reserved for one Kamailio (or, with
+/// [`PortReservation::new_on`], one port on several loopback addresses for
+/// the nodes of a cluster).
 ///
 /// Kamailio binds its UDP sockets with SO_REUSEADDR, so two instances given
 /// the same port would *both* start and silently share traffic. To make that
@@ -238,16 +264,31 @@ pub struct PortReservation {
 
 impl PortReservation {
     pub fn new() -> Result<PortReservation, String> {
+        PortReservation::new_on(&[Ipv4Addr::LOCALHOST])
+    }
+
+    /// A port that is free on every one of `ips` (loopback addresses; the
+    /// first one picks the candidate). The lock is per port number, so a
+    /// port reserved here is not handed to another test on any address.
+    pub fn new_on(ips: &[Ipv4Addr]) -> Result<PortReservation, String> {
+        let first = *ips.first().ok_or("no address to reserve a port on")?;
         let lock_dir = std::env::temp_dir().join("sca_rs-test-ports");
         fs::create_dir_all(&lock_dir).map_err(|e| format!("create {}: {e}", lock_dir.display()))?;
         for _ in 0..50 {
             let port = {
-                let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-                    .map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+                let s = UdpSocket::bind(SocketAddrV4::new(first, 0))
+                    .map_err(|e| format!("bind {first}:0: {e}"))?;
                 s.local_addr()
                     .map_err(|e| format!("local_addr: {e}"))?
                     .port()
             };
+            // free on the others too (sockets closed again at once)
+            if ips[1..]
+                .iter()
+                .any(|ip| UdpSocket::bind(SocketAddrV4::new(*ip, port)).is_err())
+            {
+                continue;
+            }
             {
                 let mut guard = PORTS_IN_USE
                     .lock()
@@ -266,6 +307,37 @@ impl PortReservation {
         }
         Err("could not reserve a free UDP port after 50 attempts".into())
     }
+}
+
+/// Can this host use `ip` as a local address? A bind and a UDP round trip
+/// on it (127.0.0.2 and up work on Linux without setup, not everywhere).
+pub fn probe_loopback(ip: Ipv4Addr) -> Result<(), String> {
+    let a = UdpSocket::bind(SocketAddrV4::new(ip, 0)).map_err(|e| format!("bind {ip}:0: {e}"))?;
+    let b = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    let a_addr = a.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+    b.send_to(b"probe", a_addr)
+        .map_err(|e| format!("send to {a_addr}: {e}"))?;
+    a.set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 16];
+    let (n, from) = a
+        .recv_from(&mut buf)
+        .map_err(|e| format!("receive on {a_addr}: {e}"))?;
+    if &buf[..n] != b"probe" {
+        return Err(format!("{a_addr} received something else"));
+    }
+    a.send_to(b"back", from)
+        .map_err(|e| format!("send from {a_addr}: {e}"))?;
+    b.set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    let (n, from) = b
+        .recv_from(&mut buf)
+        .map_err(|e| format!("receive from {a_addr}: {e}"))?;
+    if &buf[..n] != b"back" || from != a_addr {
+        return Err(format!("reply from {from}, not {a_addr}"));
+    }
+    Ok(())
 }
 
 fn take_lock_file(path: &Path) -> bool {
@@ -446,6 +518,8 @@ pub fn sqlite_exec(db: &Path, sql: &str) -> Result<String, String> {
 pub struct Kamailio {
     child: Option<Child>,
     pub port: u16,
+    /// The address it listens on (see [`KamailioOpts::listen_ip`]).
+    pub listen_ip: Ipv4Addr,
     pub module: ScaModule,
     /// `unixs:<dir>/kamailio_ctl`
     pub ctl: String,
@@ -456,7 +530,7 @@ pub struct Kamailio {
     pub cfg: String,
     exit_status: Option<ExitStatus>,
     // Drop order: the process is stopped in Drop::drop before these go.
-    _port: PortReservation,
+    _port: Arc<PortReservation>,
     dir: TestDir,
 }
 
@@ -472,7 +546,10 @@ impl Kamailio {
 
     /// Like [`Kamailio::start`] but returns the failure (with log tail).
     pub fn try_start(opts: KamailioOpts) -> Result<Kamailio, String> {
-        let port = PortReservation::new()?;
+        let port = match &opts.shared_port {
+            Some(p) => Arc::clone(p),
+            None => Arc::new(PortReservation::new()?),
+        };
         let dir = TestDir::new("sca_rs-kam")?;
         let ctl_path = dir.path.join("kamailio_ctl");
         let ctl = format!("unixs:{}", ctl_path.display());
@@ -507,6 +584,7 @@ impl Kamailio {
         vars.extend(opts.vars.iter().cloned());
         // Fixed per instance: tests must not override these.
         vars.push(("PORT".into(), port.port.to_string()));
+        vars.push(("LISTEN_IP".into(), opts.listen_ip.to_string()));
         vars.push(("CTL_SOCKET".into(), ctl.clone()));
         vars.push(("RUN_DIR".into(), dir.path.display().to_string()));
 
@@ -546,6 +624,7 @@ impl Kamailio {
         let mut k = Kamailio {
             child: Some(child),
             port: port.port,
+            listen_ip: opts.listen_ip,
             module: opts.module.clone(),
             ctl,
             cfg_path,
@@ -597,7 +676,7 @@ impl Kamailio {
 
     /// The SIP address Kamailio listens on.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::V4(SocketAddrV4::new(self.listen_ip, self.port))
     }
 
     /// The temporary directory of this instance.
@@ -775,8 +854,8 @@ impl Drop for Kamailio {
         let graceful = self.stop();
         if thread::panicking() {
             eprintln!(
-                "[harness] test failed; Kamailio on port {} (cfg {}; {}; set KEEP_TEST_DIRS=1 to keep the dir)\n{}",
-                self.port,
+                "[harness] test failed; Kamailio on {} (cfg {}; {}; set KEEP_TEST_DIRS=1 to keep the dir)\n{}",
+                self.addr(),
                 self.cfg_path.display(),
                 match graceful {
                     Some(st) => format!("stopped: {st}"),

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cfg;
+pub mod cluster;
 pub mod flows;
 pub mod kamailio;
 pub mod postgres;

@@ -34,7 +34,7 @@ done
 # structs we hand to C and read back, and uninitialised data reaching the
 # core are checked. Any error in a process that loaded sca_rs.so fails;
 # errors of the C module's runs are only counted.
-VG_TESTS=${VG_TESTS:-"rpc hostile_rpc sca_core_diff keepalive hostile_sip contact_fallback kemi"}
+VG_TESTS=${VG_TESTS:-"rpc hostile_rpc sca_core_diff keepalive hostile_sip contact_fallback kemi cluster"}
 vgdir=$(mktemp -d)
 trap 'rm -rf "$vgdir"' EXIT
 cargo build --release --locked -p sca_rs --tests -q

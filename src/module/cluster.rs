@@ -389,6 +389,11 @@ pub fn for_each_aor_replicated(st: &Shared, mut f: impl FnMut(&mut AorGuard<'_, 
 
 // ---------------------------------------------------------------- apply
 
+/// A message this very process tree sent (same node id, same boot).
+fn is_echo(m: &Message<'_>, n: &Node) -> bool {
+    m.header.node_id == n.id && m.header.boot_id == n.boot_id
+}
+
 /// Why a message is refused (the log line says it).
 fn check(m: &Message<'_>, n: &Node) -> Result<(), String> {
     let h = &m.header;
@@ -396,7 +401,10 @@ fn check(m: &Message<'_>, n: &Node) -> Result<(), String> {
         return Err(format!("node id {} out of range", h.node_id));
     }
     if h.node_id == n.id {
-        return Err(format!("node id {} is this node's own (set dmq_node_id on each node)", h.node_id));
+        return Err(format!(
+            "node id {} is this node's own, from another instance (set a different dmq_node_id on each node)",
+            h.node_id
+        ));
     }
     let ver_ok = |v: &Ver| v.node != 0 && v.node <= MAX_NODE_ID && v.ms < (1 << 44);
     for r in &m.records {
@@ -672,6 +680,11 @@ fn on_request(body: &[u8], ctype: &[u8], from: &[u8]) -> (c_int, &'static core::
             return (code, reason, None);
         }
     };
+    if is_echo(&m, n) {
+        // dmq sent us our own message (a notification_address that also
+        // names this node): nothing to do
+        return (200, c"OK", None);
+    }
     if let Err(why) = check(&m, n) {
         let (code, reason) = reject(c, from, &why);
         return (code, reason, None);
@@ -804,6 +817,9 @@ fn on_sync_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
             return;
         }
     };
+    if is_echo(&m, n) {
+        return;
+    }
     if let Err(why) = check(&m, n) {
         c.counters.rx_rejected.fetch_add(1, Relaxed);
         lm_err!("sca_rs: rejected DMQ sync chunk from {}: {why}", B(uri));

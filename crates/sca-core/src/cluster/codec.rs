@@ -530,7 +530,25 @@ fn check_list(what: &'static str, len: usize) -> Result<(), Error> {
     }
 }
 
-impl AppearanceRec<'_> {
+impl<'a> AppearanceRec<'a> {
+    /// The eleven strings in wire order, which is the store's order
+    /// (`AppearanceParts::strs`).
+    pub fn str_parts(&self) -> [&'a [u8]; 11] {
+        [
+            self.owner,
+            self.callee,
+            self.uri,
+            self.dialog.call_id,
+            self.dialog.from_tag,
+            self.dialog.to_tag,
+            self.prev_owner,
+            self.prev_callee,
+            self.prev_dialog.call_id,
+            self.prev_dialog.from_tag,
+            self.prev_dialog.to_tag,
+        ]
+    }
+
     /// The eleven strings, in wire order, with their names.
     fn strs(&self) -> [(&'static str, &[u8]); 11] {
         [

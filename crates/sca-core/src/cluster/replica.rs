@@ -472,19 +472,6 @@ pub fn apply_aor_apps<A: Allocator + Clone, L: RawLock>(
             }
             None => {}
         }
-        let s = [
-            a.owner,
-            a.callee,
-            a.uri,
-            a.dialog.call_id,
-            a.dialog.from_tag,
-            a.dialog.to_tag,
-            a.prev_owner,
-            a.prev_callee,
-            a.prev_dialog.call_id,
-            a.prev_dialog.from_tag,
-            a.prev_dialog.to_tag,
-        ];
         let parts = AppearanceParts {
             index: a.index,
             state: a.state,
@@ -494,7 +481,7 @@ pub fn apply_aor_apps<A: Allocator + Clone, L: RawLock>(
             inc,
             ver,
             pred,
-            strs: s,
+            strs: a.str_parts(),
         };
         let app = Appearance::from_parts(&parts, alloc.clone())?;
         g.entry_or_insert()?.apps.put(app)?;

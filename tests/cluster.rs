@@ -12,6 +12,9 @@
 //! * `node_kill_and_resync`: `kill -9` of the node a call went through, the
 //!   others keep the state, the restarted node pulls a full sync and NOTIFYs
 //!   its phones again;
+//! * `failover_resubscribe`: a phone whose node died refreshes its
+//!   subscription through the survivor, which takes it over (NOTIFY in its
+//!   dialog, CSeq going on) and keeps it informed;
 //! * `malformed_dmq_rejected`: KDMQ bodies that are not ours get a 400, a
 //!   log line and a counter, and change nothing;
 //! * `peer_without_dmq`: dmq loaded but `enable_dmq` off: `sca.cluster`
@@ -1032,6 +1035,64 @@ mod wire {
         w.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         w.extend_from_slice(payload);
     }
+}
+
+#[test]
+fn failover_resubscribe() {
+    let _serial = serial();
+    let Some(mut c) = Cluster::start_n("failover_resubscribe", 2) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    a.subscribe_call_info();
+    b.subscribe_call_info();
+    let b_contact = b.contact_hostport();
+    c.wait_agree("both subscriptions everywhere", AGREE, subscriptions, |v| {
+        v.len() == 2 && v.iter().any(|l| l.contains(&b_contact) && node_field(l) == Some(2))
+    });
+
+    // B's node dies; B's phone fails over: its refresh (same dialog) goes
+    // to node 1, which has B's subscription from the replication
+    c.kill9(2);
+    b.home = c.addr(1);
+    b.home_id = 1;
+    b.ua.proxy = b.home;
+    let mut d = b.sub.clone().expect("B's subscription dialog");
+    let s = b
+        .ua
+        .send_subscribe(&mut d, &Subscribe::new("call-info", 600))
+        .expect("send the refresh");
+    let r = b.ua.expect_final_response(&s, WAIT).expect("reply to the refresh");
+    assert_eq!(r.status(), Some(202), "node 1 takes B's refresh:\n{}", r.raw);
+    let n = b.ua.expect_request("NOTIFY", WAIT).expect("NOTIFY after the refresh");
+    assert_eq!(n.peer, Some(c.addr(1)), "{}", n.raw);
+    assert_eq!(n.call_id(), Some(d.call_id.as_str()), "in B's subscription dialog");
+    let cseq = n.cseq().map(|c| c.0).unwrap_or(0);
+    assert!(
+        cseq > b.last_cseq,
+        "the CSeq goes on above what node 2 sent ({}), got {cseq}",
+        b.last_cseq
+    );
+    b.last_cseq = cseq;
+    let subs = subscriptions(c.node(1));
+    let line = subs
+        .iter()
+        .find(|l| l.contains(&b_contact))
+        .unwrap_or_else(|| panic!("B's subscription on node 1: {subs:?}"));
+    assert_eq!(node_field(line), Some(1), "node 1 is now B's origin: {line}");
+
+    // B keeps getting the group's state, now from node 1
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    expect_notifies(
+        "a seize after the fail-over",
+        &mut [&mut a, &mut b],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
 }
 
 #[test]

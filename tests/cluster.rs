@@ -1344,3 +1344,27 @@ fn peer_without_dmq() {
     }
     assert_eq!(appearances(k2), apps, "node 2 took nothing from node 1");
 }
+
+/// cfg-examples/kamailio-sca-cluster.cfg passes `kamailio -c` for both of
+/// its nodes (node 2 with `-A NODE2`), with the module under test.
+#[test]
+fn example_cluster_config_checks_for_both_nodes() {
+    let path = common::kamailio::repo_root().join("cfg-examples/kamailio-sca-cluster.cfg");
+    let text = std::fs::read_to_string(&path).expect("read the cluster example");
+    assert_eq!(text.matches("loadmodule \"sca_rs.so\"").count(), 1, "the example loads sca_rs.so");
+    let dir = common::kamailio::TestDir::new("sca_rs-cluster-example").expect("temp dir");
+    let module = common::kamailio::ScaModule::Rust.loadmodule_path();
+    let cfg = dir.path.join("cluster.cfg");
+    std::fs::write(&cfg, text.replace("loadmodule \"sca_rs.so\"", &format!("loadmodule \"{}\"", module.display())))
+        .expect("write the rendered example");
+    for extra in [None, Some("NODE2")] {
+        let mut cmd = std::process::Command::new(common::kamailio::kamailio_bin());
+        cmd.arg("-c").arg("-f").arg(&cfg).arg("-L").arg(common::kamailio::mpath());
+        if let Some(d) = extra {
+            cmd.arg("-A").arg(d);
+        }
+        let out = common::kamailio::run_with_timeout(&mut cmd, Duration::from_secs(20)).expect("run kamailio -c");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("config file ok"), "node {extra:?}:\n{text}");
+    }
+}

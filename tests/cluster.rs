@@ -1263,6 +1263,9 @@ fn peer_without_dmq() {
     let _g = serial();
     let mut specs = vec![NodeSpec::new(1, 2), NodeSpec::new(2, 1)];
     specs[1].enable_dmq = false;
+    // node 1's full sync can only get 404s: asked again after 1 s, twice
+    specs[0].extra_modparams =
+        "modparam(\"sca_rs\", \"dmq_sync_timeout\", 1)\nmodparam(\"sca_rs\", \"dmq_sync_retries\", 2)\n".into();
     let Some(c) = Cluster::start("peer_without_dmq", specs) else {
         return;
     };
@@ -1343,6 +1346,20 @@ fn peer_without_dmq() {
         thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(appearances(k2), apps, "node 2 took nothing from node 1");
+
+    // node 1's sync: nobody answers with a store, so it is asked again
+    // dmq_sync_retries times, then given up, and says so
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cluster_field(k1, "sync_state") != "failed" {
+        assert!(
+            Instant::now() < deadline,
+            "node 1's sync is given up: {:?}",
+            common::cluster::cluster_info(k1)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(cluster_field(k1, "sync_retries"), "2");
+    assert!(k1.log().contains("cluster: full sync failed"), "{}", k1.log_tail(20));
 }
 
 /// cfg-examples/kamailio-sca-cluster.cfg passes `kamailio -c` for both of

@@ -120,6 +120,7 @@ enum SyncPhase {
     Idle = 0,
     Requesting = 1,
     Synced = 2,
+    Failed = 3,
 }
 
 impl SyncPhase {
@@ -128,6 +129,7 @@ impl SyncPhase {
             SyncPhase::Idle => "idle",
             SyncPhase::Requesting => "requesting",
             SyncPhase::Synced => "synced",
+            SyncPhase::Failed => "failed",
         }
     }
 }
@@ -141,7 +143,11 @@ struct SyncState {
     source_len: usize,
     chunks: u32,
     records: u64,
+    /// Times the current sync was asked again (no answer in time).
+    retries: u32,
     started_ms: u64,
+    /// The last request sent or chunk received (the sync timer's clock).
+    progress_ms: u64,
     finished_ms: u64,
 }
 
@@ -203,7 +209,9 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         source_len: 0,
         chunks: 0,
         records: 0,
+        retries: 0,
         started_ms: 0,
+        progress_ms: 0,
         finished_ms: 0,
     };
     let p = shm::into_shared(ClusterShared {
@@ -219,6 +227,10 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         return Err("cannot initialise the cluster locks".into());
     }
     CLUSTER.write(p.as_ptr());
+    // SAFETY: mod_init is where timers are registered.
+    if unsafe { sys::register_timer(Some(sync_timer), null_mut(), 1) } < 0 {
+        return Err("cannot register the cluster sync timer".into());
+    }
     lm_info!(
         "sca_rs: cluster replication over DMQ on: node {id} ({}), boot {boot_id:08x}",
         B(&uri)
@@ -757,14 +769,19 @@ pub unsafe extern "C" fn sca_rs_dmq_on_request(
 
 // ---------------------------------------------------------------- sync
 
-/// Ask every peer for its store (init callback, and `sca.cluster_sync`).
-pub fn start_sync(why: &str) {
+/// Ask every peer for its store (init callback; `retry`: the sync timer,
+/// when the last request got no usable answer in time).
+fn start_sync(why: &str, retry: bool) {
     let (Some(c), Some(n)) = (cluster(), node()) else { return };
     let session = {
         let mut s = c.sync.lock();
         let now = now_ms();
-        if s.phase == SyncPhase::Requesting && now.saturating_sub(s.started_ms) < 5000 {
+        let timeout_ms = u64::from(n.cfg.sync_timeout) * 1000;
+        if s.phase == SyncPhase::Requesting && now.saturating_sub(s.progress_ms) < timeout_ms {
             return;
+        }
+        if !retry {
+            s.retries = 0;
         }
         s.phase = SyncPhase::Requesting;
         s.session = (now as u32).rotate_left(7) ^ n.boot_id ^ s.session.wrapping_add(1);
@@ -772,6 +789,7 @@ pub fn start_sync(why: &str) {
         s.chunks = 0;
         s.records = 0;
         s.started_ms = now;
+        s.progress_ms = now;
         s.finished_ms = 0;
         s.session
     };
@@ -795,8 +813,39 @@ pub fn start_sync(why: &str) {
 #[no_mangle]
 pub extern "C" fn sca_rs_dmq_on_init() -> c_int {
     guard_or("dmq init callback", 0, || {
-        start_sync("dmq node list received");
+        start_sync("dmq node list received", false);
         0
+    })
+}
+
+/// Every second (timer process): a sync that got no usable answer within
+/// `dmq_sync_timeout` is asked again, up to `dmq_sync_retries` times,
+/// then given up (the node still converges through live changes).
+unsafe extern "C" fn sync_timer(_ticks: u32, _param: *mut c_void) {
+    guard_or("cluster sync timer", (), || {
+        let (Some(c), Some(n)) = (cluster(), node()) else { return };
+        let retry = {
+            let mut s = c.sync.lock();
+            let waited = now_ms().saturating_sub(s.progress_ms);
+            if s.phase != SyncPhase::Requesting || waited < u64::from(n.cfg.sync_timeout) * 1000 {
+                return;
+            }
+            if s.retries >= n.cfg.sync_retries {
+                s.phase = SyncPhase::Failed;
+                lm_err!(
+                    "cluster: full sync failed: no peer answered with its store ({} attempts); \
+                     this node serves with what live changes bring",
+                    s.retries + 1
+                );
+                false
+            } else {
+                s.retries += 1;
+                true
+            }
+        };
+        if retry {
+            start_sync("no answer in time, asking again", true);
+        }
     })
 }
 
@@ -849,6 +898,7 @@ fn on_sync_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
             } else {
                 s.chunks += 1;
                 s.records += stats.records;
+                s.progress_ms = now_ms();
                 if chunk.next_cursor == SYNC_DONE {
                     s.phase = SyncPhase::Synced;
                     s.finished_ms = now_ms();
@@ -875,8 +925,8 @@ fn on_sync_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
             });
             if sent.is_none() {
                 c.counters.tx_failed.fetch_add(1, Relaxed);
-                lm_err!("cluster: cannot ask {} for the next sync chunk; sync stops here", B(uri));
-                c.sync.lock().phase = SyncPhase::Idle;
+                // the sync timer asks again after dmq_sync_timeout
+                lm_err!("cluster: cannot ask {} for the next sync chunk", B(uri));
             }
         }
         Some(None) => notify_local_groups(),
@@ -943,10 +993,10 @@ pub fn rpc_lines() -> Result<Vec<String>, &'static str> {
     let (Some(c), Some(n)) = (cluster(), node()) else {
         return Err("cluster is off (modparam enable_dmq)");
     };
-    let (phase, source, chunks, records, ms) = {
+    let (phase, source, chunks, records, retries, ms) = {
         let s = c.sync.lock();
         let ms = if s.finished_ms > 0 { s.finished_ms.saturating_sub(s.started_ms) } else { 0 };
-        (s.phase, String::from_utf8_lossy(s.source()).into_owned(), s.chunks, s.records, ms)
+        (s.phase, String::from_utf8_lossy(s.source()).into_owned(), s.chunks, s.records, s.retries, ms)
     };
     let k = &c.counters;
     let mut out = vec![
@@ -959,6 +1009,7 @@ pub fn rpc_lines() -> Result<Vec<String>, &'static str> {
         format!("sync_source {}", if source.is_empty() { "-" } else { &source }),
         format!("sync_chunks {chunks}"),
         format!("sync_records {records}"),
+        format!("sync_retries {retries}"),
         format!("sync_ms {ms}"),
     ];
     for (name, v) in [

@@ -37,9 +37,13 @@ pub static DMQ_NODE_ID: HostCell<c_int> = HostCell::new(0);
 pub static DMQ_SYNC_CHUNK_BYTES: HostCell<c_int> = HostCell::new(30000);
 /// Seconds a release or delete is remembered against late messages.
 pub static DMQ_TOMBSTONE_TTL: HostCell<c_int> = HostCell::new(60);
+/// Seconds a full sync may go without an answer before it is asked again.
+pub static DMQ_SYNC_TIMEOUT: HostCell<c_int> = HostCell::new(5);
+/// How many times a full sync is asked again before it is given up.
+pub static DMQ_SYNC_RETRIES: HostCell<c_int> = HostCell::new(3);
 
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 20 + 8;
+const N_PARAMS: usize = 22 + 8;
 
 pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -61,6 +65,8 @@ pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"dmq_node_id", PARAM_INT, DMQ_NODE_ID.get() as *mut c_void),
     param(c"dmq_sync_chunk_bytes", PARAM_INT, DMQ_SYNC_CHUNK_BYTES.get() as *mut c_void),
     param(c"dmq_tombstone_ttl", PARAM_INT, DMQ_TOMBSTONE_TTL.get() as *mut c_void),
+    param(c"dmq_sync_timeout", PARAM_INT, DMQ_SYNC_TIMEOUT.get() as *mut c_void),
+    param(c"dmq_sync_retries", PARAM_INT, DMQ_SYNC_RETRIES.get() as *mut c_void),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -106,6 +112,8 @@ pub struct DmqConfig {
     pub node_id: u32,
     pub sync_chunk_bytes: u32,
     pub tombstone_ttl: u32,
+    pub sync_timeout: u32,
+    pub sync_retries: u32,
 }
 
 fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
@@ -164,6 +172,11 @@ impl Config {
                     node_id: id as u32,
                     sync_chunk_bytes: chunk as u32,
                     tombstone_ttl: positive("dmq_tombstone_ttl", DMQ_TOMBSTONE_TTL.read())?,
+                    sync_timeout: positive("dmq_sync_timeout", DMQ_SYNC_TIMEOUT.read())?,
+                    sync_retries: match DMQ_SYNC_RETRIES.read() {
+                        r @ 0..=100 => r as u32,
+                        r => return Err(format!("modparam dmq_sync_retries must be 0 to 100, got {r}")),
+                    },
                 })
             }
             v => return Err(format!("modparam enable_dmq must be 0 or 1, got {v}")),

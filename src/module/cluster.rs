@@ -277,6 +277,11 @@ impl Tombs for TombsNow<'_> {
             .unwrap_or(0);
         ways[i] = TombSlot { key, inc: t.inc, ver: t.ver, at: now };
     }
+
+    fn fresh(&mut self, key: u64) -> bool {
+        let b = self.bucket(key);
+        self.t[b..b + TOMB_WAYS].iter().any(|s| s.key == key && self.now - s.at <= self.ttl / 2)
+    }
 }
 
 fn tombs<'a>(c: &'a ClusterShared, n: &Node) -> TombsNow<'a> {

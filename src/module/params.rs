@@ -36,7 +36,7 @@ pub static DMQ_NODE_ID: HostCell<c_int> = HostCell::new(0);
 /// Target size of one full-sync chunk, in bytes.
 pub static DMQ_SYNC_CHUNK_BYTES: HostCell<c_int> = HostCell::new(30000);
 /// Seconds a release or delete is remembered against late messages.
-pub static DMQ_TOMBSTONE_TTL: HostCell<c_int> = HostCell::new(60);
+pub static DMQ_TOMBSTONE_TTL: HostCell<c_int> = HostCell::new(120);
 /// Seconds a full sync may go without an answer before it is asked again.
 pub static DMQ_SYNC_TIMEOUT: HostCell<c_int> = HostCell::new(5);
 /// How many times a full sync is asked again before it is given up.

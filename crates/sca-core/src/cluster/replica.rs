@@ -52,6 +52,17 @@ pub trait Tombs {
     fn get(&mut self, key: u64) -> Option<Tomb>;
     /// Store `t` under `key`, replacing what is there.
     fn put(&mut self, key: u64, t: Tomb);
+    /// Is the release under `key` recent enough that a seize whose node
+    /// did not know of it may have been concurrent with the incarnation it
+    /// ended? Tombstones are forgotten after a while; a node that forgot
+    /// one seizes without naming it, and a peer that still remembers it
+    /// must not take that seize for a concurrent loser. So peers stop
+    /// using a release against seizes that do not name it well before any
+    /// node forgets it (the module: after half the time to live).
+    fn fresh(&mut self, key: u64) -> bool {
+        let _ = key;
+        true
+    }
 }
 
 /// Keep the newer of `t` and the tombstone already under `key`.
@@ -412,9 +423,9 @@ pub struct AppsOutcome {
 
 /// Drop the live appearance at `index` if the watermark `wm` ends it: it
 /// is that release or older, or it was seized without knowing of it.
-fn exclude<A: Allocator + Clone, L: RawLock>(g: &mut AorGuard<'_, A, L>, index: u32, wm: u64) -> bool {
+fn exclude<A: Allocator + Clone, L: RawLock>(g: &mut AorGuard<'_, A, L>, index: u32, wm: u64, fresh: bool) -> bool {
     match g.entry_mut() {
-        Some(e) if e.apps.get(index).is_some_and(|a| a.inc <= wm || a.pred < wm) => e.apps.release(index),
+        Some(e) if e.apps.get(index).is_some_and(|a| a.inc <= wm || (fresh && a.pred < wm)) => e.apps.release(index),
         _ => false,
     }
 }
@@ -437,7 +448,8 @@ pub fn apply_aor_apps<A: Allocator + Clone, L: RawLock>(
         let key = app_key(r.aor, t.index);
         tomb_keep_newer(tombs, key, Tomb { inc: t.inc.pack(), ver: t.ver.pack() });
         let wm = tombs.get(key).map_or(0, |t| t.inc);
-        if exclude(g, t.index, wm) {
+        let fresh = tombs.fresh(key);
+        if exclude(g, t.index, wm, fresh) {
             out.changed = true;
         }
     }
@@ -445,8 +457,9 @@ pub fn apply_aor_apps<A: Allocator + Clone, L: RawLock>(
         let inc = a.inc.pack();
         let ver = a.ver.pack();
         let pred = r.tombstones.iter().filter(|t| t.index == a.index).map(|t| t.inc.pack()).max().unwrap_or(0);
-        let wm = tombs.get(app_key(r.aor, a.index)).map_or(0, |t| t.inc);
-        if inc <= wm || pred < wm || pred >= inc {
+        let key = app_key(r.aor, a.index);
+        let wm = tombs.get(key).map_or(0, |t| t.inc);
+        if inc <= wm || (pred < wm && tombs.fresh(key)) || pred >= inc {
             out.stale += 1;
             continue;
         }

@@ -705,7 +705,26 @@ fn cross_node_lights() {
         );
         assert_eq!(cluster_stat(k, "rx_rejected"), 0, "node {id}");
         assert_eq!(cluster_stat(k, "conflicts_lost"), 0, "node {id}");
+        // each node lists the other two as peers that sent it changes and
+        // answered its own with 200
+        for other in c.ids().into_iter().filter(|o| *o != id) {
+            let p = peer(k, c.addr(other))
+                .unwrap_or_else(|| panic!("node {id} lists node {other}: {:?}", k.rpc(&["sca.cluster"])));
+            assert_eq!(p["node_id"], other.to_string(), "node {id}'s view of node {other}: {p:?}");
+            assert_ne!(p["rx"], "0", "{p:?}");
+            assert_ne!(p["tx_ok"], "0", "{p:?}");
+            assert_eq!(p["last_code"], "200", "{p:?}");
+        }
     }
+}
+
+/// The `peer <host:port> name value ...` line of `sca.cluster` for `addr`.
+fn peer(k: &Kamailio, addr: SocketAddr) -> Option<std::collections::HashMap<String, String>> {
+    let want = format!("peer {addr} ");
+    let out = k.rpc(&["sca.cluster"]);
+    let line = out.lines().map(str::trim).find(|l| l.starts_with(&want))?;
+    let fields: Vec<&str> = line[want.len()..].split(' ').collect();
+    Some(fields.chunks(2).filter(|kv| kv.len() == 2).map(|kv| (kv[0].to_string(), kv[1].to_string())).collect())
 }
 
 #[test]
@@ -1359,6 +1378,10 @@ fn peer_without_dmq() {
         thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(cluster_field(k1, "sync_retries"), "2");
+    let p2 = peer(k1, c.addr(2)).unwrap_or_else(|| panic!("node 1 lists node 2: {:?}", k1.rpc(&["sca.cluster"])));
+    assert_eq!(p2["last_code"], "404", "{p2:?}");
+    assert_eq!(p2["rx"], "0", "node 2 never sent sca_rs anything: {p2:?}");
+    assert_ne!(p2["tx_failed"], "0", "{p2:?}");
     assert!(k1.log().contains("cluster: full sync failed"), "{}", k1.log_tail(20));
 }
 

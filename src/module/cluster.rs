@@ -157,10 +157,85 @@ impl SyncState {
     }
 }
 
+/// Peers this node has heard from or sent to, by address.
+const MAX_PEERS: usize = 16;
+const PEER_ADDR_MAX: usize = 64;
+
+#[derive(Clone, Copy)]
+struct PeerSlot {
+    addr: [u8; PEER_ADDR_MAX],
+    addr_len: u8,
+    /// From its messages (0: none received yet).
+    node_id: u32,
+    boot_id: u32,
+    rx: u64,
+    last_rx_ms: u64,
+    tx_ok: u64,
+    tx_failed: u64,
+    last_code: u16,
+}
+
+impl Default for PeerSlot {
+    fn default() -> Self {
+        PeerSlot {
+            addr: [0; PEER_ADDR_MAX],
+            addr_len: 0,
+            node_id: 0,
+            boot_id: 0,
+            rx: 0,
+            last_rx_ms: 0,
+            tx_ok: 0,
+            tx_failed: 0,
+            last_code: 0,
+        }
+    }
+}
+
+impl PeerSlot {
+    fn addr(&self) -> &[u8] {
+        &self.addr[..usize::from(self.addr_len)]
+    }
+}
+
+/// `host:port` of a dmq node URI (`sip:10.0.0.2:5060;status=active`) or
+/// of a KDMQ's From (`<sip:sca_rs@10.0.0.2:5060>;tag=...`).
+fn peer_addr(uri: &[u8]) -> &[u8] {
+    let start = uri.windows(4).position(|w| w.eq_ignore_ascii_case(b"sip:")).map_or(0, |i| i + 4);
+    let rest = &uri[start..];
+    let end = rest.iter().position(|&b| matches!(b, b';' | b'>' | b'?' | b' ')).unwrap_or(rest.len());
+    let hostport = &rest[..end];
+    match hostport.iter().position(|&b| b == b'@') {
+        Some(at) => &hostport[at + 1..],
+        None => hostport,
+    }
+}
+
+/// Update the slot of the peer at `uri` (a new one if there is room).
+fn with_peer(c: &ClusterShared, uri: &[u8], f: impl FnOnce(&mut PeerSlot)) {
+    let addr = peer_addr(uri);
+    if addr.is_empty() || addr.len() > PEER_ADDR_MAX {
+        return;
+    }
+    let mut peers = c.peers.lock();
+    let i = match peers.iter().position(|p| p.addr() == addr) {
+        Some(i) => i,
+        None => match peers.iter().position(|p| p.addr_len == 0) {
+            Some(i) => {
+                peers[i].addr[..addr.len()].copy_from_slice(addr);
+                peers[i].addr_len = addr.len() as u8;
+                i
+            }
+            None => return,
+        },
+    };
+    f(&mut peers[i]);
+}
+
 /// What every process shares (shared memory).
 pub struct ClusterShared {
     tombs: Locked<KLock, allocator_api2::vec::Vec<TombSlot, Shm>>,
     sync: Locked<KLock, SyncState>,
+    peers: Locked<KLock, [PeerSlot; MAX_PEERS]>,
     pub counters: Counters,
     seq: AtomicU32,
 }
@@ -217,13 +292,14 @@ pub fn init(cfg: &Config) -> Result<(), String> {
     let p = shm::into_shared(ClusterShared {
         tombs: Locked::new(tombs),
         sync: Locked::new(sync),
+        peers: Locked::new([PeerSlot::default(); MAX_PEERS]),
         counters: Counters::default(),
         seq: AtomicU32::new(0),
     })
     .map_err(|_| "out of shared memory creating the cluster state".to_string())?;
     // SAFETY: just created, not shared yet.
     let c = unsafe { p.as_ref() };
-    if !c.tombs.init() || !c.sync.init() {
+    if !c.tombs.init() || !c.sync.init() || !c.peers.init() {
         return Err("cannot initialise the cluster locks".into());
     }
     CLUSTER.write(p.as_ptr());
@@ -706,6 +782,12 @@ fn on_request(body: &[u8], ctype: &[u8], from: &[u8]) -> (c_int, &'static core::
         let (code, reason) = reject(c, from, &why);
         return (code, reason, None);
     }
+    with_peer(c, from, |p| {
+        p.node_id = m.header.node_id;
+        p.boot_id = m.header.boot_id;
+        p.rx += 1;
+        p.last_rx_ms = now_ms();
+    });
     match m.header.kind {
         Kind::Changes => {
             apply(&m, true, from);
@@ -974,6 +1056,14 @@ pub unsafe extern "C" fn sca_rs_dmq_on_reply(
                 NodeRef::from_raw(node),
             )
         };
+        with_peer(c, uri, |p| {
+            if (200..300).contains(&code) {
+                p.tx_ok += 1;
+            } else {
+                p.tx_failed += 1;
+            }
+            p.last_code = u16::try_from(code).unwrap_or(0);
+        });
         match param as usize {
             TAG_SYNC => on_sync_reply(code, b, uri, nd),
             _ => {
@@ -1030,6 +1120,22 @@ pub fn rpc_lines() -> Result<Vec<String>, &'static str> {
         ("conflicts_lost", &k.conflicts_lost),
     ] {
         out.push(format!("{name} {}", v.load(Relaxed)));
+    }
+    // one line per peer: what it said of itself, what it answered us
+    let now = now_ms();
+    let peers: Vec<PeerSlot> = c.peers.lock().iter().filter(|p| p.addr_len > 0).copied().collect();
+    for p in peers {
+        let ago = if p.last_rx_ms > 0 { now.saturating_sub(p.last_rx_ms).to_string() } else { "-".into() };
+        out.push(format!(
+            "peer {} node_id {} boot_id {} rx {} last_rx_ms_ago {ago} tx_ok {} tx_failed {} last_code {}",
+            B(p.addr()),
+            p.node_id,
+            p.boot_id,
+            p.rx,
+            p.tx_ok,
+            p.tx_failed,
+            p.last_code
+        ));
     }
     Ok(out)
 }

@@ -694,7 +694,8 @@ fn invite_reply_error(cx: &mut Ctx<'_>, status: u32) -> i32 {
 }
 
 fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
-    let mut g = crate::module::cluster::lock(cx.st, aor);
+    // NOTIFYs only: nothing to replicate, so no cluster snapshot
+    let mut g = cx.st.store.lock_aor(aor);
     if let Some(e) = g.entry_mut() {
         notify_group(cx.cfg, e, cx.now);
     }

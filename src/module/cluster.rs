@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 use sca_core::cluster::codec::{self, Builder, Header, Kind, Message, Record, SyncChunk, SyncReq, SYNC_DONE};
 use sca_core::cluster::replica::{self, node_of, Applied, Snapshot, Tomb, Tombs};
-use sca_core::cluster::{Ver, MAX_NODE_ID};
+use sca_core::cluster::{Ver, MAX_NODE_ID, ORIGIN_CSEQ_JUMP};
 use sca_core::model::{EventType, SubState};
 use sca_core::store::AorGuard;
 use sca_core::sync::Locked;
@@ -487,36 +487,6 @@ fn is_echo(m: &Message<'_>, n: &Node) -> bool {
     m.header.node_id == n.id && m.header.boot_id == n.boot_id
 }
 
-/// Why a message is refused (the log line says it).
-fn check(m: &Message<'_>, n: &Node) -> Result<(), String> {
-    let h = &m.header;
-    if h.node_id == 0 || h.node_id > MAX_NODE_ID {
-        return Err(format!("node id {} out of range", h.node_id));
-    }
-    if h.node_id == n.id {
-        return Err(format!(
-            "node id {} is this node's own, from another instance (set a different dmq_node_id on each node)",
-            h.node_id
-        ));
-    }
-    let ver_ok = |v: &Ver| v.node != 0 && v.node <= MAX_NODE_ID && v.ms < (1 << 44);
-    for r in &m.records {
-        let ok = match r {
-            Record::SubPut(p) => p.origin != 0 && p.origin <= MAX_NODE_ID && (p.ver.ms == 0 || ver_ok(&p.ver)),
-            Record::SubDel(d) => ver_ok(&d.ver),
-            Record::AorApps(a) => {
-                a.apps.iter().all(|x| ver_ok(&x.inc) && ver_ok(&x.ver))
-                    && a.tombstones.iter().all(|t| ver_ok(&t.inc))
-            }
-            Record::SyncReq(_) | Record::SyncChunk(_) => true,
-        };
-        if !ok {
-            return Err(format!("bad node id or stamp in a {} record", codec::record_name(r.code())));
-        }
-    }
-    Ok(())
-}
-
 #[derive(Default)]
 struct ApplyStats {
     applied: u64,
@@ -542,7 +512,7 @@ fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyStats {
                     // our own subscription coming back (after a restart): our
                     // NOTIFYs since its last SUBSCRIBE were not replicated
                     if let Some(sub) = g.find_sub_mut(p.sub.event, p.sub.subscriber) {
-                        sub.notify_cseq = sub.notify_cseq.max(local_before.unwrap_or(0)).wrapping_add(1000);
+                        sub.notify_cseq = sub.notify_cseq.max(local_before.unwrap_or(0)).wrapping_add(ORIGIN_CSEQ_JUMP);
                     }
                 }
                 r.unwrap_or_else(|_| {
@@ -778,7 +748,7 @@ fn on_request(body: &[u8], ctype: &[u8], from: &[u8]) -> (c_int, &'static core::
         // names this node): nothing to do
         return (200, c"OK", None);
     }
-    if let Err(why) = check(&m, n) {
+    if let Err(why) = replica::check(&m, n.id) {
         let (code, reason) = reject(c, from, &why);
         return (code, reason, None);
     }
@@ -956,7 +926,7 @@ fn on_sync_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
     if is_echo(&m, n) {
         return;
     }
-    if let Err(why) = check(&m, n) {
+    if let Err(why) = replica::check(&m, n.id) {
         c.counters.rx_rejected.fetch_add(1, Relaxed);
         lm_err!("sca_rs: rejected DMQ sync chunk from {}: {why}", B(uri));
         return;

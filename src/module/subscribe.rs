@@ -400,7 +400,7 @@ fn decide(
     // a subscription last refreshed through another node (cluster) moves
     // here; that node's NOTIFYs were not replicated, so the CSeq jumps
     let existing = guard.find_sub(event, req.subscriber).map(|s| {
-        let cseq = if crate::module::cluster::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(1000) };
+        let cseq = if crate::module::cluster::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
         (cseq, s.record_route().to_vec(), s.index)
     });
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {

@@ -19,6 +19,10 @@ pub mod replica;
 pub const NODE_BITS: u32 = 20;
 /// The highest node id (node ids are 1 to this; 0 means "not stamped").
 pub const MAX_NODE_ID: u32 = (1 << NODE_BITS) - 1;
+/// How far a subscription's NOTIFY CSeq jumps when its origin changes
+/// node: NOTIFYs are not replicated, so the new origin does not know how
+/// many the old one sent, and the CSeq must not go backwards.
+pub const ORIGIN_CSEQ_JUMP: u32 = 1000;
 
 /// A version stamp: when a change was made (`ms`, milliseconds since the
 /// epoch) and by which node (`node`, the writer's node id).

@@ -31,8 +31,8 @@ use std::vec::Vec;
 use allocator_api2::alloc::Allocator;
 use foldhash::fast::FixedState;
 
-use super::codec::{AorApps, AppearanceRec, Record, SubDel, SubPut, Tombstone};
-use super::{Ver, NODE_BITS};
+use super::codec::{self, AorApps, AppearanceRec, Message, Record, SubDel, SubPut, Tombstone};
+use super::{Ver, MAX_NODE_ID, NODE_BITS};
 use crate::appearance::{Appearance, AppearanceParts, DialogRef};
 use crate::model::EventType;
 use crate::store::{AorEntry, AorGuard, StoreError, Subscription};
@@ -344,6 +344,37 @@ pub fn records<'a, A: Allocator + Clone, L: RawLock>(
         }
     }
     out
+}
+
+/// What the codec cannot check: the node ids and stamps a peer's message
+/// carries, against this node's id `self_id`. Err says why, for the log.
+pub fn check(m: &Message<'_>, self_id: u32) -> Result<(), String> {
+    let h = &m.header;
+    if h.node_id == 0 || h.node_id > MAX_NODE_ID {
+        return Err(format!("node id {} out of range", h.node_id));
+    }
+    if h.node_id == self_id {
+        return Err(format!(
+            "node id {} is this node's own, from another instance (set a different dmq_node_id on each node)",
+            h.node_id
+        ));
+    }
+    // a stamp packs: a node id in range, milliseconds below 2^(64 - NODE_BITS)
+    let ver_ok = |v: &Ver| v.node != 0 && v.node <= MAX_NODE_ID && v.ms < (1 << (64 - NODE_BITS));
+    for r in &m.records {
+        let ok = match r {
+            Record::SubPut(p) => p.origin != 0 && p.origin <= MAX_NODE_ID && (p.ver.ms == 0 || ver_ok(&p.ver)),
+            Record::SubDel(d) => ver_ok(&d.ver),
+            Record::AorApps(a) => {
+                a.apps.iter().all(|x| ver_ok(&x.inc) && ver_ok(&x.ver)) && a.tombstones.iter().all(|t| ver_ok(&t.inc))
+            }
+            Record::SyncReq(_) | Record::SyncChunk(_) => true,
+        };
+        if !ok {
+            return Err(format!("bad node id or stamp in a {} record", codec::record_name(r.code())));
+        }
+    }
+    Ok(())
 }
 
 /// What applying one record did.

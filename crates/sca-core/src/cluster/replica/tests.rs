@@ -188,6 +188,25 @@ fn a_seize_and_its_call_reach_the_peer() {
 }
 
 #[test]
+fn check_refuses_what_would_not_pack_or_claims_our_id() {
+    let mut a = Node::new(1);
+    let m = a.op(seize(1, b"sip:a@1")).expect("seize");
+    let msg = codec::decode(&m).expect("decode");
+    assert_eq!(check(&msg, 2), Ok(()));
+    assert!(check(&msg, 1).is_err_and(|e| e.contains("this node's own")));
+    let mut bad = msg.clone();
+    bad.header.node_id = 0;
+    assert!(check(&bad, 2).is_err_and(|e| e.contains("out of range")));
+    for (node, ms) in [(0, 5), (crate::cluster::MAX_NODE_ID + 1, 5), (3, 1u64 << 44)] {
+        let mut bad = msg.clone();
+        if let Some(Record::AorApps(apps)) = bad.records.first_mut() {
+            apps.apps[0].ver = Ver::new(ms, node);
+        }
+        assert!(check(&bad, 2).is_err_and(|e| e.contains("AOR_APPS")), "node {node} ms {ms}");
+    }
+}
+
+#[test]
 fn nothing_changed_sends_nothing() {
     let mut a = Node::new(1);
     assert!(a.op(seize(1, b"sip:a@1")).is_some());

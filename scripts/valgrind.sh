@@ -43,6 +43,8 @@ for t in $VG_TESTS; do
         cargo test --release --locked -p sca_rs --test "$t" -q >"$vgdir/test-$t.out" 2>&1; then
         echo "valgrind: integration test $t failed under memcheck" >&2
         tail -40 "$vgdir/test-$t.out" >&2
+        echo "valgrind: why test $t failed:" >&2
+        grep -A6 "panicked at" "$vgdir/test-$t.out" | head -60 >&2
         exit 1
     fi
 done

@@ -247,6 +247,34 @@ fn trunc(s: &str, n: usize) -> &str {
 static PORTS_IN_USE: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// The message of the panic each test thread is unwinding from, so the
+/// last thing a failed test prints (after every node's log tail) is why
+/// it failed: CI shows only the end of the output.
+static PANICS: Mutex<Vec<(thread::ThreadId, String)>> = Mutex::new(Vec::new());
+
+fn echo_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = format!("{info}");
+            if let Ok(mut v) = PANICS.lock() {
+                let me = thread::current().id();
+                v.retain(|(t, _)| *t != me);
+                v.push((me, msg));
+            }
+            default(info);
+        }));
+    });
+}
+
+/// The panic message of the current thread, if it is unwinding.
+fn current_panic() -> Option<String> {
+    let me = thread::current().id();
+    let v = PANICS.lock().ok()?;
+    v.iter().find(|(t, _)| *t == me).map(|(_, m)| m.clone())
+}
+
 /// A UDP port on 127.0.0.1 reserved for one Kamailio (or, with
 /// [`PortReservation::new_on`], one port on several loopback addresses for
 /// the nodes of a cluster).
@@ -546,6 +574,7 @@ impl Kamailio {
 
     /// Like [`Kamailio::start`] but returns the failure (with log tail).
     pub fn try_start(opts: KamailioOpts) -> Result<Kamailio, String> {
+        echo_panics();
         let port = match &opts.shared_port {
             Some(p) => Arc::clone(p),
             None => Arc::new(PortReservation::new()?),
@@ -863,6 +892,9 @@ impl Drop for Kamailio {
                 },
                 self.log_tail(LOG_TAIL_LINES)
             );
+            if let Some(msg) = current_panic() {
+                eprintln!("[harness] the test failed with: {msg}");
+            }
         }
     }
 }

@@ -1318,9 +1318,10 @@ fn peer_without_dmq() {
     let _g = serial();
     let mut specs = vec![NodeSpec::new(1, 2), NodeSpec::new(2, 1)];
     specs[1].enable_dmq = false;
-    // node 1's full sync can only get 404s: asked again after 1 s, twice
+    // node 1's full sync can only get 404s: asked again after 1 s, twice;
+    // its dmq_sync_wait (600 s) ends when the sync is given up
     specs[0].extra_modparams =
-        "modparam(\"sca_rs\", \"dmq_sync_timeout\", 1)\nmodparam(\"sca_rs\", \"dmq_sync_retries\", 2)\n".into();
+        "modparam(\"sca_rs\", \"dmq_sync_timeout\", 1)\nmodparam(\"sca_rs\", \"dmq_sync_retries\", 2)\nmodparam(\"sca_rs\", \"dmq_sync_wait\", 600)\n".into();
     let Some(c) = Cluster::start("peer_without_dmq", specs) else {
         return;
     };
@@ -1419,6 +1420,12 @@ fn peer_without_dmq() {
     assert_eq!(p2["rx"], "0", "node 2 never sent sca_rs anything: {p2:?}");
     assert_ne!(p2["tx_failed"], "0", "{p2:?}");
     assert!(k1.log().contains("cluster: full sync failed"), "{}", k1.log_tail(20));
+
+    // no peer will answer: the sync wait is over, node 1 takes seizes
+    let mut r = Phone::new(&c, "R", "100", 1);
+    r.subscribe_call_info();
+    let (_d, resp) = r.seize("1");
+    assert_eq!(resp.status(), Some(200), "a seize after the failed sync: {}", resp.raw);
 }
 
 /// cfg-examples/kamailio-sca-cluster.cfg passes `kamailio -c` for both of
@@ -1443,4 +1450,92 @@ fn example_cluster_config_checks_for_both_nodes() {
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && text.contains("config file ok"), "node {extra:?}:\n{text}");
     }
+}
+
+/// `dmq_sync_wait`: a node that has not synced refuses new line-seizes
+/// (480 + Retry-After) until the wait is over; subscriptions are taken
+/// meanwhile. Node 1's peer has no sca_rs peer, so its sync stays
+/// unanswered (timeout 60 s, no retry) for the whole wait.
+#[test]
+fn sync_wait_refuses_seizes_until_the_wait_is_over() {
+    const SYNC_WAIT: u64 = 10;
+    let _g = serial();
+    let mut specs = vec![NodeSpec::new(1, 2), NodeSpec::new(2, 1)];
+    specs[1].enable_dmq = false;
+    specs[0].extra_modparams = format!(
+        "modparam(\"sca_rs\", \"dmq_sync_timeout\", 60)\nmodparam(\"sca_rs\", \"dmq_sync_retries\", 0)\nmodparam(\"sca_rs\", \"dmq_sync_wait\", {SYNC_WAIT})\n"
+    );
+    let Some(mut c) = Cluster::start("sync_wait_refuses_seizes", specs) else {
+        return;
+    };
+    // a fresh start of node 1, so its wait has just begun
+    c.restart(1);
+    let started = Instant::now();
+    let k1 = c.node(1);
+
+    let mut a = Phone::new(&c, "A", "100", 1);
+    a.subscribe_call_info();
+    let (_d, r) = a.seize("1");
+    assert_eq!(r.status(), Some(480), "a seize while node 1 syncs: {}", r.raw);
+    let retry_after: u64 = r
+        .header("Retry-After")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the 480 says when to retry:\n{}", r.raw));
+    assert!(
+        (1..=SYNC_WAIT).contains(&retry_after),
+        "Retry-After {retry_after}, want the seconds left of {SYNC_WAIT}"
+    );
+    assert!(appearances(k1).is_empty(), "the refused seize left nothing");
+    assert!(
+        log_count(k1, "refused: this node has not synced with the cluster yet") >= 1,
+        "{}",
+        k1.log_tail(20)
+    );
+
+    // asked again every half second: taken once the wait is over, while
+    // the sync is still unanswered
+    let mut refused = 1;
+    let deadline = started + Duration::from_secs(SYNC_WAIT + 15);
+    let state = loop {
+        thread::sleep(Duration::from_millis(500));
+        let (_d, r) = a.seize("1");
+        match r.status() {
+            Some(480) => refused += 1,
+            Some(200) => break cluster_field(k1, "sync_state"),
+            _ => panic!("seize answered {}", r.raw),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seizes still refused {} s after node 1's start",
+            SYNC_WAIT + 15
+        );
+    };
+    assert_eq!(state, "requesting", "the wait ended, not the sync");
+    assert_eq!(cluster_stat(k1, "seizes_refused_syncing"), refused);
+    let apps = appearances(k1);
+    assert!(
+        apps.len() == 1 && app_index_state(&apps[0]) == ("1".into(), "seized".into()),
+        "node 1 has the seize after the wait: {apps:?}"
+    );
+}
+
+/// `dmq_sync_wait`: a synced node takes seizes at once, however long the
+/// wait.
+#[test]
+fn sync_wait_ends_when_synced() {
+    let _g = serial();
+    let mut specs = vec![NodeSpec::new(1, 2), NodeSpec::new(2, 1)];
+    for s in &mut specs {
+        s.extra_modparams = "modparam(\"sca_rs\", \"dmq_sync_wait\", 600)\n".into();
+    }
+    let Some(c) = Cluster::start("sync_wait_ends_when_synced", specs) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(15));
+    let mut a = Phone::new(&c, "A", "100", 2);
+    a.subscribe_call_info();
+    let (_d, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "a seize on a synced node: {}", r.raw);
+    assert_eq!(cluster_stat(c.node(2), "seizes_refused_syncing"), 0);
 }

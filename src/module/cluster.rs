@@ -56,6 +56,8 @@ pub struct Node {
     pub boot_id: u32,
     pub uri: Vec<u8>,
     pub cfg: DmqConfig,
+    /// mod_init's clock (ms): where `dmq_sync_wait` counts from.
+    pub started_ms: u64,
 }
 
 static NODE: OnceLock<Node> = OnceLock::new();
@@ -104,6 +106,7 @@ pub struct Counters {
     pub rx_rejected: AtomicU64,
     pub conflicts_won: AtomicU64,
     pub conflicts_lost: AtomicU64,
+    pub seizes_refused_syncing: AtomicU64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -311,7 +314,7 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         "sca_rs: cluster replication over DMQ on: node {id} ({}), boot {boot_id:08x}",
         B(&uri)
     );
-    NODE.set(Node { id, boot_id, uri, cfg: dcfg.clone() }).map_err(|_| "cluster init ran twice".to_string())?;
+    NODE.set(Node { id, boot_id, uri, cfg: dcfg.clone(), started_ms: now_ms() }).map_err(|_| "cluster init ran twice".to_string())?;
     Ok(())
 }
 
@@ -875,6 +878,26 @@ pub extern "C" fn sca_rs_dmq_on_init() -> c_int {
     })
 }
 
+/// `dmq_sync_wait`: a node that has not synced yet (no answer so far, or
+/// a sync under way) would grant seizes on a store that may lack its
+/// peers' lines, and lose them later as conflicts. For `dmq_sync_wait`
+/// seconds after its start it refuses new line-seizes instead: Some(the
+/// seconds left), for the 480's Retry-After, counted. A finished or
+/// failed sync ends the wait (a failed one: no peer will answer).
+pub fn refuse_seize_while_syncing() -> Option<u32> {
+    let (c, n) = (cluster()?, node()?);
+    let wait_ms = u64::from(n.cfg.sync_wait) * 1000;
+    let waited = now_ms().saturating_sub(n.started_ms);
+    if waited >= wait_ms {
+        return None;
+    }
+    if matches!(c.sync.lock().phase, SyncPhase::Synced | SyncPhase::Failed) {
+        return None;
+    }
+    c.counters.seizes_refused_syncing.fetch_add(1, Relaxed);
+    Some((wait_ms - waited).div_ceil(1000) as u32)
+}
+
 /// Every second (timer process): a sync that got no usable answer within
 /// `dmq_sync_timeout` is asked again, up to `dmq_sync_retries` times,
 /// then given up (the node still converges through live changes).
@@ -1088,6 +1111,7 @@ pub fn rpc_lines() -> Result<Vec<String>, &'static str> {
         ("rx_rejected", &k.rx_rejected),
         ("conflicts_won", &k.conflicts_won),
         ("conflicts_lost", &k.conflicts_lost),
+        ("seizes_refused_syncing", &k.seizes_refused_syncing),
     ] {
         out.push(format!("{name} {}", v.load(Relaxed)));
     }

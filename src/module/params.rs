@@ -41,9 +41,10 @@ pub static DMQ_TOMBSTONE_TTL: HostCell<c_int> = HostCell::new(120);
 pub static DMQ_SYNC_TIMEOUT: HostCell<c_int> = HostCell::new(5);
 /// How many times a full sync is asked again before it is given up.
 pub static DMQ_SYNC_RETRIES: HostCell<c_int> = HostCell::new(3);
+pub static DMQ_SYNC_WAIT: HostCell<c_int> = HostCell::new(0);
 
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 22 + 8;
+const N_PARAMS: usize = 23 + 8;
 
 pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -67,6 +68,7 @@ pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
     param(c"dmq_tombstone_ttl", PARAM_INT, DMQ_TOMBSTONE_TTL.get() as *mut c_void),
     param(c"dmq_sync_timeout", PARAM_INT, DMQ_SYNC_TIMEOUT.get() as *mut c_void),
     param(c"dmq_sync_retries", PARAM_INT, DMQ_SYNC_RETRIES.get() as *mut c_void),
+    param(c"dmq_sync_wait", PARAM_INT, DMQ_SYNC_WAIT.get() as *mut c_void),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -114,6 +116,9 @@ pub struct DmqConfig {
     pub tombstone_ttl: u32,
     pub sync_timeout: u32,
     pub sync_retries: u32,
+    /// Seconds after start during which new line-seizes get 480 until the
+    /// node has synced (0: off).
+    pub sync_wait: u32,
 }
 
 fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
@@ -176,6 +181,10 @@ impl Config {
                     sync_retries: match DMQ_SYNC_RETRIES.read() {
                         r @ 0..=100 => r as u32,
                         r => return Err(format!("modparam dmq_sync_retries must be 0 to 100, got {r}")),
+                    },
+                    sync_wait: match DMQ_SYNC_WAIT.read() {
+                        w @ 0..=3600 => w as u32,
+                        w => return Err(format!("modparam dmq_sync_wait must be 0 (off) to 3600 seconds, got {w}")),
                     },
                 })
             }

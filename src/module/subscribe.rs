@@ -303,6 +303,18 @@ pub fn handle_subscribe_uris<'m>(
         }
     }
 
+    // cluster, dmq_sync_wait: no new seize before this node has synced
+    if event == EventType::LineSeize && req.expires > 0 && !req.in_dialog {
+        if let Some(left) = crate::module::cluster::refuse_seize_while_syncing() {
+            lm_info!(
+                "line-seize from {} refused: this node has not synced with the cluster yet ({left} s left of dmq_sync_wait)",
+                B(req.subscriber)
+            );
+            let retry_after = format!("Retry-After: {left}\r\n");
+            let _ = sl::reply(msg, 480, "Temporarily Unavailable", retry_after.as_bytes());
+            return -1;
+        }
+    }
     let state = if req.expires > 0 { SubState::Active } else { SubState::Terminated };
     // notify_cseq: the CSeq of the last NOTIFY (the first one carries 1)
     let mut rec = SubscriptionRec {

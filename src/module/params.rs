@@ -41,6 +41,8 @@ pub static DMQ_TOMBSTONE_TTL: HostCell<c_int> = HostCell::new(120);
 pub static DMQ_SYNC_TIMEOUT: HostCell<c_int> = HostCell::new(5);
 /// How many times a full sync is asked again before it is given up.
 pub static DMQ_SYNC_RETRIES: HostCell<c_int> = HostCell::new(3);
+/// Seconds after start during which an unsynced node refuses new
+/// line-seizes (0: off).
 pub static DMQ_SYNC_WAIT: HostCell<c_int> = HostCell::new(0);
 
 // + 8: keepalive (src/keepalive/params.rs)

@@ -1458,7 +1458,7 @@ fn example_cluster_config_checks_for_both_nodes() {
 /// unanswered (timeout 60 s, no retry) for the whole wait.
 #[test]
 fn sync_wait_refuses_seizes_until_the_wait_is_over() {
-    const SYNC_WAIT: u64 = 10;
+    const SYNC_WAIT: u64 = 15;
     let _g = serial();
     let mut specs = vec![NodeSpec::new(1, 2), NodeSpec::new(2, 1)];
     specs[1].enable_dmq = false;

@@ -247,22 +247,20 @@ fn trunc(s: &str, n: usize) -> &str {
 static PORTS_IN_USE: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// The message of the panic each test thread is unwinding from, so the
-/// last thing a failed test prints (after every node's log tail) is why
-/// it failed: CI shows only the end of the output.
-static PANICS: Mutex<Vec<(thread::ThreadId, String)>> = Mutex::new(Vec::new());
+thread_local! {
+    /// The message of the panic this test thread is unwinding from, so the
+    /// last thing a failed test prints (after every node's log tail) is why
+    /// it failed: CI shows only the end of the output.
+    static PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
 
 fn echo_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let msg = format!("{info}");
-            if let Ok(mut v) = PANICS.lock() {
-                let me = thread::current().id();
-                v.retain(|(t, _)| *t != me);
-                v.push((me, msg));
-            }
+            // the hook runs on the panicking thread
+            let _ = PANIC.try_with(|p| p.replace(Some(format!("{info}"))));
             default(info);
         }));
     });
@@ -270,9 +268,7 @@ fn echo_panics() {
 
 /// The panic message of the current thread, if it is unwinding.
 fn current_panic() -> Option<String> {
-    let me = thread::current().id();
-    let v = PANICS.lock().ok()?;
-    v.iter().find(|(t, _)| *t == me).map(|(_, m)| m.clone())
+    PANIC.try_with(|p| p.borrow().clone()).ok().flatten()
 }
 
 /// A UDP port on 127.0.0.1 reserved for one Kamailio (or, with

@@ -15,7 +15,9 @@ setup:
 
 build: setup
 	$(CARGO) build --release --locked -p sca_rs
-	@cp -f target/release/libsca_rs.so $(MODULE)
+	@# a new file renamed over the old one: a Kamailio that has the old
+	@# module mapped (make run in another terminal) keeps its copy intact
+	@cp -f target/release/libsca_rs.so $(MODULE).tmp && mv -f $(MODULE).tmp $(MODULE)
 	@echo "module: $(MODULE)"
 
 install: build

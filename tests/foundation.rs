@@ -248,3 +248,30 @@ fn handle_subscribe_with_a_to_uri_and_uri_avps() {
         "a from_uri_avp that is not an AVP is a start-up error"
     );
 }
+
+/// docs/compat.md "An unparsable Expires is refused": sca_rs answers `400
+/// Bad Shared Call Appearance Request` and stores nothing; Debian's C module
+/// answers 202 and reads the value as 0 (an unsubscribe).
+#[test]
+fn an_unparsable_expires_gets_400_from_sca_rs_and_202_from_c() {
+    for module in [ScaModule::Rust, ScaModule::C] {
+        let k = Kamailio::start(common::cfg::sca_opts(module.clone()));
+        let mut ua = Ua::new("A", "100", k.addr()).expect("UA");
+        ua.auto_answer_notify = true;
+        let mut d = ua.dialog(AOR);
+        let req = ua.subscribe_request(&mut d, &Subscribe::new("call-info", 600)).set_header("Expires", "abc");
+        let sent = ua.send(&req).expect("send SUBSCRIBE");
+        let r = ua.expect_final_response(&sent, RECV_TIMEOUT).expect("final reply");
+        let want = match module {
+            ScaModule::Rust => (400, "Bad Shared Call Appearance Request"),
+            ScaModule::C => (202, "Accepted"),
+        };
+        let reason = r.start_line.splitn(3, ' ').nth(2).unwrap_or("");
+        assert_eq!((r.status(), reason), (Some(want.0), want.1), "{module:?}: {}", r.raw);
+        // nothing is left subscribed either way (C: an unsubscribe)
+        assert_eq!(k.rpc(&["sca.subscription_count", "call-info"]), "0 call-info", "{module:?}");
+        if module == ScaModule::Rust {
+            assert!(k.log().contains("bad Expires header 'abc'"), "the refusal is logged:\n{}", k.log_tail(20));
+        }
+    }
+}

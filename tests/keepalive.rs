@@ -87,7 +87,9 @@ fn is_alive_follows_a_destination_that_goes_silent_and_comes_back() {
     assert!(wait_until(WAIT, || c.is_alive(&hp) == 1), "{}", k.log_tail(40));
 
     // once per transition: up, down, up — and nothing more while it stays up
-    std::thread::sleep(Duration::from_millis(2500));
+    // (two more answered pings, that is two more checks of its state)
+    let seen = gw.options_seen();
+    assert!(wait_until(WAIT, || gw.options_seen() >= seen + 2), "two more pings:\n{}", k.log_tail(40));
     let up = format!("KA-EVENT up {uri}");
     let down = format!("KA-EVENT down {uri}");
     assert_eq!((count_in_log(&k, &up), count_in_log(&k, &down)), (2, 1), "{}", k.log_tail(60));
@@ -120,6 +122,10 @@ fn rpc_add_get_del_list_flush_and_bad_input() {
     fault(&["keepalive.add", &uri], "Not enough parameters or wrong format");
     fault(&["keepalive.add", "sip:a@b:c:d:e", "owner1"], "couldn't add data to list");
     fault(&["keepalive.add", "@@@", "owner1"], "couldn't add data to list");
+    // not one token: Kamailio's parser takes these, the wire would not
+    fault(&["keepalive.add", "sip:gw example.org", "owner1"], "couldn't add data to list");
+    fault(&["keepalive.add", "sip:<gw.example.org>", "owner1"], "couldn't add data to list");
+    fault(&["keepalive.add", "sip:user@", "owner1"], "couldn't add data to list");
     fault(&["keepalive.add", &uri, "owner1"], "couldn't add data to list");
     fault(&["keepalive.add", &hp, "owner1"], "couldn't add data to list");
     fault(&["keepalive.get", &uri], "Not enough parameters or wrong format");
@@ -157,6 +163,7 @@ fn rpc_add_get_del_list_flush_and_bad_input() {
     assert_eq!(c.add(&hp, "script"), 1);
     assert_eq!(c.add(&uri, "script"), -2);
     assert_eq!(c.add("sip:a@b:c:d:e", "script"), -1);
+    assert_eq!(c.add("sip:gw example.org", "script"), -1);
     assert!(listed_state(&k, &uri).is_some());
     assert!(wait_until(WAIT, || c.is_alive(&hp) == 1));
     assert_eq!(c.del(&uri, "nobody"), -1);
@@ -176,7 +183,15 @@ fn delete_counter_removes_a_dead_destination_3028() {
     let gw = Gateway::new(0);
     let hp = gw.hostport();
     let uri = format!("sip:{hp}");
-    let k = start(&[("ping_interval", "1".into()), ("delete_counter", "2".into()), ("destination", q(&hp))]);
+    // a second destination that always answers: its pings are the clock
+    // that shows the keepalive timer ran on after the removal
+    let clock = Gateway::new(200);
+    let k = start(&[
+        ("ping_interval", "1".into()),
+        ("delete_counter", "2".into()),
+        ("destination", q(&hp)),
+        ("destination", q(&clock.hostport())),
+    ]);
     let mut c = Client::new(&k);
 
     assert!(wait_until(WAIT, || c.is_alive(&hp) == 2), "{}", k.log_tail(40));
@@ -188,7 +203,8 @@ fn delete_counter_removes_a_dead_destination_3028() {
     // no more pings; a late answer brings nothing back
     let seen = gw.options_seen();
     gw.set_code(200);
-    std::thread::sleep(Duration::from_millis(2500));
+    let ticks = clock.options_seen();
+    assert!(wait_until(WAIT, || clock.options_seen() >= ticks + 3), "the clock destination is pinged on:\n{}", k.log_tail(40));
     assert!(gw.options_seen() <= seen + 1, "still pinged: {} -> {}", seen, gw.options_seen());
     assert_eq!(c.is_alive(&hp), -1);
     assert_eq!(count_in_log(&k, &format!("KA-EVENT up {uri}")), 0);

@@ -118,8 +118,14 @@ fn scenario(ka: Ka) -> Run {
         "{ka:?}: states never settled\n{}",
         k.log_tail(40)
     );
-    // every destination checked at least twice
-    std::thread::sleep(Duration::from_millis(2000));
+    // every destination checked at least twice more (tm retransmits a
+    // ping to the silent one once before its 1 s timeout: 3 are 2 pings)
+    let (up_seen, dead_seen) = (up.options_seen(), dead.options_seen());
+    assert!(
+        wait_until(WAIT, || up.options_seen() >= up_seen + 2 && dead.options_seen() >= dead_seen + 3),
+        "{ka:?}: two more pings of each destination\n{}",
+        k.log_tail(40)
+    );
 
     for d in masked_list(&k, ka) {
         t.push(format!("list entry {d:?}"));

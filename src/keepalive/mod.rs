@@ -151,6 +151,10 @@ pub fn add_destination(
     hooks: Option<Hooks>,
 ) -> Result<Added<Hooks>, AddError> {
     let normalized = sca_core::keepalive::uri::normalize(uri);
+    if let Err(why) = sca_core::keepalive::uri::check_well_formed(&normalized) {
+        lm_err!("invalid uri <{}>: {why:?}", B(&normalized));
+        return Err(AddError::NotUri);
+    }
     if !parses_as_sip_uri(&normalized) {
         lm_err!("invalid uri <{}>", B(&normalized));
         return Err(AddError::NotUri);

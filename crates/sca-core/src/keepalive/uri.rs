@@ -60,6 +60,38 @@ pub fn normalize(uri: &[u8]) -> std::vec::Vec<u8> {
     v
 }
 
+/// Why a destination URI is refused before Kamailio's (lenient) parser sees
+/// it: a URI is sent as a Request-URI, so it must be one token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// No host after the scheme (and user part).
+    NoHost,
+    /// A space, control character or one of `<>"` anywhere in it.
+    BadByte(u8),
+}
+
+/// Check `uri` (with its scheme, as [`normalize`] gives it) for what can
+/// never be a SIP URI on the wire, whatever a parser makes of it.
+pub fn check_well_formed(uri: &[u8]) -> Result<(), Malformed> {
+    if let Some(&b) = uri.iter().find(|&&b| b <= b' ' || b == 0x7f || matches!(b, b'<' | b'>' | b'"')) {
+        return Err(Malformed::BadByte(b));
+    }
+    let rest = split_scheme(uri).map_or(uri, |(_, r)| r);
+    // host[:port][;params][?headers], after an optional user part
+    let after_user = rest.iter().rposition(|&b| b == b'@').map_or(rest, |i| &rest[i + 1..]);
+    let host_end = after_user.iter().position(|&b| matches!(b, b';' | b'?')).unwrap_or(after_user.len());
+    let hostport = &after_user[..host_end];
+    let host = if hostport.first() == Some(&b'[') {
+        hostport
+    } else {
+        hostport.split(|&b| b == b':').next().unwrap_or(&[])
+    };
+    if host.is_empty() {
+        return Err(Malformed::NoHost);
+    }
+    Ok(())
+}
+
 /// A lookup key: scheme plus the rest of the URI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Key<'a> {
@@ -104,6 +136,22 @@ mod tests {
         // "sip" alone is a host name
         assert_eq!(normalize(b"sip"), b"sip:sip");
         assert_eq!(normalize(b""), b"sip:");
+    }
+
+    #[test]
+    fn well_formed_uris_only() {
+        for ok in [&b"sip:1.2.3.4"[..], b"sip:gw.example.org:5080;transport=tcp", b"sips:u@h", b"sip:[::1]:5060", b"sip:h?x=y"] {
+            assert_eq!(check_well_formed(ok), Ok(()), "{}", String::from_utf8_lossy(ok));
+        }
+        assert_eq!(check_well_formed(b"sip:gw example.org"), Err(Malformed::BadByte(b' ')));
+        assert_eq!(check_well_formed(b"sip:gw\texample"), Err(Malformed::BadByte(b'\t')));
+        assert_eq!(check_well_formed(b"sip:<gw>"), Err(Malformed::BadByte(b'<')));
+        assert_eq!(check_well_formed(b"sip:h\"x"), Err(Malformed::BadByte(b'"')));
+        assert_eq!(check_well_formed(b"sip:h\r\nVia: x"), Err(Malformed::BadByte(b'\r')));
+        assert_eq!(check_well_formed(b"sip:"), Err(Malformed::NoHost));
+        assert_eq!(check_well_formed(b"sip:user@"), Err(Malformed::NoHost));
+        assert_eq!(check_well_formed(b"sip::5060"), Err(Malformed::NoHost));
+        assert_eq!(check_well_formed(b"sip:u@;transport=udp"), Err(Malformed::NoHost));
     }
 
     #[test]

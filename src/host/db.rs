@@ -119,6 +119,8 @@ impl DbApi {
             ("free_result", f.free_result.is_some()),
             ("insert", f.insert.is_some()),
             ("delete", f.delete.is_some()),
+            ("update", f.update.is_some()),
+            ("raw_query", f.raw_query.is_some()),
         ] {
             if !ok {
                 return Err(format!("the DB module for this URL has no {name} function"));
@@ -193,50 +195,6 @@ impl DbConn<'_> {
         Ok(())
     }
 
-    /// Every row of the current table, the given columns.
-    pub fn query_all(&self, columns: &[&str]) -> Result<Vec<Vec<Value>>, String> {
-        let mut cols = Keys::new(columns);
-        let cptr = cols.ptrs();
-        let q = self.api.f.query.ok_or("no query")?;
-        let free = self.api.f.free_result.ok_or("no free_result")?;
-        let mut res: *mut sys::db1_res_t = core::ptr::null_mut();
-        // SAFETY: no keys (NULL, 0), `cptr` holds columns.len() valid keys;
-        // the driver allocates `res`, which we free below.
-        let rc = unsafe {
-            q(
-                self.con,
-                core::ptr::null(),
-                core::ptr::null(),
-                core::ptr::null(),
-                cptr.as_ptr(),
-                0,
-                cptr.len() as c_int,
-                core::ptr::null_mut(),
-                &mut res,
-            )
-        };
-        if rc < 0 || res.is_null() {
-            if !res.is_null() {
-                // SAFETY: res came from this connection's query.
-                unsafe { free(self.con, res) };
-            }
-            return Err("query failed".into());
-        }
-        let mut out = Vec::new();
-        // SAFETY: res is a valid result until freed; rows[0..n] exist and
-        // each has values[0..row.n].
-        unsafe {
-            let r = &*res;
-            for i in 0..r.n.max(0) as usize {
-                let row = &*r.rows.add(i);
-                let vals = (0..row.n.max(0) as usize).map(|j| read_val(&*row.values.add(j))).collect();
-                out.push(vals);
-            }
-            free(self.con, res);
-        }
-        Ok(out)
-    }
-
     pub fn insert(&self, columns: &[&str], values: &[Val<'_>]) -> Result<(), String> {
         let mut keys = Keys::new(columns);
         let kptr = keys.ptrs();
@@ -277,15 +235,81 @@ pub enum Tx {
 }
 
 impl DbConn<'_> {
-    fn raw(&self, sql: &str) -> Result<(), ()> {
-        let f = self.api.f.raw_query.ok_or(())?;
+    /// Run one SQL statement through the driver's raw_query, its result
+    /// (if any) read into owned rows and freed. A result is always
+    /// requested: db_sqlite only steps a statement when it stores a result
+    /// (without one, `BEGIN` would be prepared and never run).
+    pub fn raw_rows(&self, sql: &str) -> Result<Vec<Vec<Value>>, String> {
+        let f = self.api.f.raw_query.ok_or("the DB module has no raw_query")?;
+        let free = self.api.f.free_result.ok_or("no free_result")?;
         let q = kstr::from_bytes(sql.as_bytes());
-        // SAFETY: a live connection; no result is requested for these statements.
-        if unsafe { f(self.con, &q, core::ptr::null_mut()) } < 0 {
-            Err(())
+        let mut res: *mut sys::db1_res_t = core::ptr::null_mut();
+        // SAFETY: a live connection; the SQL bytes outlive the call; the
+        // driver allocates `res` (or leaves it NULL), freed below (§5).
+        let rc = unsafe { f(self.con, &q, &mut res) };
+        let out = if res.is_null() {
+            Vec::new()
         } else {
-            Ok(())
+            // SAFETY: res is this connection's result until freed:
+            // rows[0..n] exist, each with values[0..row.n]; values are copied.
+            unsafe {
+                let r = &*res;
+                let mut out = Vec::with_capacity(r.n.max(0) as usize);
+                for i in 0..r.n.max(0) as usize {
+                    let row = &*r.rows.add(i);
+                    out.push((0..row.n.max(0) as usize).map(|j| read_val(&*row.values.add(j))).collect());
+                }
+                free(self.con, res);
+                out
+            }
+        };
+        if rc < 0 {
+            return Err("query failed".into());
         }
+        Ok(out)
+    }
+
+    fn raw(&self, sql: &str) -> Result<(), ()> {
+        self.raw_rows(sql).map(|_| ()).map_err(|_| ())
+    }
+
+    /// UPDATE the current table SET `ucols` = `uvals` WHERE `cols` `ops` `vals`.
+    pub fn update(
+        &self,
+        cols: &[&str],
+        ops: &[&CStr],
+        vals: &[Val<'_>],
+        ucols: &[&str],
+        uvals: &[Val<'_>],
+    ) -> Result<(), String> {
+        let f = self.api.f.update.ok_or("the DB module has no update")?;
+        let mut keys = Keys::new(cols);
+        let kptr = keys.ptrs();
+        let mut ukeys = Keys::new(ucols);
+        let ukptr = ukeys.ptrs();
+        let v: Vec<sys::db_val_t> = vals.iter().map(db_val).collect();
+        let uv: Vec<sys::db_val_t> = uvals.iter().map(db_val).collect();
+        let optr: Vec<*const c_char> = ops.iter().map(|o| o.as_ptr()).collect();
+        let n = kptr.len().min(v.len()).min(optr.len());
+        let un = ukptr.len().min(uv.len());
+        // SAFETY: each array holds at least its count of entries; the
+        // strings they point to outlive the call.
+        let rc = unsafe {
+            f(
+                self.con,
+                kptr.as_ptr(),
+                optr.as_ptr() as *const sys::db_op_t,
+                v.as_ptr(),
+                ukptr.as_ptr(),
+                uv.as_ptr(),
+                n as c_int,
+                un as c_int,
+            )
+        };
+        if rc < 0 {
+            return Err("update failed".into());
+        }
+        Ok(())
     }
 
     /// Start a transaction, the best way the driver offers.

@@ -98,6 +98,9 @@ pub enum RowOp {
     Insert,
     /// The row exists: rewrite it in place.
     Update,
+    /// The subscription ended (terminated, kept until the purge for its
+    /// last NOTIFY): its row goes now.
+    Delete,
 }
 
 /// One subscription to write, with the generation it was copied at.
@@ -112,7 +115,13 @@ impl RowWrite {
     fn of<A: Allocator>(aor: &[u8], s: &Subscription<A>) -> Self {
         RowWrite {
             row: RowData::of(aor, s),
-            op: if s.in_db() { RowOp::Update } else { RowOp::Insert },
+            op: if s.state.is_terminated() {
+                RowOp::Delete
+            } else if s.in_db() {
+                RowOp::Update
+            } else {
+                RowOp::Insert
+            },
             gen: s.gen(),
         }
     }
@@ -139,8 +148,10 @@ fn reinsert_after_deletes(
     for d in deletes {
         let key = (d.aor.clone(), d.subscriber.clone(), d.event as u8);
         if let Some(&i) = at.get(&key) {
-            rows[i].op = RowOp::Insert;
-        } else if let Some(mut w) = live(d) {
+            if rows[i].op != RowOp::Delete {
+                rows[i].op = RowOp::Insert;
+            }
+        } else if let Some(mut w) = live(d).filter(|w| w.op != RowOp::Delete) {
             debug_assert!(w.row.is_key(d));
             w.op = RowOp::Insert;
             at.insert(key, rows.len());
@@ -167,6 +178,7 @@ pub fn snapshot<A: Allocator + Clone, L: RawLock>(store: &Store<A, L>, deletes: 
 /// holding them) are skipped and counted. Every row is an INSERT: after an
 /// abandoned batch, "not known committed" may well be in the DB, and the
 /// final flush writes in the careful way (delete by key, then insert).
+/// Ended subscriptions stay deletes.
 pub fn snapshot_at_exit<A: Allocator + Clone, L: RawLock>(
     store: &Store<A, L>,
     deletes: &[DbDelete],
@@ -182,7 +194,7 @@ pub fn snapshot_at_exit<A: Allocator + Clone, L: RawLock>(
             None
         }
     });
-    for r in &mut rows {
+    for r in rows.iter_mut().filter(|r| r.op != RowOp::Delete) {
         r.op = RowOp::Insert;
     }
     (rows, skipped)
@@ -194,7 +206,7 @@ pub fn mark_committed<A: Allocator + Clone, L: RawLock>(store: &Store<A, L>, row
     for r in rows {
         let mut g = store.lock_aor(&r.row.aor);
         if let Some(s) = g.find_sub_mut(r.row.event, &r.row.subscriber) {
-            s.mark_committed(r.gen);
+            s.mark_committed(r.gen, r.op != RowOp::Delete);
         }
     }
 }
@@ -325,6 +337,29 @@ mod tests {
         // a delete for a key with nothing live adds nothing
         let none = DbDelete { aor: A.to_vec(), subscriber: b"zz".to_vec(), event: EventType::CallInfo };
         assert!(snapshot(&s, &[none]).iter().all(|w| w.row.subscriber != b"zz"));
+    }
+
+    #[test]
+    fn an_ended_subscription_is_a_delete_then_needs_none_at_the_purge() {
+        let s = store();
+        s.lock_aor(A).put_sub(&rec(A, b"p1", b"c1")).expect("put");
+        let b = snapshot(&s, &[]);
+        mark_committed(&s, &b);
+        {
+            // an unSUBSCRIBE: kept, terminated, until the purge
+            let mut g = s.lock_aor(A);
+            let sub = g.find_sub_mut(EventType::CallInfo, b"p1").expect("p1");
+            sub.state = SubState::TerminatedTimeout;
+            sub.expires = 0;
+            sub.touch();
+        }
+        let b = snapshot(&s, &[]);
+        assert_eq!(ops(&b), [(b"p1".to_vec(), RowOp::Delete)]);
+        assert_eq!(ops(&snapshot_at_exit(&s, &[], 1, || {}).0), [(b"p1".to_vec(), RowOp::Delete)]);
+        mark_committed(&s, &b);
+        let g = s.lock_aor(A);
+        let sub = g.find_sub(EventType::CallInfo, b"p1").expect("p1");
+        assert!(!sub.in_db() && !sub.is_dirty() && !sub.needs_db_delete(), "row gone, nothing left to do");
     }
 
     #[test]

@@ -144,9 +144,10 @@ impl<A: Allocator> Subscription<A> {
     }
 
     /// A DB write of generation `gen` of this subscription's key committed:
-    /// the row exists; the mark goes only if nothing changed since.
-    pub fn mark_committed(&mut self, gen: u32) {
-        self.in_db = true;
+    /// the row exists now (`row_exists`) or was deleted; the mark goes only
+    /// if nothing changed since.
+    pub fn mark_committed(&mut self, gen: u32, row_exists: bool) {
+        self.in_db = row_exists;
         if self.gen == gen {
             self.dirty = false;
         }

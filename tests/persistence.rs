@@ -35,7 +35,12 @@ fn start(db: &Path, interval: u32) -> Kamailio {
 /// loading another db_* module).
 fn start_url(url: &str, extra: &str, interval: u32) -> Kamailio {
     let m = ScaModule::Rust;
-    let params = format!("{extra}{}", sca_modparam(&m, "db_update_interval", &interval.to_string()));
+    // `sca.all_subscriptions` of up to ~2500 lines in one reply (kamcmd
+    // reads at most 128 kB)
+    let params = format!(
+        "{extra}modparam(\"ctl\", \"binrpc_max_body_size\", 128)\n{}",
+        sca_modparam(&m, "db_update_interval", &interval.to_string())
+    );
     Kamailio::start(sca_opts(m).with_db(false).var("DB_URL", url).var("SCA_MODPARAMS", &params))
 }
 
@@ -219,39 +224,53 @@ fn a_db_that_goes_down_and_comes_back_loses_nothing() {
     assert_eq!(count(&pg), 2, "both subscriptions written after the DB came back\n{}", k.log_tail(30));
 }
 
-/// Phones with an AoR each (`sip:<2000+i>@127.0.0.1`) subscribing call-info
-/// one after another (at most `per_sec` a second, 0: as fast as answered),
-/// from a thread, until one gets no answer (Kamailio stopped) or `stop` is
-/// set. Returns each acknowledged subscription (`<subscriber>|<aor>`, as in
-/// the DB) with the time of its 202.
-fn subscribe_load(proxy: std::net::SocketAddr, per_sec: u32, stop: &AtomicBool) -> Vec<(String, Instant)> {
+/// Phone `i` (AoR `sip:<2000+i>@127.0.0.1`, its own UDP port) subscribes
+/// call-info and answers the first NOTIFY, as a phone does. Its
+/// `<subscriber>|<aor>` (as in the DB) once acknowledged with a 202; None
+/// when unanswered (Kamailio stopped, or overloaded).
+fn subscribe_one(proxy: std::net::SocketAddr, i: u32) -> Option<String> {
+    let user = (2000 + i).to_string();
+    let mut ua = Ua::new(&format!("L{i}"), &user, proxy).ok()?;
+    let aor = format!("sip:{user}@127.0.0.1");
+    let mut d = ua.dialog(&aor);
+    let s = ua.send_subscribe(&mut d, &Subscribe::new("call-info", 600)).ok()?;
+    match ua.expect_final_response(&s, Duration::from_millis(1500)) {
+        Ok(r) if r.status() == Some(202) => {
+            if let Ok(n) = ua.expect_request("NOTIFY", Duration::from_millis(500)) {
+                let _ = ua.reply(&n, 200, "OK");
+            }
+            Some(format!("{}|{aor}", ua.contact_uri()))
+        }
+        _ => None,
+    }
+}
+
+/// Phones `from`, `from + step`, ... subscribing one after another (at most
+/// `per_sec` a second, 0: as fast as answered), from a thread, until one
+/// gets no answer (Kamailio stopped) or `stop` is set. Returns each
+/// acknowledged subscription (`<subscriber>|<aor>`, as in the DB) with the
+/// time of its 202.
+fn subscribe_load_from(proxy: std::net::SocketAddr, from: u32, step: u32, per_sec: u32, stop: &AtomicBool) -> Vec<(String, Instant)> {
     let mut acked = Vec::new();
     let t0 = Instant::now();
-    for i in 0.. {
+    for n in 0u32.. {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         if per_sec > 0 {
-            let due = t0 + Duration::from_secs_f64(f64::from(i) / f64::from(per_sec));
+            let due = t0 + Duration::from_secs_f64(f64::from(n) / f64::from(per_sec));
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
-        let user = (2000 + i).to_string();
-        let mut ua = Ua::new(&format!("L{i}"), &user, proxy).expect("UA");
-        let aor = format!("sip:{user}@127.0.0.1");
-        let mut d = ua.dialog(&aor);
-        let Ok(s) = ua.send_subscribe(&mut d, &Subscribe::new("call-info", 600)) else { break };
-        match ua.expect_final_response(&s, Duration::from_millis(1500)) {
-            Ok(r) if r.status() == Some(202) => {
-                acked.push((format!("{}|{aor}", ua.contact_uri()), Instant::now()));
-                // answer the first NOTIFY, as a phone does
-                if let Ok(n) = ua.expect_request("NOTIFY", Duration::from_millis(500)) {
-                    let _ = ua.reply(&n, 200, "OK");
-                }
-            }
-            _ => break,
+        match subscribe_one(proxy, from + n * step) {
+            Some(key) => acked.push((key, Instant::now())),
+            None => break,
         }
     }
     acked
+}
+
+fn subscribe_load(proxy: std::net::SocketAddr, per_sec: u32, stop: &AtomicBool) -> Vec<(String, Instant)> {
+    subscribe_load_from(proxy, 0, 1, per_sec, stop)
 }
 
 /// `<subscriber>|<aor>` of every call-info row in the DB.
@@ -460,6 +479,10 @@ fn row_key(line: &str) -> String {
 
 /// The same keys from `sca.all_subscriptions`.
 fn memory_keys(k: &Kamailio) -> Vec<String> {
+    let count = |ev: &str| -> usize {
+        k.rpc(&["sca.subscription_count", ev]).split_whitespace().next().and_then(|n| n.parse().ok()).expect("count")
+    };
+    let before = count("call-info") + count("line-seize");
     let mut keys: Vec<String> = k
         .rpc(&["sca.all_subscriptions"])
         .lines()
@@ -469,6 +492,13 @@ fn memory_keys(k: &Kamailio) -> Vec<String> {
         })
         .collect();
     keys.sort();
+    let after = count("call-info") + count("line-seize");
+    // (phones may subscribe meanwhile)
+    assert!(
+        (before..=after).contains(&keys.len()),
+        "sca.all_subscriptions printed every subscription, not cut by the RPC reply size: {} lines, {before}..{after} subscriptions",
+        keys.len()
+    );
     keys
 }
 
@@ -629,4 +659,200 @@ fn a_failed_restore_is_retried_and_merged_postgresql() {
 #[test]
 fn a_failed_restore_is_retried_and_merged_mariadb() {
     a_failed_restore_is_retried_and_merged(Db::mariadb());
+}
+
+// ------------------------------------------------ stops and faults under load
+
+/// `<subscriber>|<aor>` (as acknowledged) → the key [`Db::keys`] gives.
+fn acked_key(s: &str) -> String {
+    let (sub, aor) = s.split_once('|').expect("subscriber|aor");
+    row_key(&format!("{aor}|{sub}|1"))
+}
+
+fn call_info_count(k: &Kamailio) -> usize {
+    k.rpc(&["sca.subscription_count", "call-info"]).split_whitespace().next().and_then(|n| n.parse().ok()).expect("count")
+}
+
+/// Wait (with a deadline) until `cond` holds; false if it never did.
+fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+const LOAD_THREADS: u32 = 3;
+
+/// A graceful stop in the middle of a burst of new subscriptions (three
+/// phones' threads, as fast as Kamailio answers; db_update_interval 1 s, so
+/// batches are in flight when SIGTERM comes): every subscription that
+/// existed before the stop (`sca.all_subscriptions`) and every one
+/// acknowledged is in the DB, nothing else but the few in flight, nothing
+/// twice; the restarted Kamailio has exactly the DB's rows.
+fn graceful_stop_during_a_burst(db: Db) {
+    let mut k = start_url(&db.url(), db.load(), 1);
+    let addr = k.addr();
+    let stop = AtomicBool::new(false);
+    let (acked, before) = std::thread::scope(|s| {
+        let loads: Vec<_> = (0..LOAD_THREADS)
+            .map(|t| {
+                let stop = &stop;
+                s.spawn(move || subscribe_load_from(addr, t, LOAD_THREADS, 0, stop))
+            })
+            .collect();
+        assert!(wait_until(Duration::from_secs(30), || call_info_count(&k) >= 300), "the load runs\n{}", k.log_tail(20));
+        let before = memory_keys(&k);
+        // more arrive, and a batch or two is written, while it goes on
+        let target = before.len() + 300;
+        assert!(wait_until(Duration::from_secs(30), || call_info_count(&k) >= target), "the load goes on");
+        let st = k.stop().expect("graceful stop under load");
+        assert!(st.success(), "{st}");
+        stop.store(true, Ordering::Relaxed);
+        let acked: Vec<String> = loads.into_iter().flat_map(|l| l.join().expect("load thread")).map(|(s, _)| acked_key(&s)).collect();
+        (acked, before)
+    });
+    assert!(!k.log().contains("still locked"), "no lock left held at shutdown:\n{}", k.log_tail(20));
+    let rows = db.keys();
+    let set: HashSet<&String> = rows.iter().collect();
+    assert_eq!(set.len(), rows.len(), "no row twice");
+    let lost_before: Vec<&String> = before.iter().filter(|s| !set.contains(s)).collect();
+    assert!(lost_before.is_empty(), "{} of {} subscriptions in memory before the stop not in the DB: {}", lost_before.len(), before.len(), first_few(&lost_before));
+    let lost: Vec<&String> = acked.iter().filter(|s| !set.contains(s)).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged subscriptions not in the DB: {}", lost.len(), acked.len(), first_few(&lost));
+    let acked_set: HashSet<&String> = acked.iter().chain(before.iter()).collect();
+    let extra = rows.iter().filter(|r| !acked_set.contains(r)).count();
+    assert!(extra <= LOAD_THREADS as usize, "{extra} rows neither acknowledged nor in memory before (at most one in flight per phone thread)");
+    let k2 = start_url(&db.url(), db.load(), 1);
+    assert_same_keys("restored after the graceful stop", &rows, &memory_keys(&k2));
+}
+
+#[test]
+fn graceful_stop_during_a_burst_loses_nothing_sqlite() {
+    graceful_stop_during_a_burst(Db::sqlite());
+}
+
+#[test]
+fn graceful_stop_during_a_burst_loses_nothing_postgresql() {
+    graceful_stop_during_a_burst(Db::postgres());
+}
+
+#[test]
+fn graceful_stop_during_a_burst_loses_nothing_mariadb() {
+    graceful_stop_during_a_burst(Db::mariadb());
+}
+
+/// The pid of the `SCA DB SYNC PROCESS` (from `core.psx`).
+fn writer_pid(k: &Kamailio) -> i32 {
+    let psx = k.rpc(&["core.psx"]);
+    let mut pid = None;
+    for l in psx.lines().map(str::trim) {
+        if let Some(p) = l.strip_prefix("PID:") {
+            pid = p.trim().parse().ok();
+        }
+        if l.contains("SCA DB SYNC PROCESS") {
+            return pid.expect("PID before DSC");
+        }
+    }
+    panic!("no SCA DB writer in core.psx:\n{psx}");
+}
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = st.rsplit_once(") ").map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a process of the Kamailio this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// kill -9 of the DB writer alone in the middle of a big batch: Kamailio
+/// shuts down (a child died), and its final flush writes everything the
+/// writer had not committed; the DB ends up with exactly what was in memory.
+fn kill_9_of_the_writer_mid_batch(db: Db) {
+    const N: u32 = 1500;
+    let mut k = start_url(&db.url(), db.load(), 1);
+    let w = writer_pid(&k);
+    // hold the writer while a backlog builds up, so its next batch is big
+    signal(w, libc::SIGSTOP);
+    let addr = k.addr();
+    let acked: Vec<String> = std::thread::scope(|s| {
+        let loads: Vec<_> = (0..LOAD_THREADS)
+            .map(|t| s.spawn(move || (0..N / LOAD_THREADS).filter_map(|i| subscribe_one(addr, t + i * LOAD_THREADS)).collect::<Vec<_>>()))
+            .collect();
+        loads.into_iter().flat_map(|l| l.join().expect("load thread")).map(|s| acked_key(&s)).collect()
+    });
+    assert!(acked.len() as u32 >= N - 10, "the phones subscribed: {} of {N}", acked.len());
+    let mem = memory_keys(&k);
+    assert_eq!(db.count(), 0, "nothing written while the writer is stopped");
+    let t0 = cpu_ticks(w);
+    signal(w, libc::SIGCONT);
+    // it runs its batch: killed as soon as it has used CPU for it
+    assert!(wait_until(Duration::from_secs(10), || cpu_ticks(w) > t0), "the writer ran");
+    signal(w, libc::SIGKILL);
+    let mid_batch = !k.log().contains("SCA DB writer:");
+    eprintln!("writer killed {} its batch committed", if mid_batch { "before" } else { "after" });
+    // Kamailio stops by itself when a child dies; stop() waits for it
+    k.stop();
+    assert!(k.log().contains("flushed to the DB at shutdown"), "the final flush ran:\n{}", k.log_tail(30));
+    assert_same_keys("after kill -9 of the writer", &db.keys(), &mem);
+    let acked: HashSet<&String> = acked.iter().collect();
+    assert!(mem.iter().all(|m| acked.contains(m)) && mem.len() == acked.len(), "memory held exactly the acknowledged subscriptions");
+}
+
+#[test]
+fn kill_9_of_the_writer_mid_batch_loses_nothing_sqlite() {
+    kill_9_of_the_writer_mid_batch(Db::sqlite());
+}
+
+#[test]
+fn kill_9_of_the_writer_mid_batch_loses_nothing_postgresql() {
+    kill_9_of_the_writer_mid_batch(Db::postgres());
+}
+
+/// PostgreSQL goes away in the middle of a burst and comes back: the
+/// writer's failed batches leave their marks, and once the DB is back the
+/// DB holds exactly what is in memory.
+#[test]
+fn a_db_that_goes_away_mid_burst_loses_nothing() {
+    let Db::Pg(pg) = Db::postgres() else { unreachable!() };
+    let db_url = pg.url();
+    let load_line = "loadmodule \"db_postgres.so\"\n";
+    let k = start_url(&db_url, load_line, 1);
+    let addr = k.addr();
+    let stop = AtomicBool::new(false);
+    let acked: Vec<String> = std::thread::scope(|s| {
+        let loads: Vec<_> = (0..LOAD_THREADS)
+            .map(|t| {
+                let stop = &stop;
+                // paced: what is compared must fit one RPC reply
+                s.spawn(move || subscribe_load_from(addr, t, LOAD_THREADS, 100, stop))
+            })
+            .collect();
+        assert!(wait_until(Duration::from_secs(30), || call_info_count(&k) >= 200), "the load runs");
+        pg.pause().expect("stop PostgreSQL");
+        assert!(k.wait_for_log("retrying in 1s", Duration::from_secs(10)), "the failed write is logged:\n{}", k.log_tail(30));
+        let target = call_info_count(&k) + 200;
+        assert!(wait_until(Duration::from_secs(30), || call_info_count(&k) >= target), "SIP goes on while the DB is down");
+        pg.resume().expect("start PostgreSQL again");
+        let target = call_info_count(&k) + 200;
+        assert!(wait_until(Duration::from_secs(30), || call_info_count(&k) >= target), "the load goes on");
+        stop.store(true, Ordering::Relaxed);
+        loads.into_iter().flat_map(|l| l.join().expect("load thread")).map(|(s, _)| acked_key(&s)).collect()
+    });
+    let db = Db::Pg(pg);
+    let mem = memory_keys(&k);
+    assert!(
+        wait_until(Duration::from_secs(30), || db.keys() == mem),
+        "the DB caught up with memory\n{}",
+        k.log_tail(20)
+    );
+    assert_same_keys("after the DB came back", &db.keys(), &mem);
+    let mem: HashSet<&String> = mem.iter().collect();
+    assert!(acked.iter().all(|a| mem.contains(a)), "every acknowledged subscription is in memory and the DB");
 }

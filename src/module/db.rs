@@ -384,6 +384,9 @@ fn write_batch_resilient(con: &DbConn<'_>, tombs: &[Tombstone], rows: Vec<RowWri
     Written { tombs: done_tombs, rows: ok, error }
 }
 
+/// Batches this big are logged (a burst of new subscriptions, a restart).
+const BIG_BATCH: usize = 1000;
+
 /// One batch of the writer. Returns the rows written.
 fn flush(st: &Shared, con: &DbConn<'_>) -> Result<usize, String> {
     // the deletes first: a subscription that ended and came back after
@@ -393,7 +396,16 @@ fn flush(st: &Shared, con: &DbConn<'_>) -> Result<usize, String> {
     if tombs.is_empty() && rows.is_empty() {
         return Ok(0);
     }
+    let t0 = Instant::now();
     let w = write_batch_resilient(con, &tombs, rows, Mode::Fast);
+    if w.rows.len() + w.tombs >= BIG_BATCH {
+        lm_notice!(
+            "SCA DB writer: {} rows and {} deletes committed in {} ms",
+            w.rows.len(),
+            w.tombs,
+            t0.elapsed().as_millis()
+        );
+    }
     st.drop_tombstones(w.tombs);
     persist::mark_committed(&st.store, &w.rows);
     st.rows_written.fetch_add(w.rows.len() as u64, Ordering::Relaxed);

@@ -64,6 +64,8 @@ const KEY: [&str; 3] = ["subscriber", "aor", "event"];
 const KEY_OPS: [&core::ffi::CStr; 3] = [OP_EQ, OP_EQ, OP_EQ];
 
 static API: OnceLock<DbApi> = OnceLock::new();
+/// `subs_table`, checked to be a plain identifier (it goes into SQL text).
+static TABLE: OnceLock<String> = OnceLock::new();
 
 fn server_id() -> i32 {
     // SAFETY: a core global set from the config before modules init (§1).
@@ -71,10 +73,19 @@ fn server_id() -> i32 {
 }
 
 /// Bind the DB module for `db_url` (mod_init). Err is a config error.
-pub fn bind(url: &[u8]) -> Result<(), String> {
+pub fn bind(url: &[u8], table: &[u8]) -> Result<(), String> {
+    let t = core::str::from_utf8(table).map_err(|_| "subs_table is not UTF-8".to_string())?;
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("subs_table {t:?} is not a plain table name (letters, digits, _)"));
+    }
     let api = DbApi::bind(url)?;
     let _ = API.set(api);
+    let _ = TABLE.set(t.to_string());
     Ok(())
+}
+
+fn table() -> &'static str {
+    TABLE.get().map_or("sca_subscriptions", String::as_str)
 }
 
 fn is_sqlite(cfg: &Config) -> bool {
@@ -93,22 +104,20 @@ fn open(cfg: &Config) -> Result<DbConn<'static>, String> {
         // not block it; a commit is one append to the log. NORMAL sync in
         // WAL mode keeps every commit across a crash of Kamailio (kill -9);
         // only a power loss can take the last commits back.
-        for pragma in ["PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"] {
+        // A big page cache (sqlite's own heap, not Kamailio's pkg) keeps a
+        // batch of new rows from spilling pages to the log before its commit.
+        for pragma in [
+            "PRAGMA busy_timeout = 5000",
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            "PRAGMA cache_size = -32768",
+        ] {
             if let Err(e) = con.raw_rows(pragma) {
                 lm_warn!("{pragma} on {}: {e}", B(cfg.db_url.as_deref().unwrap_or_default()));
             }
         }
     }
     Ok(con)
-}
-
-/// The table name, checked to be a plain identifier: it goes into SQL text.
-fn table_name(cfg: &Config) -> Result<&str, String> {
-    let t = core::str::from_utf8(&cfg.subs_table).map_err(|_| "subs_table is not UTF-8".to_string())?;
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
-        return Err(format!("subs_table {t:?} is not a plain table name"));
-    }
-    Ok(t)
 }
 
 fn row_to_rec(row: &[Value]) -> Option<SubscriptionRec<'_>> {
@@ -151,7 +160,7 @@ struct RestoreStats {
 /// phones subscribed meanwhile). Err: the DB could not be read (rows of
 /// the pages before stay merged; a retry merges them again, harmlessly).
 fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, String> {
-    let table = table_name(cfg)?;
+    let table = table();
     let mut con = open(cfg)?;
     // (the version check switches the connection to the `version` table)
     con.check_version(&cfg.subs_table, TABLE_VERSION)?;
@@ -322,14 +331,129 @@ fn write_row(con: &DbConn<'_>, w: &RowWrite, mode: Mode) -> Result<(), String> {
     r.map_err(|e| format!("{e} (subscription of {})", B(&w.row.subscriber)))
 }
 
+/// Rows per multi-row statement (an INSERT of this many is ~60 kB of SQL;
+/// an OR of this many key matches stays far below sqlite's expression
+/// depth limit of 1000).
+const CHUNK: usize = 200;
+
+/// `b` as an SQL string literal, if it is plain printable ASCII without a
+/// backslash: then doubling `'` is the whole of quoting on sqlite,
+/// PostgreSQL and MySQL/MariaDB, whatever their escape settings. Other
+/// values go through the DB API's bound parameters instead.
+fn sql_str(out: &mut String, b: &[u8]) -> bool {
+    if !b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
+        return false;
+    }
+    out.push('\'');
+    for &c in b {
+        if c == b'\'' {
+            out.push('\'');
+        }
+        out.push(c as char);
+    }
+    out.push('\'');
+    true
+}
+
+fn bulk_ok(r: &RowData) -> bool {
+    let mut scratch = String::new();
+    [&r.subscriber, &r.aor, &r.call_id, &r.from_tag, &r.to_tag, &r.record_route].iter().all(|b| {
+        scratch.clear();
+        sql_str(&mut scratch, b)
+    })
+}
+
+fn key_cond(subscriber: &[u8], aor: &[u8], event: EventType) -> String {
+    let mut c = String::with_capacity(96);
+    c.push_str("(subscriber = ");
+    sql_str(&mut c, subscriber);
+    c.push_str(" AND aor = ");
+    sql_str(&mut c, aor);
+    c.push_str(&format!(" AND event = {})", event as i32));
+    c
+}
+
+fn dialog_cond(r: &RowData) -> String {
+    let mut c = String::with_capacity(128);
+    for (i, (col, v)) in [("subscriber", &r.subscriber), ("call_id", &r.call_id), ("from_tag", &r.from_tag), ("to_tag", &r.to_tag)]
+        .into_iter()
+        .enumerate()
+    {
+        c.push_str(if i == 0 { "(" } else { " AND " });
+        c.push_str(col);
+        c.push_str(" = ");
+        sql_str(&mut c, v);
+    }
+    c.push(')');
+    c
+}
+
+/// DELETE every row matching one of `conds`, [`CHUNK`] conditions a statement.
+fn delete_where(con: &DbConn<'_>, conds: &[String]) -> Result<(), String> {
+    for chunk in conds.chunks(CHUNK) {
+        let sql = format!("DELETE FROM {} WHERE {}", table(), chunk.join(" OR "));
+        con.raw_rows(&sql).map_err(|e| format!("delete of {} rows: {e}", chunk.len()))?;
+    }
+    Ok(())
+}
+
+/// INSERT `rows`, [`CHUNK`] rows a statement.
+fn insert_values(con: &DbConn<'_>, rows: &[&RowData]) -> Result<(), String> {
+    let sid = server_id();
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = format!("INSERT INTO {} ({}) VALUES ", table(), COLUMNS.join(", "));
+        for (i, r) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            sql_str(&mut sql, &r.subscriber);
+            sql.push_str(", ");
+            sql_str(&mut sql, &r.aor);
+            sql.push_str(&format!(
+                ", {}, {}, {}, {}, ",
+                r.event as i32,
+                i32::try_from(r.expires).unwrap_or(i32::MAX),
+                r.state as i32,
+                r.index.max(0)
+            ));
+            for v in [&r.call_id, &r.from_tag, &r.to_tag, &r.record_route] {
+                sql_str(&mut sql, v);
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("{}, {}, {sid})", r.notify_cseq as i32, r.subscribe_cseq.wrapping_add(1) as i32));
+        }
+        con.raw_rows(&sql).map_err(|e| format!("insert of {} rows: {e}", chunk.len()))?;
+    }
+    Ok(())
+}
+
 /// Deletes first, then rows, in one transaction; rolled back on an error.
+/// Rows of plain ASCII go in multi-row statements (the bulk of them);
+/// the others one by one through the DB API.
 fn write_batch(con: &DbConn<'_>, tombs: &[Tombstone], rows: &[RowWrite], mode: Mode) -> Result<(), String> {
     let tx = con.begin();
     let result = (|| {
+        let mut deletes = Vec::new();
         for t in tombs {
-            delete_key(con, t)?;
+            let mut probe = String::new();
+            if sql_str(&mut probe, &t.subscriber) && sql_str(&mut probe, &t.aor) {
+                deletes.push(key_cond(&t.subscriber, &t.aor, t.event));
+            } else {
+                delete_key(con, t)?;
+            }
         }
-        for w in rows {
+        let (bulk, single): (Vec<&RowWrite>, Vec<&RowWrite>) = rows.iter().partition(|w| bulk_ok(&w.row));
+        for w in &bulk {
+            let r = &w.row;
+            if mode == Mode::Careful || w.op != RowOp::Insert {
+                deletes.push(key_cond(&r.subscriber, &r.aor, r.event));
+            }
+            if mode == Mode::Careful && w.op != RowOp::Delete {
+                deletes.push(dialog_cond(r));
+            }
+        }
+        delete_where(con, &deletes)?;
+        let inserts: Vec<&RowData> = bulk.iter().filter(|w| w.op != RowOp::Delete).map(|w| &w.row).collect();
+        insert_values(con, &inserts)?;
+        for w in single {
             write_row(con, w, mode)?;
         }
         con.commit(tx)

@@ -227,7 +227,7 @@ fn init() -> Result<(), String> {
     match &cfg.db_url {
         None => lm_info!("sca_rs: no db_url set: subscriptions are kept in memory only"),
         Some(url) => {
-            db::bind(url)?;
+            db::bind(url, &cfg.subs_table)?;
             if !db::restore(&cfg, st, subscribe::now()) {
                 st.restore_pending.store(true, core::sync::atomic::Ordering::Release);
             }

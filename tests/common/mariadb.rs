@@ -134,7 +134,7 @@ impl MariaDb {
         format!("mysql://root@127.0.0.1:{}/kamailio", self.port)
     }
 
-    /// Run SQL (on `db`, or none if empty); tab-separated rows, no header.
+    /// Run SQL (on `db`, or none if empty); tab-separated raw rows, no header.
     pub fn sql(&self, db: &str, sql: &str) -> Result<String, String> {
         let mut cmd = Command::new("mariadb");
         cmd.arg("--no-defaults")
@@ -146,6 +146,8 @@ impl MariaDb {
             .arg("root")
             .arg("-N")
             .arg("-B")
+            // values as stored, no escaping of backslashes
+            .arg("-r")
             .arg("-e")
             .arg(sql);
         if !db.is_empty() {

@@ -31,7 +31,8 @@ import bench as B
 
 SCHEMA = "/usr/share/kamailio"
 WRITER_RE = re.compile(r"SCA DB writer: (\d+) rows and (\d+) deletes committed in (\d+) ms")
-RESTORE_RE = re.compile(r"restored (\d+) SCA subscriptions from \S+ \((\d+) skipped, (\d+) pages\) in (\d+) ms")
+RESTORE_RE = re.compile(r"restored (\d+) SCA subscriptions from \S+ \((\d+) skipped, (\d+) pages\) in (\d+) ms "
+                        r"\(DB read (\d+) ms, store (\d+) ms\)")
 
 
 def run(cmd, **kw):
@@ -160,7 +161,7 @@ class MariaDb:
         self.p.wait()
 
 
-def kamailio_with(d, db, shm_mb, interval, pkg_mb=16, children=4):
+def kamailio_with(d, db, shm_mb, interval, pkg_mb=16, children=4, extra=()):
     so = os.path.join(B.TOP, "target/release/sca_rs.so")
     load = f'{db.load}\nloadmodule "{so}"'
     params = (f'modparam("sca_rs", "db_url", "{db.url()}")\n'
@@ -168,7 +169,7 @@ def kamailio_with(d, db, shm_mb, interval, pkg_mb=16, children=4):
     port = B.free_port()
     cfg = B.CFG.format(children=children, port=port, mpath=B.MODDIR, dir=d, sca_load=load, sca_params=params,
                        sca_call=B.SCA_CALL)
-    k = B.start_kamailio(d, cfg, shm_mb, children - 1, "persist", pkg_mb=pkg_mb)
+    k = B.start_kamailio(d, cfg, shm_mb, children - 1, "persist", pkg_mb=pkg_mb, extra=extra)
     return k, port
 
 
@@ -303,28 +304,37 @@ def kill9(rate=2000, seconds=5, interval=1):
     return with_db(Sqlite, go)
 
 
-def restore(kind, n, shm_mb):
+def restore(kind, n, shm_mb, allocators=("qm", "tlsf")):
+    """One table of `n` rows, restored once per Kamailio memory manager
+    (`-x`; q_malloc is Kamailio's default)."""
     def go(d, db):
-        k, _ = kamailio_with(d, db, shm_mb, 5, pkg_mb=8)
-        base, _ = B.shm(d)
-        B.stop_kamailio(k)
+        base = {}
+        for alloc in allocators:
+            k, _ = kamailio_with(d, db, shm_mb, 5, pkg_mb=8, extra=("-x", alloc))
+            base[alloc], _ = B.shm(d)
+            B.stop_kamailio(k)
         t = time.time()
         db.fill(n)
         fill_s = time.time() - t
-        os.rename(os.path.join(d, "kamailio.log"), os.path.join(d, "kamailio-empty.log"))
-        t = time.time()
-        k, _ = kamailio_with(d, db, shm_mb, 5, pkg_mb=8)
-        start_s = time.time() - t
-        try:
-            used, _ = B.shm(d)
-            m = RESTORE_RE.search(log_of(d))
-            count = int(B.kamcmd(d, "sca.subscription_count", "call-info").split()[0] or 0)
-            return {"backend": db.name, "n": n, "restored": count, "restore_ms": int(m.group(4)) if m else None,
-                    "pages": int(m.group(3)) if m else None, "start_s": start_s, "fill_s": fill_s,
-                    "shm_mb_total": shm_mb, "shm_used_bytes": used - base,
-                    "shm_per_sub": (used - base) / max(count, 1)}
-        finally:
-            B.stop_kamailio(k)
+        out = []
+        for alloc in allocators:
+            os.rename(os.path.join(d, "kamailio.log"), os.path.join(d, f"kamailio-before-{alloc}.log"))
+            t = time.time()
+            k, _ = kamailio_with(d, db, shm_mb, 5, pkg_mb=8, extra=("-x", alloc))
+            start_s = time.time() - t
+            try:
+                used, _ = B.shm(d)
+                m = RESTORE_RE.search(log_of(d))
+                count = int((B.kamcmd(d, "sca.subscription_count", "call-info").split() or ["0"])[0])
+                out.append({"backend": db.name, "n": n, "alloc": alloc, "restored": count,
+                            "restore_ms": int(m.group(4)) if m else None, "read_ms": int(m.group(5)) if m else None,
+                            "store_ms": int(m.group(6)) if m else None, "pages": int(m.group(3)) if m else None,
+                            "start_s": start_s, "fill_s": fill_s, "shm_mb_total": shm_mb,
+                            "shm_used_bytes": used - base[alloc],
+                            "shm_per_sub": (used - base[alloc]) / max(count, 1)})
+            finally:
+                B.stop_kamailio(k)
+        return out
     return with_db(kind, go)
 
 
@@ -348,11 +358,12 @@ def run_all(a, w1):
           flush=True)
     for kind in (Sqlite, Postgres):
         for n, shm_mb in ((100_000, 64), (1_000_000, 1024)):
-            x = restore(kind, n, shm_mb)
-            r["restore"].append(x)
-            print(f"restore {x['backend']:10} n={n}: {x['restored']} restored in {x['restore_ms']} ms "
-                  f"({x['pages']} pages), start {x['start_s']:.1f} s, shm {x['shm_used_bytes'] / 1e6:.1f} MB "
-                  f"({x['shm_per_sub']:.0f} B/sub, -m {shm_mb})", flush=True)
+            for x in restore(kind, n, shm_mb):
+                r["restore"].append(x)
+                print(f"restore {x['backend']:10} n={n} -x {x['alloc']}: {x['restored']} restored in {x['restore_ms']} ms "
+                      f"(DB read {x['read_ms']} ms, store {x['store_ms']} ms, {x['pages']} pages), start "
+                      f"{x['start_s']:.1f} s, shm {x['shm_used_bytes'] / 1e6:.1f} MB ({x['shm_per_sub']:.0f} B/sub, "
+                      f"-m {shm_mb})", flush=True)
     for v in ("rust-nodb", "rust"):
         r["cpu"].append(w1(v, 20000, 256))
     return r
@@ -375,11 +386,15 @@ def fmt(r):
         lines += ["", f"kill -9 5 s into {x['rate']}/s, `db_update_interval` {x['interval']}: "
                       f"{x['in_memory_at_kill']} in memory, {x['db_rows']} rows, the DB {x['db_behind_s']:.1f} s behind; "
                       f"lost of those older than interval + 1 s: {x['lost_older_than_interval_plus_1s']}."]
-    lines += ["", "Restore at start-up (before the workers fork; `-M 8`):", "",
-              "| backend | rows | restored | restore ms | shm used | B/sub |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "Restore at start-up (before the workers fork; `-M 8`), with Kamailio's default memory",
+              "manager (`-x qm`) and with TLSF (`-x tlsf`); read: in the DB driver (query, result",
+              "into private memory), store: into shared memory:", "",
+              "| backend | rows | -x | restored | restore ms | read ms | store ms | shm used | B/sub |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for x in r["restore"]:
-        lines.append(f"| {x['backend']} | {x['n']} | {x['restored']} | {x['restore_ms']} | "
-                     f"{x['shm_used_bytes'] / 1e6:.1f} MB (-m {x['shm_mb_total']}) | {x['shm_per_sub']:.0f} |")
+        lines.append(f"| {x['backend']} | {x['n']} | {x['alloc']} | {x['restored']} | {x['restore_ms']} | "
+                     f"{x['read_ms']} | {x['store_ms']} | {x['shm_used_bytes'] / 1e6:.1f} MB (-m {x['shm_mb_total']}) | "
+                     f"{x['shm_per_sub']:.0f} |")
     if len(r["cpu"]) == 2:
         nodb, db = r["cpu"]
         lines += ["", f"CPU per SUBSCRIBE (workload 1, N=20000): {db['cpu_us_per_op']:.1f} µs with `db_url` "

@@ -31,7 +31,7 @@ import bench as B
 
 SCHEMA = "/usr/share/kamailio"
 WRITER_RE = re.compile(r"SCA DB writer: (\d+) rows and (\d+) deletes committed in (\d+) ms")
-RESTORE_RE = re.compile(r"restored (\d+) SCA subscriptions from \S+ \((\d+) skipped, (\d+) pages\) in (\d+) ms "
+RESTORE_RE = re.compile(r"restored (\d+) SCA subscriptions from \S+ \((\d+) rows skipped: [^;]*; (\d+) pages\) in (\d+) ms "
                         r"\(DB read (\d+) ms, store (\d+) ms\)")
 
 

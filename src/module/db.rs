@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sca_core::model::{EventType, SubState};
-use sca_core::persist::{self, RowData, RowOp, RowWrite};
+use sca_core::persist::{self, sql, RowData, RowOp, RowWrite};
 use sca_core::store::{Restored, SubscriptionRec};
 
 use crate::host::db::{DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
@@ -178,14 +178,12 @@ fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, St
     let mut stats = RestoreStats::default();
     let mut last_id: i64 = 0;
     loop {
-        // (unary `+`: no index on server_id/expires, so every backend walks
-        // the primary key from `last_id` instead of sorting every row of
-        // this server for each page)
-        let sql = format!(
-            "SELECT {cols}, id FROM {table} WHERE id > {last_id} AND +server_id = {} AND +expires > {now32} \
-             ORDER BY id LIMIT {PAGE_ROWS}",
-            server_id()
-        );
+        // Only the primary key in the query: every backend then walks it
+        // from `last_id` (with a filter on server_id or expires, a planner
+        // without fresh statistics, as PostgreSQL after a bulk load, sorts
+        // the whole table for each page). Other servers' rows and expired
+        // ones are skipped here.
+        let sql = format!("SELECT {cols}, id FROM {table} WHERE id > {last_id} ORDER BY id LIMIT {PAGE_ROWS}");
         let t0 = Instant::now();
         let rows = con.raw_rows(&sql).map_err(|e| format!("reading {table} after id {last_id}: {e}"))?;
         let t1 = Instant::now();
@@ -204,7 +202,8 @@ fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, St
                 stats.skipped += 1;
                 continue;
             };
-            if rec.state.is_terminated() {
+            let sid = row.get(12).and_then(Value::int);
+            if rec.state.is_terminated() || rec.expires <= now || sid != Some(i64::from(server_id())) {
                 stats.skipped += 1;
                 continue;
             }
@@ -228,7 +227,7 @@ pub fn restore(cfg: &Config, st: &Shared, now: i64) -> bool {
     match restore_pages(cfg, st, now) {
         Ok(s) => {
             lm_notice!(
-                "restored {} SCA subscriptions from {} ({} skipped, {} pages) in {} ms (DB read {} ms, store {} ms)",
+                "restored {} SCA subscriptions from {} ({} rows skipped: expired, ended or another server's; {} pages) in {} ms (DB read {} ms, store {} ms)",
                 s.added,
                 B(&cfg.subs_table),
                 s.skipped,
@@ -345,96 +344,18 @@ fn write_row(con: &DbConn<'_>, w: &RowWrite, mode: Mode) -> Result<(), String> {
     r.map_err(|e| format!("{e} (subscription of {})", B(&w.row.subscriber)))
 }
 
-/// Rows per multi-row statement (an INSERT of this many is ~60 kB of SQL;
-/// an OR of this many key matches stays far below sqlite's expression
-/// depth limit of 1000).
-const CHUNK: usize = 200;
-
-/// `b` as an SQL string literal, if it is plain printable ASCII without a
-/// backslash: then doubling `'` is the whole of quoting on sqlite,
-/// PostgreSQL and MySQL/MariaDB, whatever their escape settings. Other
-/// values go through the DB API's bound parameters instead.
-fn sql_str(out: &mut String, b: &[u8]) -> bool {
-    if !b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
-        return false;
-    }
-    out.push('\'');
-    for &c in b {
-        if c == b'\'' {
-            out.push('\'');
-        }
-        out.push(c as char);
-    }
-    out.push('\'');
-    true
-}
-
-fn bulk_ok(r: &RowData) -> bool {
-    let mut scratch = String::new();
-    [&r.subscriber, &r.aor, &r.call_id, &r.from_tag, &r.to_tag, &r.record_route].iter().all(|b| {
-        scratch.clear();
-        sql_str(&mut scratch, b)
-    })
-}
-
-fn key_cond(subscriber: &[u8], aor: &[u8], event: EventType) -> String {
-    let mut c = String::with_capacity(96);
-    c.push_str("(subscriber = ");
-    sql_str(&mut c, subscriber);
-    c.push_str(" AND aor = ");
-    sql_str(&mut c, aor);
-    c.push_str(&format!(" AND event = {})", event as i32));
-    c
-}
-
-fn dialog_cond(r: &RowData) -> String {
-    let mut c = String::with_capacity(128);
-    for (i, (col, v)) in [("subscriber", &r.subscriber), ("call_id", &r.call_id), ("from_tag", &r.from_tag), ("to_tag", &r.to_tag)]
-        .into_iter()
-        .enumerate()
-    {
-        c.push_str(if i == 0 { "(" } else { " AND " });
-        c.push_str(col);
-        c.push_str(" = ");
-        sql_str(&mut c, v);
-    }
-    c.push(')');
-    c
-}
-
-/// DELETE every row matching one of `conds`, [`CHUNK`] conditions a statement.
+/// DELETE every row matching one of `conds`, [`sql::CHUNK`] conditions a statement.
 fn delete_where(con: &DbConn<'_>, conds: &[String]) -> Result<(), String> {
-    for chunk in conds.chunks(CHUNK) {
-        let sql = format!("DELETE FROM {} WHERE {}", table(), chunk.join(" OR "));
-        con.raw_rows(&sql).map_err(|e| format!("delete of {} rows: {e}", chunk.len()))?;
+    for stmt in sql::deletes(table(), conds) {
+        con.raw_rows(&stmt).map_err(|e| format!("multi-row delete: {e}"))?;
     }
     Ok(())
 }
 
-/// INSERT `rows`, [`CHUNK`] rows a statement.
+/// INSERT `rows`, [`sql::CHUNK`] rows a statement.
 fn insert_values(con: &DbConn<'_>, rows: &[&RowData]) -> Result<(), String> {
-    let sid = server_id();
-    for chunk in rows.chunks(CHUNK) {
-        let mut sql = format!("INSERT INTO {} ({}) VALUES ", table(), COLUMNS.join(", "));
-        for (i, r) in chunk.iter().enumerate() {
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            sql_str(&mut sql, &r.subscriber);
-            sql.push_str(", ");
-            sql_str(&mut sql, &r.aor);
-            sql.push_str(&format!(
-                ", {}, {}, {}, {}, ",
-                r.event as i32,
-                i32::try_from(r.expires).unwrap_or(i32::MAX),
-                r.state as i32,
-                r.index.max(0)
-            ));
-            for v in [&r.call_id, &r.from_tag, &r.to_tag, &r.record_route] {
-                sql_str(&mut sql, v);
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("{}, {}, {sid})", r.notify_cseq as i32, r.subscribe_cseq.wrapping_add(1) as i32));
-        }
-        con.raw_rows(&sql).map_err(|e| format!("insert of {} rows: {e}", chunk.len()))?;
+    for stmt in sql::inserts(table(), &COLUMNS, rows, server_id()) {
+        con.raw_rows(&stmt).map_err(|e| format!("multi-row insert: {e}"))?;
     }
     Ok(())
 }
@@ -447,21 +368,20 @@ fn write_batch(con: &DbConn<'_>, tombs: &[Tombstone], rows: &[RowWrite], mode: M
     let result = (|| {
         let mut deletes = Vec::new();
         for t in tombs {
-            let mut probe = String::new();
-            if sql_str(&mut probe, &t.subscriber) && sql_str(&mut probe, &t.aor) {
-                deletes.push(key_cond(&t.subscriber, &t.aor, t.event));
+            if sql::plain(&t.subscriber) && sql::plain(&t.aor) {
+                deletes.push(sql::key_cond(&t.subscriber, &t.aor, t.event));
             } else {
                 delete_key(con, t)?;
             }
         }
-        let (bulk, single): (Vec<&RowWrite>, Vec<&RowWrite>) = rows.iter().partition(|w| bulk_ok(&w.row));
+        let (bulk, single): (Vec<&RowWrite>, Vec<&RowWrite>) = rows.iter().partition(|w| sql::row_is_plain(&w.row));
         for w in &bulk {
             let r = &w.row;
             if mode == Mode::Careful || w.op != RowOp::Insert {
-                deletes.push(key_cond(&r.subscriber, &r.aor, r.event));
+                deletes.push(sql::key_cond(&r.subscriber, &r.aor, r.event));
             }
             if mode == Mode::Careful && w.op != RowOp::Delete {
-                deletes.push(dialog_cond(r));
+                deletes.push(sql::dialog_cond(r));
             }
         }
         delete_where(con, &deletes)?;

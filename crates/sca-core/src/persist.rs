@@ -211,6 +211,110 @@ pub fn mark_committed<A: Allocator + Clone, L: RawLock>(store: &Store<A, L>, row
     }
 }
 
+/// SQL text for the writer's multi-row statements. Only values of plain
+/// printable ASCII without a backslash ([`sql::plain`]) are put in SQL
+/// text: for them doubling `'` is the whole of quoting on sqlite,
+/// PostgreSQL and MySQL/MariaDB, whatever their escape settings; rows with
+/// any other value go through the DB API's bound values instead.
+pub mod sql {
+    use super::RowData;
+    use crate::model::EventType;
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// Rows per multi-row statement (an INSERT of this many is ~60 kB of
+    /// SQL; an OR of this many key matches stays far below sqlite's
+    /// expression depth limit of 1000).
+    pub const CHUNK: usize = 200;
+
+    /// Can `b` go into SQL text?
+    pub fn plain(b: &[u8]) -> bool {
+        b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\')
+    }
+
+    pub fn row_is_plain(r: &RowData) -> bool {
+        [&r.subscriber, &r.aor, &r.call_id, &r.from_tag, &r.to_tag, &r.record_route].iter().all(|b| plain(b))
+    }
+
+    /// `b` quoted; the caller checked [`plain`] (anything else is dropped,
+    /// never emitted raw).
+    pub fn push_str(out: &mut String, b: &[u8]) {
+        out.push('\'');
+        for &c in b.iter().filter(|&&c| (0x20..0x7f).contains(&c) && c != b'\\') {
+            if c == b'\'' {
+                out.push('\'');
+            }
+            out.push(c as char);
+        }
+        out.push('\'');
+    }
+
+    /// The row key (subscriber, aor, event) as a condition.
+    pub fn key_cond(subscriber: &[u8], aor: &[u8], event: EventType) -> String {
+        let mut c = String::with_capacity(96);
+        c.push_str("(subscriber = ");
+        push_str(&mut c, subscriber);
+        c.push_str(" AND aor = ");
+        push_str(&mut c, aor);
+        c.push_str(&format!(" AND event = {})", event as i32));
+        c
+    }
+
+    /// The table's unique key (subscriber, call_id, from_tag, to_tag).
+    pub fn dialog_cond(r: &RowData) -> String {
+        let mut c = String::with_capacity(128);
+        let cols: [(&str, &[u8]); 4] =
+            [("subscriber", &r.subscriber), ("call_id", &r.call_id), ("from_tag", &r.from_tag), ("to_tag", &r.to_tag)];
+        for (i, (col, v)) in cols.into_iter().enumerate() {
+            c.push_str(if i == 0 { "(" } else { " AND " });
+            c.push_str(col);
+            c.push_str(" = ");
+            push_str(&mut c, v);
+        }
+        c.push(')');
+        c
+    }
+
+    /// `DELETE FROM table WHERE c1 OR c2 ...`, [`CHUNK`] conditions each.
+    pub fn deletes(table: &str, conds: &[String]) -> Vec<String> {
+        conds.chunks(CHUNK).map(|ch| format!("DELETE FROM {table} WHERE {}", ch.join(" OR "))).collect()
+    }
+
+    /// Multi-row INSERTs of `rows` into `columns` (Kamailio's 13 columns of
+    /// `sca_subscriptions`, in its order), [`CHUNK`] rows each. The stored
+    /// SUBSCRIBE CSeq is the next one expected, as the C module stores it.
+    pub fn inserts(table: &str, columns: &[&str], rows: &[&RowData], server_id: i32) -> Vec<String> {
+        rows.chunks(CHUNK)
+            .map(|chunk| {
+                let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+                for (i, r) in chunk.iter().enumerate() {
+                    sql.push_str(if i == 0 { "(" } else { ", (" });
+                    push_str(&mut sql, &r.subscriber);
+                    sql.push_str(", ");
+                    push_str(&mut sql, &r.aor);
+                    sql.push_str(&format!(
+                        ", {}, {}, {}, {}, ",
+                        r.event as i32,
+                        i32::try_from(r.expires).unwrap_or(i32::MAX),
+                        r.state as i32,
+                        r.index.max(0)
+                    ));
+                    for v in [&r.call_id, &r.from_tag, &r.to_tag, &r.record_route] {
+                        push_str(&mut sql, v);
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!(
+                        "{}, {}, {server_id})",
+                        r.notify_cseq as i32,
+                        r.subscribe_cseq.wrapping_add(1) as i32
+                    ));
+                }
+                sql
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +508,44 @@ mod tests {
         assert_eq!(s.subscription_count(EventType::CallInfo), 3);
         let g = s.lock_aor(A);
         assert_eq!(g.find_sub(EventType::CallInfo, b"p3").expect("p3").subscribe_cseq, 7);
+    }
+
+    #[test]
+    fn sql_text_quotes_only_plain_ascii_and_chunks() {
+        assert!(sql::plain(b"sip:it's@x"));
+        for bad in [&b"a\\b"[..], b"caf\xc3\xa9", b"a\nb", b"\x00", b"\x7f"] {
+            assert!(!sql::plain(bad), "{bad:?}");
+        }
+        let mut s = std::string::String::new();
+        sql::push_str(&mut s, b"it's");
+        assert_eq!(s, "'it''s'");
+        assert_eq!(
+            sql::key_cond(b"sip:a'b@1", b"sip:100@x", EventType::LineSeize),
+            "(subscriber = 'sip:a''b@1' AND aor = 'sip:100@x' AND event = 2)"
+        );
+        let s = store();
+        s.lock_aor(A).put_sub(&rec(A, b"p'1", b"c1")).expect("put");
+        let mut r = snapshot(&s, &[]).remove(0).row;
+        r.expires = 5_000_000_000; // past i32: clamped, as the DB API path does
+        let cols = ["subscriber", "aor", "event", "expires", "state", "app_idx", "call_id", "from_tag", "to_tag",
+            "record_route", "notify_cseq", "subscribe_cseq", "server_id"];
+        let one = sql::inserts("t", &cols, &[&r], 7);
+        assert_eq!(
+            one,
+            ["INSERT INTO t (subscriber, aor, event, expires, state, app_idx, call_id, from_tag, to_tag, record_route, \
+              notify_cseq, subscribe_cseq, server_id) VALUES ('p''1', 'sip:100@x', 1, 2147483647, 0, 0, 'c1', 'ft', \
+              'tt', '', 0, 2, 7)"]
+        );
+        assert_eq!(sql::dialog_cond(&r), "(subscriber = 'p''1' AND call_id = 'c1' AND from_tag = 'ft' AND to_tag = 'tt')");
+        let rows: Vec<RowData> = (0..sql::CHUNK * 2 + 1).map(|_| r.clone()).collect();
+        let refs: Vec<&RowData> = rows.iter().collect();
+        let stmts = sql::inserts("t", &cols, &refs, 0);
+        assert_eq!(stmts.len(), 3);
+        assert_eq!(stmts[2].matches("('p''1'").count(), 1);
+        let conds: Vec<std::string::String> = (0..sql::CHUNK + 1).map(|i| format!("(x = {i})")).collect();
+        let dels = sql::deletes("t", &conds);
+        assert_eq!(dels.len(), 2);
+        assert_eq!(dels[1], format!("DELETE FROM t WHERE (x = {})", sql::CHUNK));
+        assert_eq!(dels[0].matches(" OR ").count(), sql::CHUNK - 1);
     }
 }

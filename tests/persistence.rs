@@ -761,10 +761,22 @@ fn writer_pid(k: &Kamailio) -> i32 {
     panic!("no SCA DB writer in core.psx:\n{psx}");
 }
 
-fn cpu_ticks(pid: i32) -> u64 {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = st.rsplit_once(") ").map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+/// Time on CPU of process `pid`, ns (/proc/<pid>/schedstat).
+fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Let the stopped writer `w` go and return once it has been on the CPU
+/// for half a millisecond (building its batch of 1500 rows takes about
+/// that; whether the kill then lands before or after the commit, the
+/// assertions after it hold either way).
+fn resume_writer_into_its_batch(w: i32) -> bool {
+    let t0 = cpu_ns(w);
+    signal(w, libc::SIGCONT);
+    wait_until(Duration::from_secs(10), || cpu_ns(w) > t0 + 500_000)
 }
 
 fn signal(pid: i32, sig: i32) {
@@ -772,9 +784,69 @@ fn signal(pid: i32, sig: i32) {
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
 }
 
-/// kill -9 of the DB writer alone in the middle of a big batch: Kamailio
-/// shuts down (a child died), and its final flush writes everything the
-/// writer had not committed; the DB ends up with exactly what was in memory.
+/// A session of the test's own holding the table's write lock, so the DB
+/// writer's next batch blocks inside its transaction (snapshot taken, no
+/// slot lock held, statements waiting on the DB).
+struct TableLock(std::process::Child);
+
+impl TableLock {
+    fn take(db: &Db) -> TableLock {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let (mut cmd, sql) = match db {
+            Db::Sqlite(_, p) => {
+                let mut c = Command::new("sqlite3");
+                c.arg(p);
+                (c, ".timeout 10000\nBEGIN IMMEDIATE;\nSELECT 'locked';\n".to_string())
+            }
+            Db::Pg(pg) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--", "psql", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-d", "kamailio"]);
+                (c, "BEGIN; LOCK TABLE sca_subscriptions IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n".to_string())
+            }
+            Db::Maria(_) => unreachable!("sqlite and PostgreSQL only"),
+        };
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("DB shell");
+        child.stdin.as_mut().expect("stdin").write_all(sql.as_bytes()).expect("lock SQL");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "locked", "the table is locked");
+        TableLock(child)
+    }
+
+    fn release(mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.0.stdin.take() {
+            let _ = stdin.write_all(b"ROLLBACK;\n");
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Is the writer `w` waiting inside the DB (having run since `t0`)? On
+/// PostgreSQL: a backend waits for a lock; on sqlite (in-process): the
+/// writer sleeps in sqlite's busy handler, its CPU time almost flat.
+fn writer_blocked_in_db(db: &Db, w: i32, t0: u64) -> bool {
+    match db {
+        Db::Pg(_) => {
+            db.query("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock';").first().map(String::as_str) == Some("1")
+        }
+        _ => {
+            let c1 = cpu_ns(w);
+            std::thread::sleep(Duration::from_millis(200));
+            let st = std::fs::read_to_string(format!("/proc/{w}/stat")).unwrap_or_default();
+            let sleeping = st.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('S'));
+            // (the busy handler wakes now and then to retry: a little CPU)
+            c1 > t0 + 200_000 && cpu_ns(w) < c1 + 5_000_000 && sleeping
+        }
+    }
+}
+
+/// kill -9 of the DB writer alone in the middle of a big batch: its
+/// statements are blocked on a lock the test holds on the table, so it
+/// dies inside its transaction. Kamailio shuts down (a child died), and
+/// its final flush writes everything the writer had not committed; the DB
+/// ends up with exactly what was in memory.
 fn kill_9_of_the_writer_mid_batch(db: Db) {
     const N: u32 = 1500;
     let mut k = start_url(&db.url(), db.load(), 1);
@@ -791,15 +863,19 @@ fn kill_9_of_the_writer_mid_batch(db: Db) {
     assert!(acked.len() as u32 >= N - 10, "the phones subscribed: {} of {N}", acked.len());
     let mem = memory_keys(&k);
     assert_eq!(db.count(), 0, "nothing written while the writer is stopped");
-    let t0 = cpu_ticks(w);
+    let lock = TableLock::take(&db);
+    let t0 = cpu_ns(w);
     signal(w, libc::SIGCONT);
-    // it runs its batch: killed as soon as it has used CPU for it
-    assert!(wait_until(Duration::from_secs(10), || cpu_ticks(w) > t0), "the writer ran");
+    assert!(
+        wait_until(Duration::from_secs(10), || writer_blocked_in_db(&db, w, t0)),
+        "the writer took its batch and waits on the table lock"
+    );
     signal(w, libc::SIGKILL);
-    let mid_batch = !k.log().contains("SCA DB writer:");
-    eprintln!("writer killed {} its batch committed", if mid_batch { "before" } else { "after" });
+    lock.release();
     // Kamailio stops by itself when a child dies; stop() waits for it
     k.stop();
+    assert!(!k.log().contains("SCA DB writer:"), "the writer died before its commit");
+    assert!(!k.log().contains("still locked"), "no slot lock was left held:\n{}", k.log_tail(30));
     assert!(k.log().contains("flushed to the DB at shutdown"), "the final flush ran:\n{}", k.log_tail(30));
     assert_same_keys("after kill -9 of the writer", &db.keys(), &mem);
     let acked: HashSet<&String> = acked.iter().collect();
@@ -910,4 +986,34 @@ fn odd_call_ids_survive_a_restart_postgresql() {
 #[test]
 fn odd_call_ids_survive_a_restart_mariadb() {
     odd_call_ids_survive(Db::mariadb());
+}
+
+/// kill -9 of the whole Kamailio while the writer is in the middle of a
+/// 1500-row batch: the batch is one transaction, so the DB holds all of it
+/// or none of it (never part), stays readable, and the restarted Kamailio
+/// restores exactly its rows.
+#[test]
+fn kill_9_during_a_flush_leaves_the_batch_whole_or_absent_sqlite() {
+    const N: u32 = 1500;
+    let db = Db::sqlite();
+    let mut k = start_url(&db.url(), db.load(), 1);
+    let w = writer_pid(&k);
+    signal(w, libc::SIGSTOP);
+    let addr = k.addr();
+    let acked: usize = std::thread::scope(|s| {
+        let loads: Vec<_> = (0..LOAD_THREADS)
+            .map(|t| s.spawn(move || (0..N / LOAD_THREADS).filter_map(|i| subscribe_one(addr, t + i * LOAD_THREADS)).count()))
+            .collect();
+        loads.into_iter().map(|l| l.join().expect("load thread")).sum()
+    });
+    let mem = memory_keys(&k);
+    assert_eq!(mem.len(), acked);
+    let ran = resume_writer_into_its_batch(w);
+    k.kill9();
+    eprintln!("Kamailio killed after the writer's {} on the CPU", if ran { "0.5 ms" } else { "less than 0.5 ms in 10 s" });
+    let rows = db.keys();
+    eprintln!("kill -9 during the flush: {} of {} rows in the DB", rows.len(), mem.len());
+    assert!(rows.is_empty() || rows == mem, "the batch is whole or absent: {} of {} rows", rows.len(), mem.len());
+    let k2 = start_url(&db.url(), db.load(), 1);
+    assert_same_keys("restored after kill -9 during a flush", &rows, &memory_keys(&k2));
 }

@@ -131,6 +131,22 @@ fn dirty_rows<A: Allocator + Clone>(e: &AorEntry<A>, rows: &mut Vec<RowWrite>) {
     rows.extend(e.subs.iter().filter(|s| s.is_dirty()).map(|s| RowWrite::of(e.aor(), s)));
 }
 
+/// [`dirty_rows`], recording in each subscription that a batch took it.
+fn take_dirty_rows<A: Allocator + Clone>(e: &mut AorEntry<A>, rows: &mut Vec<RowWrite>) {
+    // ended before any batch took it: there is no row to delete
+    for s in e.subs.iter_mut().filter(|s| s.is_dirty() && s.state.is_terminated() && !s.needs_db_delete()) {
+        let gen = s.gen();
+        s.mark_committed(gen, false);
+    }
+    let first = rows.len();
+    dirty_rows(e, rows);
+    if rows.len() > first {
+        for s in e.subs.iter_mut().filter(|s| s.is_dirty()) {
+            s.mark_taken(!s.state.is_terminated());
+        }
+    }
+}
+
 /// Live subscriptions under the keys of `deletes` become INSERTs after
 /// their delete: in `rows` already, or looked up with `live`.
 fn reinsert_after_deletes(
@@ -165,10 +181,13 @@ fn reinsert_after_deletes(
 /// call), each copied under its slot lock.
 pub fn snapshot<A: Allocator + Clone, L: RawLock>(store: &Store<A, L>, deletes: &[DbDelete]) -> Vec<RowWrite> {
     let mut rows = Vec::new();
-    store.for_each_aor(|e| dirty_rows(e, &mut rows));
+    store.retain_aors(|e| take_dirty_rows(e, &mut rows));
     reinsert_after_deletes(&mut rows, deletes, |d| {
-        let g = store.lock_aor(&d.aor);
-        g.find_sub(d.event, &d.subscriber).map(|s| RowWrite::of(&d.aor, s))
+        let mut g = store.lock_aor(&d.aor);
+        g.find_sub_mut(d.event, &d.subscriber).map(|s| {
+            s.mark_taken(!s.state.is_terminated());
+            RowWrite::of(&d.aor, s)
+        })
     });
     rows
 }
@@ -464,6 +483,32 @@ mod tests {
         let g = s.lock_aor(A);
         let sub = g.find_sub(EventType::CallInfo, b"p1").expect("p1");
         assert!(!sub.in_db() && !sub.is_dirty() && !sub.needs_db_delete(), "row gone, nothing left to do");
+    }
+
+    #[test]
+    fn ended_before_any_batch_took_it_needs_no_delete_taken_once_it_does() {
+        let s = store();
+        s.lock_aor(A).put_sub(&rec(A, b"p1", b"c1")).expect("put");
+        assert!(!s.lock_aor(A).find_sub(EventType::CallInfo, b"p1").expect("p1").needs_db_delete());
+        // taken into a batch that then failed: its row may exist
+        let _failed = snapshot(&s, &[]);
+        assert!(s.lock_aor(A).find_sub(EventType::CallInfo, b"p1").expect("p1").needs_db_delete());
+        // a refresh (put_sub over it) keeps that
+        s.lock_aor(A).put_sub(&rec(A, b"p1", b"c1")).expect("refresh");
+        assert!(s.lock_aor(A).find_sub(EventType::CallInfo, b"p1").expect("p1").needs_db_delete());
+        // p2 ends (an unSUBSCRIBE) before any batch took it: no DB work
+        s.lock_aor(A).put_sub(&rec(A, b"p2", b"c2")).expect("put");
+        {
+            let mut g = s.lock_aor(A);
+            let p2 = g.find_sub_mut(EventType::CallInfo, b"p2").expect("p2");
+            p2.state = SubState::TerminatedTimeout;
+            p2.touch();
+        }
+        let b = snapshot(&s, &[]);
+        assert!(b.iter().all(|w| w.row.subscriber != b"p2"), "{:?}", ops(&b));
+        let g = s.lock_aor(A);
+        let p2 = g.find_sub(EventType::CallInfo, b"p2").expect("p2");
+        assert!(!p2.is_dirty() && !p2.needs_db_delete());
     }
 
     #[test]

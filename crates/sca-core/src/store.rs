@@ -85,6 +85,10 @@ pub struct Subscription<A: Allocator> {
     /// A row with this subscription's key (subscriber, AoR, event) is known
     /// committed to the DB: the next write is an UPDATE, not an INSERT.
     in_db: bool,
+    /// A row with this key may exist: a write of it was taken into a batch
+    /// (committed or not) and no delete committed since. A subscription
+    /// that ends before any batch took it needs no DB delete.
+    may_be_in_db: bool,
     /// Cluster only: the packed [`Ver`](crate::cluster::Ver) of the latest
     /// SUBSCRIBE; its node is the subscription's origin, the one node that
     /// NOTIFYs it (0: written locally, not stamped).
@@ -107,6 +111,7 @@ impl<A: Allocator> Subscription<A> {
             gen: 1,
             dirty: true,
             in_db: false,
+            may_be_in_db: false,
             ver: 0,
         })
     }
@@ -150,19 +155,31 @@ impl<A: Allocator> Subscription<A> {
         self.in_db = row_exists;
         if self.gen == gen {
             self.dirty = false;
+            if !row_exists {
+                self.may_be_in_db = false;
+            }
+        }
+    }
+
+    /// A batch took a write of this subscription (`writes_row`: an INSERT
+    /// or UPDATE, not a delete): from now on its row may exist.
+    pub fn mark_taken(&mut self, writes_row: bool) {
+        if writes_row {
+            self.may_be_in_db = true;
         }
     }
 
     /// Loaded from the DB: the row exists and holds exactly this.
     pub fn mark_restored(&mut self) {
         self.in_db = true;
+        self.may_be_in_db = true;
         self.dirty = false;
     }
 
     /// Does removing this subscription need a DB delete? Yes if its row
-    /// exists, or may (a write in flight or pending).
+    /// exists, or may (a write taken into a batch, committed or not).
     pub fn needs_db_delete(&self) -> bool {
-        self.in_db || self.dirty
+        self.in_db || self.may_be_in_db
     }
 
     pub fn subscriber(&self) -> &[u8] {
@@ -506,6 +523,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
                 let old = &e.subs[i];
                 sub.gen = old.gen.wrapping_add(1);
                 sub.in_db = old.in_db;
+                sub.may_be_in_db = old.may_be_in_db;
                 e.subs[i] = sub;
                 Ok(Change::Updated)
             }
@@ -554,6 +572,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
     pub fn merge_restored(&mut self, r: &SubscriptionRec<'_>) -> Result<Restored, StoreError> {
         if let Some(s) = self.find_sub_mut(r.event, r.subscriber) {
             s.in_db = true;
+            s.may_be_in_db = true;
             let newer = s.same_dialog(r) && (r.subscribe_cseq, r.expires) > (s.subscribe_cseq, s.expires);
             if !newer {
                 return Ok(Restored::KeptLive);

@@ -177,6 +177,11 @@ def run_variant(variant, n, rate, shm_mb):
     elif variant == "rust":
         so = os.path.join(TOP, "target/release/sca_rs.so")
         load, params, call = f'loadmodule "{so}"', f'modparam("sca_rs", "db_url", "sqlite:///{db}")', SCA_CALL
+    elif variant == "rust-db5":
+        # workload 7: persistence on, written every 5 s (inside the window)
+        so = os.path.join(TOP, "target/release/sca_rs.so")
+        load, call = f'loadmodule "{so}"', SCA_CALL
+        params = f'modparam("sca_rs", "db_url", "sqlite:///{db}")\nmodparam("sca_rs", "db_update_interval", 5)'
     elif variant == "rust-nodb":
         # workload 7: the same without persistence
         so = os.path.join(TOP, "target/release/sca_rs.so")

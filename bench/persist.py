@@ -364,7 +364,7 @@ def run_all(a, w1):
                       f"(DB read {x['read_ms']} ms, store {x['store_ms']} ms, {x['pages']} pages), start "
                       f"{x['start_s']:.1f} s, shm {x['shm_used_bytes'] / 1e6:.1f} MB ({x['shm_per_sub']:.0f} B/sub, "
                       f"-m {shm_mb})", flush=True)
-    for v in ("rust-nodb", "rust"):
+    for v in ("rust-nodb", "rust-db5"):
         r["cpu"].append(w1(v, 20000, 256))
     return r
 
@@ -398,6 +398,6 @@ def fmt(r):
     if len(r["cpu"]) == 2:
         nodb, db = r["cpu"]
         lines += ["", f"CPU per SUBSCRIBE (workload 1, N=20000): {db['cpu_us_per_op']:.1f} µs with `db_url` "
-                      f"(sqlite, the writer's share included), {nodb['cpu_us_per_op']:.1f} µs without: "
+                      f"(sqlite, `db_update_interval` 5, the writer's share included), {nodb['cpu_us_per_op']:.1f} µs without: "
                       f"ratio {B.ratio(db['cpu_us_per_op'], nodb['cpu_us_per_op']):.2f}."]
     return lines + [""]

@@ -1017,3 +1017,36 @@ fn kill_9_during_a_flush_leaves_the_batch_whole_or_absent_sqlite() {
     let k2 = start_url(&db.url(), db.load(), 1);
     assert_same_keys("restored after kill -9 during a flush", &rows, &memory_keys(&k2));
 }
+
+/// A restore that fails on a read error (the table's `version` row is
+/// missing: "table ... is missing or not at version 2"), the DB otherwise
+/// fine. Phones subscribe meanwhile. Stopped before the restore succeeded,
+/// the final flush writes the new subscriptions and leaves the other rows
+/// alone; started again with the error still there, then repaired while
+/// running, the writer's retry restores every row, merged.
+#[test]
+fn a_restore_that_fails_on_a_read_error_then_completes_sqlite() {
+    const N: usize = 300;
+    let db = Db::sqlite();
+    db.fill(N);
+    db.exec("DELETE FROM version WHERE table_name = 'sca_subscriptions';");
+    let mut k = start_url(&db.url(), db.load(), 1);
+    assert!(k.wait_for_log("cannot restore SCA subscriptions", Duration::from_secs(10)), "{}", k.log_tail(30));
+    assert!(k.log().contains("not at version 2"), "the ERROR names the cause:\n{}", k.log_tail(30));
+    assert_eq!(k.rpc(&["sca.subscription_count", "call-info"]), "0 call-info");
+    let (_a1, _a2) = two_phones_subscribed(&k);
+    let st = k.stop().expect("graceful stop");
+    assert!(st.success(), "{st}");
+    assert_eq!(db.keys().len(), N + 2, "the stored rows kept, the two new ones written");
+    assert_eq!(db.count(), N + 200 + 2, "nothing else touched (expired and foreign rows too)");
+
+    let k2 = start_url(&db.url(), db.load(), 1);
+    assert!(k2.wait_for_log("cannot restore SCA subscriptions", Duration::from_secs(10)), "{}", k2.log_tail(30));
+    db.exec("INSERT INTO version (table_name, table_version) VALUES ('sca_subscriptions', '2');");
+    assert!(
+        k2.wait_for_log(&format!("SCA restore retry succeeded: restored {} SCA subscriptions", N + 2), Duration::from_secs(30)),
+        "{}",
+        k2.log_tail(30)
+    );
+    assert_same_keys("after the retried restore", &db.keys(), &memory_keys(&k2));
+}

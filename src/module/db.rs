@@ -520,11 +520,9 @@ const EXIT_LOCK_TRIES: u32 = 200;
 pub fn flush_at_exit(cfg: &Config, st: &Shared) {
     let pause = || std::thread::sleep(Duration::from_millis(1));
     if st.restore_pending.load(Ordering::Acquire) {
-        lm_err!(
-            "SCA restore never succeeded: not writing at shutdown, so the rows not restored are kept in {}",
-            B(&cfg.subs_table)
-        );
-        return;
+        // the careful way replaces only the rows under the keys written:
+        // the rows never restored stay for the next start
+        lm_warn!("SCA restore never succeeded: writing what phones subscribed since; the other rows stay as they are");
     }
     let tombs = st.tombstones_at_exit(EXIT_LOCK_TRIES, pause).unwrap_or_else(|| {
         lm_warn!("SCA ended-subscription queue still locked at shutdown: their DB rows stay until they expire");

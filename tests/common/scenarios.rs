@@ -1440,7 +1440,13 @@ pub fn race_seize(module: ScaModule) -> ScenarioResult {
     if let Ok(r) = &early_resp {
         if (200..300).contains(&r.status().unwrap_or(0)) {
             // not what C does: release, so that the runs start from an
-            // idle line
+            // idle line. The seize's NOTIFY is waited for first, and the
+            // release's after: a worker still busy with either (on a
+            // loaded machine) would otherwise NOTIFY O in the middle of a
+            // run, with whatever state the run had reached.
+            if early.expect_request("NOTIFY", WAIT).is_err() {
+                notes.push("E got no NOTIFY for its seize".into());
+            }
             de.update_from_response(r);
             let rel = early
                 .send_subscribe(
@@ -1451,6 +1457,13 @@ pub fn race_seize(module: ScaModule) -> ScenarioResult {
                 .map(|m| m.start_line)
                 .unwrap_or_else(|_| "no final response".to_string());
             notes.push(format!("E released index 1: {rel}"));
+            match early.expect_request("NOTIFY", WAIT) {
+                Ok(n) => notes.push(format!(
+                    "E's release NOTIFY: Subscription-State {}",
+                    n.header("Subscription-State").unwrap_or("")
+                )),
+                Err(_) => notes.push("E got no NOTIFY for its release".into()),
+            }
         }
     }
     let _ = early.expect_silence(Duration::from_millis(300));

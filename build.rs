@@ -110,9 +110,21 @@ fn main() {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    if !defs.iter().any(|d| d.starts_with("-DVERSIONVAL=")) {
-        fail("kamailio-headers/cdefs.txt holds no -DVERSIONVAL: run `make setup` again");
+    let versionval: u32 = defs
+        .iter()
+        .find_map(|d| d.strip_prefix("-DVERSIONVAL="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fail("kamailio-headers/cdefs.txt holds no -DVERSIONVAL: run `make setup` again"));
+    // Version cfgs for the few places where Rust code differs between
+    // Kamailio versions (layouts and static-inline APIs are handled in the
+    // shim with `#if VERSIONVAL` against the target's own headers).
+    for (cfg, min) in [("kamailio_ge_5_8", 5_008_000), ("kamailio_ge_6_0", 6_000_000), ("kamailio_ge_6_1", 6_001_000)] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if versionval >= min {
+            println!("cargo:rustc-cfg={cfg}");
+        }
     }
+    println!("cargo:rustc-env=SCA_RS_KAMAILIO_VERSIONVAL={versionval}");
 
     let shim = root.join("shim");
     let mut cc = cc::Build::new();
@@ -149,28 +161,37 @@ fn main() {
 
     cc.file(shim.join("shim.c")).compile("sca_rs_shim");
 
-    // ---- libsrdb1: Kamailio's generic DB API lives in a shared library
-    // that modules link (as Debian's sca.so does), found next to the
-    // installed kamailio's libraries; RUNPATH lets dlopen find it.
-    let srdb_dir = env::var("SCA_RS_KAMAILIO_LIBDIR").map(PathBuf::from).unwrap_or_else(|_| {
+    // ---- libsrdb1: Kamailio's generic DB API. Up to 5.8 (the Makefile
+    // build) it lives in a shared library that modules link (as Debian's
+    // sca.so does), found next to the installed kamailio's libraries;
+    // RUNPATH lets dlopen find it. Kamailio 6's CMake build links it into
+    // the kamailio binary itself: nothing to link then.
+    let srdb_dir = env::var("SCA_RS_KAMAILIO_LIBDIR").map(PathBuf::from).ok().or_else(|| {
         let out = Command::new("dpkg").args(["-L", "kamailio"]).output();
-        out.ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .find(|l| l.ends_with("/libsrdb1.so.1"))
-                    .and_then(|l| Path::new(l).parent().map(Path::to_path_buf))
-            })
-            .unwrap_or_else(|| fail("cannot find libsrdb1.so.1 of the installed kamailio (dpkg -L kamailio)"))
+        out.ok().and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find(|l| l.ends_with("/libsrdb1.so.1"))
+                .and_then(|l| Path::new(l).parent().map(Path::to_path_buf))
+        })
     });
-    if !srdb_dir.join("libsrdb1.so.1").exists() {
-        fail(&format!("no libsrdb1.so.1 in {}", srdb_dir.display()));
+    match srdb_dir {
+        Some(dir) if dir.join("libsrdb1.so.1").exists() => {
+            // link against the soname itself: the unversioned .so symlink may be absent
+            println!("cargo:rustc-link-search=native={}", dir.display());
+            println!("cargo:rustc-link-arg-cdylib=-l:libsrdb1.so.1");
+            // RUNPATH as the loader sees it where Kamailio runs: for another
+            // Debian suite (scripts/suite.sh) the library is linked from that
+            // suite's root but found at the suite's usual path inside it
+            let runpath = env::var("SCA_RS_KAMAILIO_RUNPATH").unwrap_or_else(|_| dir.display().to_string());
+            println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{runpath}");
+        }
+        _ if versionval >= 6_000_000 => {}
+        Some(dir) => fail(&format!("no libsrdb1.so.1 in {}", dir.display())),
+        None => fail("cannot find libsrdb1.so.1 of the installed kamailio (dpkg -L kamailio)"),
     }
-    // link against the soname itself: the unversioned .so symlink may be absent
-    println!("cargo:rustc-link-search=native={}", srdb_dir.display());
-    println!("cargo:rustc-link-arg-cdylib=-l:libsrdb1.so.1");
-    println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{}", srdb_dir.display());
     println!("cargo:rerun-if-env-changed=SCA_RS_KAMAILIO_LIBDIR");
+    println!("cargo:rerun-if-env-changed=SCA_RS_KAMAILIO_RUNPATH");
 
     // ---- bindings
     let mut b = bindgen::Builder::default()
@@ -216,7 +237,7 @@ fn main() {
     }
     for v in [
         "sca_rs_.*", "process_no", "my_pid", "server_id", "(REQUEST|FAILURE|TM_ONREPLY|BRANCH|ONSEND|CORE_ONREPLY|ONREPLY|EVENT|ANY|LOCAL|BRANCH_FAILURE)_ROUTE",
-        "PARAM_(STRING|INT|STR|VAR)", "LUMP_RPL_HDR", "PROC_(MAIN|TIMER|RPC|INIT|SIPINIT|TCP_MAIN)", "PARSE_OK", "DB_CAP_.*", "OP_(EQ|LT|LEQ|GT|GEQ|NEQ)",
+        "PARAM_(STRING|INT|STR|VAR)", "SR_KEMIP_(NONE|INT|STR)", "LUMP_RPL_HDR", "PROC_(MAIN|TIMER|RPC|INIT|SIPINIT|TCP_MAIN)", "PARSE_OK", "DB_CAP_.*", "OP_(EQ|LT|LEQ|GT|GEQ|NEQ)",
     ] {
         b = b.allowlist_var(v);
     }

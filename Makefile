@@ -69,7 +69,7 @@ HOOKS_MODULE := $(TARGET_DIR)/hooks/release/libsca_rs.so
 
 integration-test: build
 	$(CARGO) build --release --locked -p sca_rs --features test-hooks --target-dir $(TARGET_DIR)/hooks
-	SCA_RS_HOOKS_MODULE=$(CURDIR)/$(HOOKS_MODULE) $(CARGO) test --release --locked -p sca_rs --tests
+	SCA_RS_HOOKS_MODULE=$(CURDIR)/$(HOOKS_MODULE) $(CARGO) test --release --locked -p sca_rs --tests --no-fail-fast
 
 # every fuzz target for a few seconds over the kept corpus
 fuzz-smoke: setup

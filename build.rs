@@ -137,18 +137,15 @@ fn main() {
         .flag_if_supported("-Wno-sign-compare")
         .flag_if_supported("-Wno-missing-field-initializers");
 
-    // ---- the module's compile flags must equal the binary's, byte for byte
-    let probe = out_dir.join("sca_rs_flags_probe.c");
-    fs::write(
-        &probe,
-        "#include \"core/ver_defs.h\"\nsca_rs_flags_marker = SER_COMPILE_FLAGS;\n\
-         sca_rs_version_marker = SER_FULL_VERSION;\n",
-    )
-    .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", probe.display())));
-    let expanded = cc.clone().file(&probe).expand();
+    // ---- the module's compile flags must equal the binary's, byte for byte.
+    // Read from the shim itself as the preprocessor expands it: the string
+    // depends on the headers included before it (6.1's memory headers add
+    // DBG_*_MALLOC), so a probe of ver_defs.h alone can differ from what
+    // the module carries.
+    let expanded = cc.clone().file(shim.join("shim.c")).expand();
     let expanded = String::from_utf8_lossy(&expanded);
-    let ours = literal_after(&expanded, "sca_rs_flags_marker =")
-        .unwrap_or_else(|| fail("cannot expand SER_COMPILE_FLAGS with the derived defines"));
+    let ours = literal_after(&expanded, "sca_rs_compile_flags[] =")
+        .unwrap_or_else(|| fail("cannot expand SER_COMPILE_FLAGS in shim/shim.c with the derived defines"));
     if ours != flags_line {
         fail(&format!(
             "the derived defines give other compile flags than the installed kamailio:\n  \
@@ -156,7 +153,7 @@ fn main() {
              Kamailio would refuse to load the module. Run `make setup` again."
         ));
     }
-    let version = literal_after(&expanded, "sca_rs_version_marker =").unwrap_or_default();
+    let version = literal_after(&expanded, "sca_rs_full_version[] =").unwrap_or_default();
     println!("cargo:rustc-env=SCA_RS_KAMAILIO_VERSION={version}");
 
     cc.file(shim.join("shim.c")).compile("sca_rs_shim");

@@ -51,9 +51,17 @@ stamp="$dir/.root-$(echo "$pkgs" | md5sum | cut -c1-12)"
 [ -f "$stamp" ] && [ -x "$root/usr/sbin/kamailio" ] && [ -s "$dir/headers/cdefs.txt" ] \
   && [ "$(cat "$dir/headers/VERSION")" = "$(cat "$stamp")" ] && exit 0
 
-for t in mmdebstrap unshare chroot dpkg-source; do
-  command -v "$t" >/dev/null || die "$t missing: run 'make setup' (scripts/setup.sh installs it)"
+# what only another suite needs: mmdebstrap for the root; cmake, flex and
+# bison to read the compile defines of a CMake-built Kamailio (6.1 on)
+need=()
+for p in mmdebstrap cmake flex bison; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
 
 # ------------------------------------------------ Debian archive URIs
 # "URI SUITE" pairs of the machine's apt sources signed by Debian's keyring

@@ -308,11 +308,7 @@ fn c_call_info_subscribe_notify_unsubscribe() {
     }
 
     // ---- Kamailio is healthy and stops cleanly
-    let log = k.log();
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" ERROR:") || l.contains(" CRITICAL:") || l.contains(" ALERT:"))
-        .collect();
+    let bad = k.log_errors();
     assert!(
         bad.is_empty(),
         "errors in Kamailio log:\n{}",

@@ -64,7 +64,8 @@ if [ "${1:-}" = --in-namespace ]; then
     die "no 202 + NOTIFY for a call-info SUBSCRIBE"
   fi
   inroot /usr/sbin/kamcmd -s "unixs:$ctl" sca.all_subscriptions > "$run/subs.txt" 2>&1 || true
-  grep -q 'sip:100@127.0.0.1' "$run/subs.txt" \
+  # "<AoR user> <subscriber host:port> <event> <seconds left> <state>"
+  grep -Eq "^100 127\.0\.0\.1:$sport call-info [0-9]+ active\$" "$run/subs.txt" \
     || { cat "$run/subs.txt" >&2; die "sca.all_subscriptions does not list the subscription"; }
   say "SUBSCRIBE answered 202 + NOTIFY by the installed module; sca.all_subscriptions lists it"
   exit 0

@@ -146,12 +146,52 @@ fn main() {
     let expanded = String::from_utf8_lossy(&expanded);
     let ours = literal_after(&expanded, "sca_rs_compile_flags[] =")
         .unwrap_or_else(|| fail("cannot expand SER_COMPILE_FLAGS in shim/shim.c with the derived defines"));
-    if ours != flags_line {
-        fail(&format!(
+    // The loader compares with SER_COMPILE_FLAGS as expanded in its
+    // sr_module.c, and every module Debian ships for that Kamailio carries
+    // exactly that string. `kamailio -v` prints it as expanded in ver.c,
+    // which is the same up to 6.0; in 6.1 ver.c includes the memory headers
+    // first and adds DBG_QM_MALLOC, DBG_F_MALLOC, DBG_TLSF_MALLOC that no
+    // module has. So: the string of the target's own sl.so when there is
+    // one (what the loader demonstrably accepts), else the -v line.
+    let reference_module = env::var("KAMAILIO_MPATH")
+        .ok()
+        .map(PathBuf::from)
+        .or_else(|| {
+            let out = Command::new("dpkg").args(["-L", "kamailio"]).output().ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.ends_with("/kamailio/modules"))
+                .map(PathBuf::from)
+        })
+        .map(|d| d.join("sl.so"))
+        .filter(|p| p.exists());
+    println!("cargo:rerun-if-env-changed=KAMAILIO_MPATH");
+    match &reference_module {
+        Some(so) => {
+            let bytes = fs::read(so).unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", so.display())));
+            let needle = [&b"\0"[..], ours.as_bytes(), &b"\0"[..]].concat();
+            if !bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                let theirs: Vec<String> = bytes
+                    .split(|b| *b == 0)
+                    .filter(|s| s.starts_with(b"USE_TCP") || s.starts_with(b"USE_"))
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .filter(|s| s.contains(", "))
+                    .collect();
+                fail(&format!(
+                    "the derived defines give other compile flags than the modules of the target kamailio:\n  \
+                     module:   {ours}\n  {}: {}\n  kamailio -v: {flags_line}\n\
+                     Kamailio would refuse to load the module. Run `make setup` again.",
+                    so.display(),
+                    theirs.join(" | ")
+                ));
+            }
+        }
+        None if ours != flags_line => fail(&format!(
             "the derived defines give other compile flags than the installed kamailio:\n  \
              module:   {ours}\n  kamailio: {flags_line}\n\
              Kamailio would refuse to load the module. Run `make setup` again."
-        ));
+        )),
+        None => {}
     }
     let version = literal_after(&expanded, "sca_rs_full_version[] =").unwrap_or_default();
     println!("cargo:rustc-env=SCA_RS_KAMAILIO_VERSION={version}");

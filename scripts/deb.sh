@@ -40,7 +40,8 @@ deb="$out/${pkg}_${version}_amd64.deb"
 if [ "$only_path" = 1 ]; then echo "$deb"; exit 0; fi
 
 # the module must carry this Kamailio's version string (what the loader compares)
-grep -qa "kamailio $upver (x86_64/linux)" "$module" \
+# (6.1's CMake build spells the OS "Linux")
+grep -qaE "kamailio $upver \(x86_64/[Ll]inux\)" "$module" \
   || die "$module was not built for Kamailio $upver ($suite); build it with KAMAILIO_SUITE=$suite"
 
 # shared-library dependencies: the newest glibc symbol version the module

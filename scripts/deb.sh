@@ -30,7 +30,9 @@ fi
 kver=$(q dpkg-query -W -f='${Version}' kamailio)
 upver=${kver%%-*}
 upver=${upver#*:}
-moddir=$(q dpkg -L kamailio | grep -m1 '/kamailio/modules$') || die "no module directory in $suite's kamailio"
+# (awk reads all of dpkg's output: an early exit would fail the pipe)
+moddir=$(q dpkg -L kamailio | awk '/\/kamailio\/modules$/ && !f { print; f = 1 }')
+[ -n "$moddir" ] || die "no module directory in $suite's kamailio"
 
 pkg=kamailio-sca-rs
 crate_ver=$(sed -n 's/^version = "\(.*\)"/\1/p' "$top/Cargo.toml" | head -n1)
@@ -55,6 +57,8 @@ trap 'rm -rf --one-file-system "$stage"' EXIT
 doc="$stage/usr/share/doc/$pkg"
 install -d "$stage/DEBIAN" "$stage$moddir" "$doc/docs" "$doc/examples"
 install -m 0644 "$module" "$stage$moddir/sca_rs.so"
+# the release build carries debug info; the package does not need it
+objcopy --strip-debug "$stage$moddir/sca_rs.so"
 install -m 0644 "$top/README.md" "$doc/README.md"
 install -m 0644 "$top"/docs/*.md "$doc/docs/"
 install -m 0644 "$top"/cfg-examples/*.cfg "$doc/examples/"

@@ -22,6 +22,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 say() { echo "setup: $*" >&2; }
 die() { echo "setup: error: $*" >&2; exit 1; }
+die3() { echo "setup: error: $*" >&2; exit 3; }
 
 # never delete through a mount point: refuse when anything is mounted below
 mounted_below() { awk -v r="$1" 'index($2, r) == 1 { f = 1 } END { exit !f }' /proc/self/mounts; }
@@ -176,8 +177,9 @@ if ! { [ -f "$dir/headers/VERSION" ] && [ "$(cat "$dir/headers/VERSION")" = "$kv
     [ "$dscver" = "$kver" ] || die "SCA_RS_KAMAILIO_DSC is kamailio $dscver, the $suite root has $kver"
     dsc=$SCA_RS_KAMAILIO_DSC
   else
+    # exit status 3: that source is not to be had here (.ci/run tells it apart)
     ( cd "$work" && "${aptc[@]}" source --download-only "kamailio=$kver" >/dev/null 2>&1 ) \
-      || die "cannot download Debian's source package kamailio=$kver ($suite) from the machine's
+      || die3 "cannot download Debian's source package kamailio=$kver ($suite) from the machine's
   archive; its headers and compile defines are needed to build for that Kamailio. Where the mirror
   lacks the suite's sources, get kamailio_$kver.dsc with its files and set SCA_RS_KAMAILIO_DSC=/path/to/it."
     dsc=$(ls "$work"/kamailio_*.dsc | head -n1)

@@ -67,9 +67,10 @@ unit-test: setup
 # the module with test hooks, for the panic-boundary test only
 HOOKS_MODULE := $(TARGET_DIR)/hooks/release/libsca_rs.so
 
+# TESTS="--test rpc --test kemi" runs only those (default: all of tests/)
 integration-test: build
 	$(CARGO) build --release --locked -p sca_rs --features test-hooks --target-dir $(TARGET_DIR)/hooks
-	SCA_RS_HOOKS_MODULE=$(CURDIR)/$(HOOKS_MODULE) $(CARGO) test --release --locked -p sca_rs --tests --no-fail-fast
+	SCA_RS_HOOKS_MODULE=$(CURDIR)/$(HOOKS_MODULE) $(CARGO) test --release --locked -p sca_rs --no-fail-fast $(or $(TESTS),--tests)
 
 # every fuzz target for a few seconds over the kept corpus
 fuzz-smoke: setup

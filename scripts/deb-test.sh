@@ -74,6 +74,8 @@ fi
 suite=${1:?suite} deb=${2:?deb}
 [ -f "$deb" ] || die "no package at $deb: run make deb KAMAILIO_SUITE=$suite"
 root="$top/.build/suites/$suite/root"
+# the host's own suite has no root until a package is to be tested in one
+[ -x "$root/usr/sbin/kamailio" ] || SCA_RS_SUITE_ROOT_ONLY=1 bash "$top/scripts/suite.sh" "$suite"
 [ -x "$root/usr/sbin/kamailio" ] || die "no $suite root at $root: run make setup KAMAILIO_SUITE=$suite"
 command -v sipp >/dev/null || die "sipp (sip-tester) missing: run make setup"
 T=$(mktemp -d /tmp/sca-rs-debtest.XXXXXX)

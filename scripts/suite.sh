@@ -39,7 +39,11 @@ case "$suite" in
   *) die "KAMAILIO_SUITE must be bookworm, trixie or forky (got '${suite}')" ;;
 esac
 host=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-[ "$suite" != "$host" ] || exit 0       # the host's own Kamailio: scripts/setup.sh
+# the host's own Kamailio needs nothing here (scripts/setup.sh), except a
+# root of its suite to install the package into (make deb-test):
+# SCA_RS_SUITE_ROOT_ONLY=1 makes just the root and its wrappers
+root_only=${SCA_RS_SUITE_ROOT_ONLY:-}
+[ "$suite" != "$host" ] || [ -n "$root_only" ] || exit 0
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap, chroot)"
 
 dir="$top/.build/suites/$suite"
@@ -51,6 +55,7 @@ pkgs=kamailio,kamailio-extra-modules,kamailio-sqlite-modules,kamailio-postgres-m
 stamp="$dir/.root-$(echo "$pkgs" | md5sum | cut -c1-12)"
 [ -f "$stamp" ] && [ -x "$root/usr/sbin/kamailio" ] && [ -s "$dir/headers/cdefs.txt" ] \
   && [ "$(cat "$dir/headers/VERSION")" = "$(cat "$stamp")" ] && exit 0
+[ -n "$root_only" ] && [ -f "$stamp" ] && [ -x "$root/usr/sbin/kamailio" ] && exit 0
 
 # what only another suite needs: mmdebstrap for the root; cmake, flex and
 # bison to read the compile defines of a CMake-built Kamailio (6.1 on)
@@ -153,6 +158,8 @@ for b in kamailio kamcmd; do
     "$b" "$suite" "$b" > "$dir/bin/$b"
 done
 chmod 0755 "$dir/bin/in-root" "$dir/bin/kamailio" "$dir/bin/kamcmd"
+
+[ -z "$root_only" ] || exit 0
 
 # ------------------------------------------------ headers of that version
 kver=$(chroot "$root" dpkg-query -W -f='${Version}' kamailio)

@@ -117,6 +117,9 @@ bench: build
 # (sqlite DB under .build/run, SIP on udp 127.0.0.1:5060, kamcmd socket
 # unixs:.build/run/kamailio_ctl).
 run: build
+ifneq ($(KAMAILIO_SUITE),$(HOST_SUITE))
+	@echo "make run runs the host's Kamailio; for $(KAMAILIO_SUITE) install make deb KAMAILIO_SUITE=$(KAMAILIO_SUITE)'s package on a $(KAMAILIO_SUITE) machine" >&2; exit 1
+endif
 	@bash scripts/run-example.sh
 
 fmt:

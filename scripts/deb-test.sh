@@ -40,11 +40,19 @@ if [ "${1:-}" = --in-namespace ]; then
   run=$T/run db=$T/run/sca.sqlite ctl=$T/run/ctl
   inroot sh -c "cat /usr/share/kamailio/db_sqlite/standard-create.sql /usr/share/kamailio/db_sqlite/sca-create.sql | sqlite3 $db" \
     || die "cannot create the sqlite DB"
-  inroot /usr/sbin/kamailio -DD -E -f "$cfg" -Y "$run" -w "$run" -n 2 \
+  # setsid + chroot exec: $! is kamailio's main process and its process
+  # group, so every Kamailio process is stopped by that id
+  setsid chroot "$M" /usr/sbin/kamailio -DD -E -f "$cfg" -Y "$run" -w "$run" -n 2 \
     -A "DBURL=\"sqlite:///$db\"" -A "CTL=\"unixs:$ctl\"" -A "LISTEN=udp:127.0.0.1:$port" \
     > "$run/kamailio.log" 2>&1 &
   kpid=$!
-  stop() { kill "$kpid" 2>/dev/null || true; wait "$kpid" 2>/dev/null || true; }
+  stop() {
+    kill -TERM -- "-$kpid" 2>/dev/null || true
+    local i
+    for i in $(seq 50); do kill -0 -- "-$kpid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$kpid" 2>/dev/null || true
+    wait "$kpid" 2>/dev/null || true
+  }
   trap stop EXIT
   # ready when its control socket answers (or fail when it exits)
   deadline=$((SECONDS + 30))

@@ -110,9 +110,21 @@ fn main() {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    if !defs.iter().any(|d| d.starts_with("-DVERSIONVAL=")) {
-        fail("kamailio-headers/cdefs.txt holds no -DVERSIONVAL: run `make setup` again");
+    let versionval: u32 = defs
+        .iter()
+        .find_map(|d| d.strip_prefix("-DVERSIONVAL="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fail("kamailio-headers/cdefs.txt holds no -DVERSIONVAL: run `make setup` again"));
+    // Version cfgs for the few places where Rust code differs between
+    // Kamailio versions (layouts and static-inline APIs are handled in the
+    // shim with `#if VERSIONVAL` against the target's own headers).
+    for (cfg, min) in [("kamailio_ge_5_8", 5_008_000), ("kamailio_ge_6_0", 6_000_000), ("kamailio_ge_6_1", 6_001_000)] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if versionval >= min {
+            println!("cargo:rustc-cfg={cfg}");
+        }
     }
+    println!("cargo:rustc-env=SCA_RS_KAMAILIO_VERSIONVAL={versionval}");
 
     let shim = root.join("shim");
     let mut cc = cc::Build::new();
@@ -125,52 +137,98 @@ fn main() {
         .flag_if_supported("-Wno-sign-compare")
         .flag_if_supported("-Wno-missing-field-initializers");
 
-    // ---- the module's compile flags must equal the binary's, byte for byte
-    let probe = out_dir.join("sca_rs_flags_probe.c");
-    fs::write(
-        &probe,
-        "#include \"core/ver_defs.h\"\nsca_rs_flags_marker = SER_COMPILE_FLAGS;\n\
-         sca_rs_version_marker = SER_FULL_VERSION;\n",
-    )
-    .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", probe.display())));
-    let expanded = cc.clone().file(&probe).expand();
+    // ---- the module's compile flags must equal the binary's, byte for byte.
+    // Read from the shim itself as the preprocessor expands it: the string
+    // depends on the headers included before it (6.1's memory headers add
+    // DBG_*_MALLOC), so a probe of ver_defs.h alone can differ from what
+    // the module carries.
+    let expanded = cc.clone().file(shim.join("shim.c")).expand();
     let expanded = String::from_utf8_lossy(&expanded);
-    let ours = literal_after(&expanded, "sca_rs_flags_marker =")
-        .unwrap_or_else(|| fail("cannot expand SER_COMPILE_FLAGS with the derived defines"));
-    if ours != flags_line {
-        fail(&format!(
+    let ours = literal_after(&expanded, "sca_rs_compile_flags[] =")
+        .unwrap_or_else(|| fail("cannot expand SER_COMPILE_FLAGS in shim/shim.c with the derived defines"));
+    // The loader compares with SER_COMPILE_FLAGS as expanded in its
+    // sr_module.c, and every module Debian ships for that Kamailio carries
+    // exactly that string. `kamailio -v` prints it as expanded in ver.c,
+    // which is the same up to 6.0; in 6.1 ver.c includes the memory headers
+    // first and adds DBG_QM_MALLOC, DBG_F_MALLOC, DBG_TLSF_MALLOC that no
+    // module has. So: the string of the target's own sl.so when there is
+    // one (what the loader demonstrably accepts), else the -v line.
+    let reference_module = env::var("KAMAILIO_MPATH")
+        .ok()
+        .map(PathBuf::from)
+        .or_else(|| {
+            let out = Command::new("dpkg").args(["-L", "kamailio"]).output().ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.ends_with("/kamailio/modules"))
+                .map(PathBuf::from)
+        })
+        .map(|d| d.join("sl.so"))
+        .filter(|p| p.exists());
+    println!("cargo:rerun-if-env-changed=KAMAILIO_MPATH");
+    match &reference_module {
+        Some(so) => {
+            let bytes = fs::read(so).unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", so.display())));
+            let needle = [&b"\0"[..], ours.as_bytes(), &b"\0"[..]].concat();
+            if !bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                let theirs: Vec<String> = bytes
+                    .split(|b| *b == 0)
+                    .filter(|s| s.starts_with(b"USE_TCP") || s.starts_with(b"USE_"))
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .filter(|s| s.contains(", "))
+                    .collect();
+                fail(&format!(
+                    "the derived defines give other compile flags than the modules of the target kamailio:\n  \
+                     module:   {ours}\n  {}: {}\n  kamailio -v: {flags_line}\n\
+                     Kamailio would refuse to load the module. Run `make setup` again.",
+                    so.display(),
+                    theirs.join(" | ")
+                ));
+            }
+        }
+        None if ours != flags_line => fail(&format!(
             "the derived defines give other compile flags than the installed kamailio:\n  \
              module:   {ours}\n  kamailio: {flags_line}\n\
              Kamailio would refuse to load the module. Run `make setup` again."
-        ));
+        )),
+        None => {}
     }
-    let version = literal_after(&expanded, "sca_rs_version_marker =").unwrap_or_default();
+    let version = literal_after(&expanded, "sca_rs_full_version[] =").unwrap_or_default();
     println!("cargo:rustc-env=SCA_RS_KAMAILIO_VERSION={version}");
 
     cc.file(shim.join("shim.c")).compile("sca_rs_shim");
 
-    // ---- libsrdb1: Kamailio's generic DB API lives in a shared library
-    // that modules link (as Debian's sca.so does), found next to the
-    // installed kamailio's libraries; RUNPATH lets dlopen find it.
-    let srdb_dir = env::var("SCA_RS_KAMAILIO_LIBDIR").map(PathBuf::from).unwrap_or_else(|_| {
+    // ---- libsrdb1: Kamailio's generic DB API. Up to 5.8 (the Makefile
+    // build) it lives in a shared library that modules link (as Debian's
+    // sca.so does), found next to the installed kamailio's libraries;
+    // RUNPATH lets dlopen find it. Kamailio 6's CMake build links it into
+    // the kamailio binary itself: nothing to link then.
+    let srdb_dir = env::var("SCA_RS_KAMAILIO_LIBDIR").map(PathBuf::from).ok().or_else(|| {
         let out = Command::new("dpkg").args(["-L", "kamailio"]).output();
-        out.ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .find(|l| l.ends_with("/libsrdb1.so.1"))
-                    .and_then(|l| Path::new(l).parent().map(Path::to_path_buf))
-            })
-            .unwrap_or_else(|| fail("cannot find libsrdb1.so.1 of the installed kamailio (dpkg -L kamailio)"))
+        out.ok().and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find(|l| l.ends_with("/libsrdb1.so.1"))
+                .and_then(|l| Path::new(l).parent().map(Path::to_path_buf))
+        })
     });
-    if !srdb_dir.join("libsrdb1.so.1").exists() {
-        fail(&format!("no libsrdb1.so.1 in {}", srdb_dir.display()));
+    match srdb_dir {
+        Some(dir) if dir.join("libsrdb1.so.1").exists() => {
+            // link against the soname itself: the unversioned .so symlink may be absent
+            println!("cargo:rustc-link-search=native={}", dir.display());
+            println!("cargo:rustc-link-arg-cdylib=-l:libsrdb1.so.1");
+            // RUNPATH as the loader sees it where Kamailio runs: for another
+            // Debian suite (scripts/suite.sh) the library is linked from that
+            // suite's root but found at the suite's usual path inside it
+            let runpath = env::var("SCA_RS_KAMAILIO_RUNPATH").unwrap_or_else(|_| dir.display().to_string());
+            println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{runpath}");
+        }
+        _ if versionval >= 6_000_000 => {}
+        Some(dir) => fail(&format!("no libsrdb1.so.1 in {}", dir.display())),
+        None => fail("cannot find libsrdb1.so.1 of the installed kamailio (dpkg -L kamailio)"),
     }
-    // link against the soname itself: the unversioned .so symlink may be absent
-    println!("cargo:rustc-link-search=native={}", srdb_dir.display());
-    println!("cargo:rustc-link-arg-cdylib=-l:libsrdb1.so.1");
-    println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{}", srdb_dir.display());
     println!("cargo:rerun-if-env-changed=SCA_RS_KAMAILIO_LIBDIR");
+    println!("cargo:rerun-if-env-changed=SCA_RS_KAMAILIO_RUNPATH");
 
     // ---- bindings
     let mut b = bindgen::Builder::default()
@@ -216,7 +274,7 @@ fn main() {
     }
     for v in [
         "sca_rs_.*", "process_no", "my_pid", "server_id", "(REQUEST|FAILURE|TM_ONREPLY|BRANCH|ONSEND|CORE_ONREPLY|ONREPLY|EVENT|ANY|LOCAL|BRANCH_FAILURE)_ROUTE",
-        "PARAM_(STRING|INT|STR|VAR)", "LUMP_RPL_HDR", "PROC_(MAIN|TIMER|RPC|INIT|SIPINIT|TCP_MAIN)", "PARSE_OK", "DB_CAP_.*", "OP_(EQ|LT|LEQ|GT|GEQ|NEQ)",
+        "PARAM_(STRING|INT|STR|VAR)", "SR_KEMIP_(NONE|INT|STR)", "LUMP_RPL_HDR", "PROC_(MAIN|TIMER|RPC|INIT|SIPINIT|TCP_MAIN)", "PARSE_OK", "DB_CAP_.*", "OP_(EQ|LT|LEQ|GT|GEQ|NEQ)",
     ] {
         b = b.allowlist_var(v);
     }

@@ -64,30 +64,9 @@ if ! apt-cache showsrc kamailio 2>/dev/null | grep -q "^Version: $kver\$"; then
   apt-get update -qq
 fi
 
-work=$(mktemp -d /tmp/sca-rs-ksrc.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+work=$(mktemp -d /tmp/sca-rs-kdsc.XXXXXX)
+trap 'rm -rf --one-file-system "$work"' EXIT
 ( cd "$work" && apt-get source -qq --download-only "kamailio=$kver" >/dev/null 2>&1 ) \
   || die "apt-get source kamailio=$kver failed (are deb-src entries available?)"
 dsc=$(ls "$work"/kamailio_*.dsc | head -n1)
-# dpkg-source applies Debian's patches, so the headers are what Debian built.
-( cd "$work" && dpkg-source -q -x "$dsc" src >/dev/null 2>&1 ) || die "dpkg-source -x failed"
-ksrc="$work/src/src"
-[ -f "$ksrc/core/sr_module.h" ] || die "unexpected source layout in $dsc"
-
-# Compile defines: ask the source's own Makefiles (what Debian's plain
-# 'make cfg' used). LIBSSL_SET_MUTEX_SHARED=1 is what Debian's build got from
-# pkg-config libssl (the 'TLS_PTHREAD_MUTEX_SHARED' flag of kamailio -v).
-rm -f "$ksrc/config.mak" "$ksrc/modules.lst"
-defs=$(make -s --no-print-directory -C "$ksrc" LIBSSL_SET_MUTEX_SHARED=1 \
-        --eval='sca_rs_printdefs: ; $(info $(C_DEFS) $(CC_PMUTEX_OPTS))' sca_rs_printdefs 2>/dev/null \
-        | grep -- '-DNAME=' | tail -n1)
-[ -n "$defs" ] || die "could not derive compile defines from Kamailio's Makefiles"
-
-rm -rf "$hdr.new" && mkdir -p "$hdr.new"
-( cd "$ksrc" && find core lib modules -name '*.h' -print0 | tar --null -T - -cf - ) | tar -C "$hdr.new" -xf -
-# one define per line, shell quoting removed (eval of make's own output)
-eval "set -- $defs"
-printf '%s\n' "$@" > "$hdr.new/cdefs.txt"
-echo "$kver" > "$hdr.new/VERSION"
-rm -rf "$hdr" && mv "$hdr.new" "$hdr"
-say "headers of Kamailio $kver in kamailio-headers/ ($(grep -c . "$hdr/cdefs.txt") compile flags)"
+bash "$top/scripts/kamailio-headers.sh" "$dsc" "$hdr" "$kver"

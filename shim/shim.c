@@ -337,7 +337,13 @@ int sca_rs_avp_parse(const str *spec, struct sca_rs_avp *out)
 {
 	pv_spec_t *pv;
 	avp_name_t name;
-	unsigned short flags;
+	/* the flags argument's type changed: unsigned short * up to 5.8,
+	 * avp_flags_t * (unsigned int) since 6.0 */
+#if VERSIONVAL >= 6000000
+	avp_flags_t flags = 0;
+#else
+	unsigned short flags = 0;
+#endif
 	str sp;
 
 	memset(out, 0, sizeof(*out));

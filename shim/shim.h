@@ -85,7 +85,7 @@ int sca_rs_fixup_get_svalue(struct sip_msg *msg, void *gp, str *val);
  * mod_init from a spec like "$avp(sca_from)" */
 struct sca_rs_avp {
 	int set;
-	unsigned short type;
+	unsigned int type; /* avp_flags_t: wide enough for every version */
 	/* avp_name_t (int_str) storage */
 	long name_n;
 	str name_s;

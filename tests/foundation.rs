@@ -186,11 +186,7 @@ fn call_info_subscribe_gets_202_idle_notify_and_rpc_count() {
         "error: 500 - usage: sca.subscription_count {call-info | line-seize}"
     );
 
-    let log = k.log();
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" ERROR:") || l.contains(" CRITICAL:") || l.contains(" ALERT:"))
-        .collect();
+    let bad = k.log_errors();
     assert!(bad.is_empty(), "errors in Kamailio log:\n{}", bad.join("\n"));
     assert!(k.is_running(), "kamailio died");
     let st = k.stop().expect("kamailio stops on SIGTERM");

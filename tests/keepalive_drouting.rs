@@ -41,7 +41,7 @@ fn route(c: &mut Client) -> String {
 
 /// Kamailio with drouting over sqlite, gateways gw1 then gw2 for `00...`.
 fn start(ka: Ka, hp1: &str, hp2: &str) -> Kamailio {
-    let schema = std::fs::read_to_string("/usr/share/kamailio/db_sqlite/drouting-create.sql")
+    let schema = std::fs::read_to_string(common::kamailio::kamailio_file("/usr/share/kamailio/db_sqlite/drouting-create.sql"))
         .expect("Debian's drouting schema (kamailio-sqlite-modules)");
     let seed = format!(
         "{schema}\n\

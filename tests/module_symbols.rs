@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashSet;
 use std::process::Command;
 
-use common::kamailio::{kamailio_bin, mpath, ScaModule};
+use common::kamailio::{kamailio_executable, kamailio_file, mpath, ScaModule};
 
 fn nm(args: &[&str], file: &str) -> Vec<String> {
     let out = Command::new("nm").args(args).arg(file).output().expect("run nm (binutils)");
@@ -23,7 +23,7 @@ fn every_undefined_symbol_is_provided_by_kamailio_tm_or_sl() {
     let module = ScaModule::Rust.loadmodule_path();
     let module = module.to_str().expect("utf-8 path");
     let mut provided: HashSet<String> = HashSet::new();
-    let mut providers = vec![kamailio_bin()];
+    let mut providers = vec![kamailio_executable().display().to_string()];
     for m in ["tm.so", "sl.so"] {
         providers.push(format!("{}/{m}", mpath()));
     }
@@ -41,7 +41,7 @@ fn every_undefined_symbol_is_provided_by_kamailio_tm_or_sl() {
     for lib in dynamic.lines().filter(|l| l.contains("(NEEDED)")).filter_map(bracketed) {
         if let Some(found) = runpaths
             .iter()
-            .map(|d| std::path::Path::new(d).join(&lib))
+            .map(|d| kamailio_file(d).join(&lib))
             .find(|p| p.exists())
         {
             providers.push(found.display().to_string());

@@ -21,22 +21,21 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::kamailio::{repo_root, ScaModule};
+use common::kamailio::{golden_file, kamailio_major_minor, ScaModule};
 use common::scenarios::{self, ScenarioResult};
 
 const RESULT_BEGIN: &str = "##### normalized result (compared on every run) #####\n";
 const RAW_BEGIN: &str = "##### raw messages and log of the recorded run (reference only) #####\n";
 
+/// The C module's golden: the one of the Kamailio version under test when
+/// its C module behaves differently from 5.6's (see golden_file).
 fn golden_path(name: &str) -> PathBuf {
-    repo_root()
-        .join("tests")
-        .join("golden")
-        .join(format!("scenario_{name}.txt"))
+    golden_file(&format!("scenario_{name}.txt"), false)
 }
 
 /// sca_rs's own golden for a scenario where it deviates from C on purpose.
-fn rust_golden_path(name: &str) -> PathBuf {
-    repo_root().join("tests").join("golden").join(format!("scenario_{name}.sca_rs.txt"))
+fn rust_golden_path(name: &str, for_write: bool) -> PathBuf {
+    golden_file(&format!("scenario_{name}.sca_rs.txt"), for_write)
 }
 
 /// The compared section of a golden file.
@@ -63,15 +62,16 @@ fn golden_result_at(path: &std::path::Path, name: &str) -> String {
 }
 
 fn write_golden(r: &ScenarioResult) {
-    let path = golden_path(&r.name);
+    let path = golden_file(&format!("scenario_{}.txt", r.name), true);
     std::fs::create_dir_all(path.parent().expect("golden dir")).expect("create tests/golden");
     let text = format!(
         "# Scenario {name}: {desc}.\n\
-         # Debian Kamailio 5.6.3 with the C sca.so, tests/common/cfg.rs SCA_CFG.\n\
+         # Debian Kamailio {kv} with the C sca.so, tests/common/cfg.rs SCA_CFG.\n\
          # Written by `UPDATE_GOLDEN=1 cargo test --release -p sca_rs --test sca_core_diff c_{name}`.\n\
          # Compared: the normalized result below (expires=/left= numbers within +-{tol} s).\n\n\
          {RESULT_BEGIN}{result}\n{RAW_BEGIN}{raw}",
         name = r.name,
+        kv = kamailio_major_minor(),
         desc = r.description,
         tol = scenarios::EXPIRES_TOLERANCE,
         result = r.render(),
@@ -109,7 +109,7 @@ fn run_rust(name: &str) {
     let r = f(ScaModule::Rust);
     let rendered = r.render();
     eprintln!("scenario {name} (sca_rs.so):\n{rendered}");
-    let own = rust_golden_path(name);
+    let own = rust_golden_path(name, std::env::var_os("UPDATE_GOLDEN_RUST").is_some());
     if std::env::var_os("UPDATE_GOLDEN_RUST").is_some() {
         let text = format!(
             "# Scenario {name} with sca_rs.so: where it differs from the C module's\n\

@@ -126,10 +126,12 @@ impl RpcDoc {
     }
 }
 
-/// KEMI parameter / return types (core/kemi.h).
-pub const KEMIP_NONE: core::ffi::c_int = 0;
-pub const KEMIP_INT: core::ffi::c_int = 1 << 0;
-pub const KEMIP_STR: core::ffi::c_int = 1 << 1;
+/// KEMI parameter / return types (core/kemi.h), from the target's headers:
+/// the values moved between versions (`SR_KEMIP_LONG` went in at 1<<3 in
+/// 5.7), so none is written down here.
+pub const KEMIP_NONE: core::ffi::c_int = sys::SR_KEMIP_NONE as core::ffi::c_int;
+pub const KEMIP_INT: core::ffi::c_int = sys::SR_KEMIP_INT as core::ffi::c_int;
+pub const KEMIP_STR: core::ffi::c_int = sys::SR_KEMIP_STR as core::ffi::c_int;
 
 const fn cstr_as_str(v: &'static CStr) -> sys::str_ {
     sys::str_ { s: v.as_ptr() as *mut c_char, len: v.count_bytes() as core::ffi::c_int }

@@ -58,7 +58,9 @@ impl Postgres {
         let pg = Postgres { port, dir, bin };
         pg.psql("postgres", "CREATE DATABASE kamailio;")?;
         for f in ["standard", "sca"] {
-            let file = format!("/usr/share/kamailio/postgres/{f}-create.sql");
+            let file = crate::common::kamailio::kamailio_file(&format!("/usr/share/kamailio/postgres/{f}-create.sql"))
+                .display()
+                .to_string();
             as_postgres(&["psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-d", "kamailio", "-f", &file])?;
         }
         Ok(pg)

@@ -88,8 +88,13 @@ def free_port():
     return p
 
 
-def kamcmd(d, *args):
-    out = subprocess.run(["kamcmd", "-s", f"unixs:{d}/ctl", *args], capture_output=True, text=True, timeout=30)
+def kamcmd(d, *args, timeout=30):
+    try:
+        out = subprocess.run(["kamcmd", "-s", f"unixs:{d}/ctl", *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # (the ctl socket exists from mod_init, but nobody answers before
+        # the processes fork: a long start-up restore)
+        return ""
     return out.stdout
 
 
@@ -99,7 +104,7 @@ def shm(d):
     return int(vals.get("used", 0)), int(vals.get("max_used", 0))
 
 
-def start_kamailio(d, cfg_text, shm_mb, last_worker, label):
+def start_kamailio(d, cfg_text, shm_mb, last_worker, label, pkg_mb=16, extra=()):
     """Start Kamailio on `cfg_text` in directory `d`, in its own process
     group, and wait until UDP receiver `last_worker` is up."""
     cfg = os.path.join(d, "kamailio.cfg")
@@ -107,12 +112,16 @@ def start_kamailio(d, cfg_text, shm_mb, last_worker, label):
         f.write(cfg_text)
     with open(os.path.join(d, "kamailio.log"), "w") as log:
         k = subprocess.Popen(
-            ["kamailio", "-DD", "-E", "-f", cfg, "-Y", d, "-w", d, "-m", str(shm_mb), "-M", "16"],
+            ["kamailio", "-DD", "-E", "-f", cfg, "-Y", d, "-w", d, "-m", str(shm_mb), "-M", str(pkg_mb), *extra],
             stdout=log, stderr=log, start_new_session=True,
         )
-    for _ in range(200):
-        if f"udp receiver child={last_worker}" in kamcmd(d, "core.psx"):
+    # (a start-up restore of a big table comes first)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if f"udp receiver child={last_worker}" in kamcmd(d, "core.psx", timeout=5):
             return k
+        if k.poll() is not None:
+            break
         time.sleep(0.05)
     stop_kamailio(k)
     raise RuntimeError(f"{label}: kamailio did not start, see {d}/kamailio.log")
@@ -168,6 +177,10 @@ def run_variant(variant, n, rate, shm_mb):
     elif variant == "rust":
         so = os.path.join(TOP, "target/release/sca_rs.so")
         load, params, call = f'loadmodule "{so}"', f'modparam("sca_rs", "db_url", "sqlite:///{db}")', SCA_CALL
+    elif variant == "rust-nodb":
+        # workload 7: the same without persistence
+        so = os.path.join(TOP, "target/release/sca_rs.so")
+        load, params, call = f'loadmodule "{so}"', "", SCA_CALL
     else:
         load, params, call = "", "", FLOOR_CALL
     cfg = CFG.format(children=4, port=port, mpath=MODDIR, dir=d, sca_load=load, sca_params=params, sca_call=call)
@@ -404,9 +417,11 @@ def ratio(a, b):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workloads", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6], choices=[1, 2, 3, 4, 5, 6],
+    ap.add_argument("--workloads", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7], choices=[1, 2, 3, 4, 5, 6, 7],
                     help="1: SUBSCRIBE+NOTIFY (also at 64 MB shm); 2: fan-out; 3: call flow; 4: keepalive; 5: scale; "
-                         "6: cluster replication")
+                         "6: cluster replication; 7: persistence (bench/persist.py)")
+    ap.add_argument("--persist-rates", type=int, nargs="+", default=[1000, 3000, 5000],
+                    help="workload 7: new subscriptions/s for the graceful-stop runs")
     ap.add_argument("--members", type=int, default=50, help="workload 2 group size")
     ap.add_argument("--fanout-rounds", type=int, default=20)
     ap.add_argument("--calls", type=int, default=1000, help="workload 3 calls")
@@ -429,7 +444,7 @@ def main():
               f"shm={r['shm_per_sub']:7.1f} B/sub peak={r['max_used']}", flush=True)
         return r
 
-    results = {"w1": [], "w1_small": [], "w2": [], "w3": [], "w4": [], "w5": [], "w6": []}
+    results = {"w1": [], "w1_small": [], "w2": [], "w3": [], "w4": [], "w5": [], "w6": [], "w7": []}
     if 1 in a.workloads:
         for n in a.n:
             for v in ("floor", "c", "rust"):
@@ -471,6 +486,10 @@ def main():
                   f"{c['per_node'][1]['cpu_us_per_change']:.1f} us; {c['kdmq_msgs_per_change']:.2f} KDMQ "
                   f"({c['kdmq_bytes_per_change']:.0f} B)/change; lag p50 M1 {lag_of(c, 'M1')['p50_ms']:.3f} ms, "
                   f"M2 (node 2) {lag_of(c, 'M2')['p50_ms']:.3f} ms; lost NOTIFYs {w6_lost(r)}", flush=True)
+
+    if 7 in a.workloads:
+        import persist
+        results["w7"].append(persist.run_all(a, w1))
 
     lines = [
         "# Performance",
@@ -637,6 +656,25 @@ def main():
                        f"{c['kdmq_msgs_per_change']:.2f} KDMQ / {c['kdmq_bytes_per_change']:.0f} B per change; "
                        f"node 2's phone notified {m2['p50_ms']:.2f} ms (p50) / {m2['max_ms']:.2f} ms (max) after the "
                        f"200, node 1's {m1['p50_ms']:.2f} / {m1['max_ms']:.2f} ms; lost NOTIFYs {w6_lost(r)}")
+    if results["w7"]:
+        import persist
+        r = results["w7"][0]
+        lines += persist.fmt(r)
+        for x in r["writer"]:
+            summary.append(f"workload 7, writer {x['backend']}: {x['rows_per_s']:.0f} rows/s, "
+                           f"{x['cpu_us_per_row']:.1f} µs CPU/row (targets: sqlite ≥ 50000 rows/s and ≤ 20 µs; "
+                           f"PostgreSQL ≥ 20000 rows/s)")
+        summary.append("workload 7, graceful stop: lost " + ", ".join(f"{x['lost']} at {x['rate']}/s" for x in r["graceful"])
+                       + " (target 0)")
+        for x in r["kill9"]:
+            summary.append(f"workload 7, kill -9 at {x['rate']}/s: DB {x['db_behind_s']:.1f} s behind, lost older than "
+                           f"interval+1s {x['lost_older_than_interval_plus_1s']} (target 0)")
+        for x in r["restore"]:
+            summary.append(f"workload 7, restore {x['backend']} {x['n']} -x {x['alloc']}: {x['restore_ms']} ms (target ≤ 10000 for 1M), "
+                           f"{x['shm_used_bytes'] / 1e6:.0f} MB shm")
+        if len(r["cpu"]) == 2:
+            summary.append(f"workload 7, CPU per SUBSCRIBE with/without db_url: "
+                           f"{ratio(r['cpu'][1]['cpu_us_per_op'], r['cpu'][0]['cpu_us_per_op']):.2f} (target ≤ 1.05)")
     lines += [
         "## History",
         "",

@@ -22,7 +22,7 @@ command -v apt-get >/dev/null || die "needs a Debian system with apt-get"
 
 # ---------------------------------------------------------------- packages
 pkgs=(kamailio kamailio-extra-modules kamailio-sqlite-modules kamailio-postgres-modules postgresql
-      kamailio-lua-modules
+      kamailio-lua-modules kamailio-mysql-modules mariadb-server
       sqlite3 sip-tester libclang-dev dpkg-dev make gcc g++ procps valgrind)
 missing=()
 for p in "${pkgs[@]}"; do

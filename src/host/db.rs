@@ -18,9 +18,9 @@ pub struct DbApi {
 }
 
 // SAFETY: the function table is plain function pointers, the same in every
-// process; connections (not Send) are separate.
+// process; connections (not Send) are separate. (SAFETY.md §1)
 unsafe impl Send for DbApi {}
-// SAFETY: see above.
+// SAFETY: see above. (SAFETY.md §1)
 unsafe impl Sync for DbApi {}
 
 /// A value to write or compare with.
@@ -77,7 +77,7 @@ fn read_val(v: &sys::db_val_t) -> Value {
         return Value::Null;
     }
     // SAFETY: the union member read is the one `type_` names; string
-    // pointers are valid until the result is freed (we copy them).
+    // pointers are valid until the result is freed (we copy them). (SAFETY.md §9)
     unsafe {
         match v.type_ {
             t if t == sys::db_type_t_DB1_INT => Value::Int(v.val.int_val as i64),
@@ -104,7 +104,7 @@ impl DbApi {
     pub fn bind(url: &[u8]) -> Result<DbApi, String> {
         let mut f = sys::db_func_t::default();
         let u = kstr::from_bytes(url);
-        // SAFETY: db_bind_mod fills the table from the loaded db_* module.
+        // SAFETY: db_bind_mod fills the table from the loaded db_* module. (SAFETY.md §9)
         if unsafe { sys::db_bind_mod(&u, &mut f) } < 0 {
             return Err(format!(
                 "cannot bind a DB module for {}: is its db_* module loaded?",
@@ -119,6 +119,8 @@ impl DbApi {
             ("free_result", f.free_result.is_some()),
             ("insert", f.insert.is_some()),
             ("delete", f.delete.is_some()),
+            ("update", f.update.is_some()),
+            ("raw_query", f.raw_query.is_some()),
         ] {
             if !ok {
                 return Err(format!("the DB module for this URL has no {name} function"));
@@ -131,7 +133,7 @@ impl DbApi {
     pub fn connect(&self, url: &[u8]) -> Result<DbConn<'_>, String> {
         let u = kstr::from_bytes(url);
         let init = self.f.init.ok_or("no init")?;
-        // SAFETY: init copies the URL and returns a connection or NULL.
+        // SAFETY: init copies the URL and returns a connection or NULL. (SAFETY.md §9)
         let con = unsafe { init(&u) };
         if con.is_null() {
             return Err(format!("cannot connect to {}", String::from_utf8_lossy(url)));
@@ -170,7 +172,7 @@ impl DbConn<'_> {
         b.1 = kstr::from_bytes(&b.0);
         let f = self.api.f.use_table.ok_or("no use_table")?;
         // SAFETY: a live connection; the str and its bytes live in the box,
-        // kept in self until the next use_table or close.
+        // kept in self until the next use_table or close. (SAFETY.md §9)
         if unsafe { f(self.con, &b.1) } < 0 {
             return Err(format!("cannot use table {}", String::from_utf8_lossy(table)));
         }
@@ -183,7 +185,7 @@ impl DbConn<'_> {
     pub fn check_version(&mut self, table: &[u8], version: u32) -> Result<(), String> {
         let t = kstr::from_bytes(table);
         let mut f = self.api.f;
-        // SAFETY: a live connection and this process's copy of the table.
+        // SAFETY: a live connection and this process's copy of the table. (SAFETY.md §9)
         if unsafe { sys::db_check_table_version(&mut f, self.con, &t, version) } < 0 {
             return Err(format!(
                 "table {} is missing or not at version {version} (create it from Kamailio's sca-create.sql)",
@@ -193,56 +195,12 @@ impl DbConn<'_> {
         Ok(())
     }
 
-    /// Every row of the current table, the given columns.
-    pub fn query_all(&self, columns: &[&str]) -> Result<Vec<Vec<Value>>, String> {
-        let mut cols = Keys::new(columns);
-        let cptr = cols.ptrs();
-        let q = self.api.f.query.ok_or("no query")?;
-        let free = self.api.f.free_result.ok_or("no free_result")?;
-        let mut res: *mut sys::db1_res_t = core::ptr::null_mut();
-        // SAFETY: no keys (NULL, 0), `cptr` holds columns.len() valid keys;
-        // the driver allocates `res`, which we free below.
-        let rc = unsafe {
-            q(
-                self.con,
-                core::ptr::null(),
-                core::ptr::null(),
-                core::ptr::null(),
-                cptr.as_ptr(),
-                0,
-                cptr.len() as c_int,
-                core::ptr::null_mut(),
-                &mut res,
-            )
-        };
-        if rc < 0 || res.is_null() {
-            if !res.is_null() {
-                // SAFETY: res came from this connection's query.
-                unsafe { free(self.con, res) };
-            }
-            return Err("query failed".into());
-        }
-        let mut out = Vec::new();
-        // SAFETY: res is a valid result until freed; rows[0..n] exist and
-        // each has values[0..row.n].
-        unsafe {
-            let r = &*res;
-            for i in 0..r.n.max(0) as usize {
-                let row = &*r.rows.add(i);
-                let vals = (0..row.n.max(0) as usize).map(|j| read_val(&*row.values.add(j))).collect();
-                out.push(vals);
-            }
-            free(self.con, res);
-        }
-        Ok(out)
-    }
-
     pub fn insert(&self, columns: &[&str], values: &[Val<'_>]) -> Result<(), String> {
         let mut keys = Keys::new(columns);
         let kptr = keys.ptrs();
         let vals: Vec<sys::db_val_t> = values.iter().map(db_val).collect();
         let f = self.api.f.insert.ok_or("no insert")?;
-        // SAFETY: keys and values have the same length; strings outlive the call.
+        // SAFETY: keys and values have the same length; strings outlive the call. (SAFETY.md §9)
         if unsafe { f(self.con, kptr.as_ptr(), vals.as_ptr(), vals.len().min(kptr.len()) as c_int) } < 0 {
             return Err("insert failed".into());
         }
@@ -257,7 +215,7 @@ impl DbConn<'_> {
         let optr: Vec<*const c_char> = ops.iter().map(|o| o.as_ptr()).collect();
         let f = self.api.f.delete.ok_or("no delete")?;
         let n = kptr.len().min(vals.len()).min(optr.len());
-        // SAFETY: the three arrays hold at least n entries; strings outlive the call.
+        // SAFETY: the three arrays hold at least n entries; strings outlive the call. (SAFETY.md §9)
         if unsafe { f(self.con, kptr.as_ptr(), optr.as_ptr() as *const sys::db_op_t, vals.as_ptr(), n as c_int) } < 0 {
             return Err("delete failed".into());
         }
@@ -277,21 +235,87 @@ pub enum Tx {
 }
 
 impl DbConn<'_> {
-    fn raw(&self, sql: &str) -> Result<(), ()> {
-        let f = self.api.f.raw_query.ok_or(())?;
+    /// Run one SQL statement through the driver's raw_query, its result
+    /// (if any) read into owned rows and freed. A result is always
+    /// requested: db_sqlite only steps a statement when it stores a result
+    /// (without one, `BEGIN` would be prepared and never run).
+    pub fn raw_rows(&self, sql: &str) -> Result<Vec<Vec<Value>>, String> {
+        let f = self.api.f.raw_query.ok_or("the DB module has no raw_query")?;
+        let free = self.api.f.free_result.ok_or("no free_result")?;
         let q = kstr::from_bytes(sql.as_bytes());
-        // SAFETY: a live connection; no result is requested for these statements.
-        if unsafe { f(self.con, &q, core::ptr::null_mut()) } < 0 {
-            Err(())
+        let mut res: *mut sys::db1_res_t = core::ptr::null_mut();
+        // SAFETY: a live connection; the SQL bytes outlive the call; the
+        // driver allocates `res` (or leaves it NULL), freed below (SAFETY.md §9).
+        let rc = unsafe { f(self.con, &q, &mut res) };
+        let out = if res.is_null() {
+            Vec::new()
         } else {
-            Ok(())
+            // SAFETY: res is this connection's result until freed:
+            // rows[0..n] exist, each with values[0..row.n]; values are copied. (SAFETY.md §9)
+            unsafe {
+                let r = &*res;
+                let mut out = Vec::with_capacity(r.n.max(0) as usize);
+                for i in 0..r.n.max(0) as usize {
+                    let row = &*r.rows.add(i);
+                    out.push((0..row.n.max(0) as usize).map(|j| read_val(&*row.values.add(j))).collect());
+                }
+                free(self.con, res);
+                out
+            }
+        };
+        if rc < 0 {
+            return Err("query failed".into());
         }
+        Ok(out)
+    }
+
+    fn raw(&self, sql: &str) -> Result<(), ()> {
+        self.raw_rows(sql).map(|_| ()).map_err(|_| ())
+    }
+
+    /// UPDATE the current table SET `ucols` = `uvals` WHERE `cols` `ops` `vals`.
+    pub fn update(
+        &self,
+        cols: &[&str],
+        ops: &[&CStr],
+        vals: &[Val<'_>],
+        ucols: &[&str],
+        uvals: &[Val<'_>],
+    ) -> Result<(), String> {
+        let f = self.api.f.update.ok_or("the DB module has no update")?;
+        let mut keys = Keys::new(cols);
+        let kptr = keys.ptrs();
+        let mut ukeys = Keys::new(ucols);
+        let ukptr = ukeys.ptrs();
+        let v: Vec<sys::db_val_t> = vals.iter().map(db_val).collect();
+        let uv: Vec<sys::db_val_t> = uvals.iter().map(db_val).collect();
+        let optr: Vec<*const c_char> = ops.iter().map(|o| o.as_ptr()).collect();
+        let n = kptr.len().min(v.len()).min(optr.len());
+        let un = ukptr.len().min(uv.len());
+        // SAFETY: each array holds at least its count of entries; the
+        // strings they point to outlive the call. (SAFETY.md §9)
+        let rc = unsafe {
+            f(
+                self.con,
+                kptr.as_ptr(),
+                optr.as_ptr() as *const sys::db_op_t,
+                v.as_ptr(),
+                ukptr.as_ptr(),
+                uv.as_ptr(),
+                n as c_int,
+                un as c_int,
+            )
+        };
+        if rc < 0 {
+            return Err("update failed".into());
+        }
+        Ok(())
     }
 
     /// Start a transaction, the best way the driver offers.
     pub fn begin(&self) -> Tx {
         if let Some(f) = self.api.f.start_transaction {
-            // SAFETY: a live connection; no table locking requested.
+            // SAFETY: a live connection; no table locking requested. (SAFETY.md §9)
             if unsafe { f(self.con, sys::db_locking_t_DB_LOCKING_NONE) } == 0 {
                 return Tx::Api;
             }
@@ -304,7 +328,7 @@ impl DbConn<'_> {
 
     pub fn commit(&self, tx: Tx) -> Result<(), String> {
         let ok = match tx {
-            // SAFETY: a live connection with a transaction started by begin().
+            // SAFETY: a live connection with a transaction started by begin(). (SAFETY.md §9)
             Tx::Api => self.api.f.end_transaction.is_some_and(|f| unsafe { f(self.con) } == 0),
             Tx::Sql => self.raw("COMMIT").is_ok(),
             Tx::None => true,
@@ -316,7 +340,7 @@ impl DbConn<'_> {
         match tx {
             Tx::Api => {
                 if let Some(f) = self.api.f.abort_transaction {
-                    // SAFETY: a live connection with a transaction started by begin().
+                    // SAFETY: a live connection with a transaction started by begin(). (SAFETY.md §9)
                     unsafe { f(self.con) };
                 }
             }
@@ -331,7 +355,7 @@ impl DbConn<'_> {
 impl Drop for DbConn<'_> {
     fn drop(&mut self) {
         if let Some(close) = self.api.f.close {
-            // SAFETY: a connection opened by connect() and not used afterwards.
+            // SAFETY: a connection opened by connect() and not used afterwards. (SAFETY.md §9)
             unsafe { close(self.con) }
         }
     }

@@ -1,28 +1,35 @@
 //! Persistence of subscriptions in `sca_subscriptions` (Kamailio's schema,
-//! version 2) through the generic DB API.
+//! version 2) through the generic DB API. The bookkeeping (what to write,
+//! when a write counts) is `sca_core::persist`; this file runs statements.
 //!
 //! - Restore: in mod_init, before the workers fork, every unexpired row of
-//!   this server (`server_id`) goes into shared memory.
+//!   this server (`server_id`) goes into shared memory, read in keyed pages
+//!   (`id > last ORDER BY id LIMIT n`, each page freed before the next) so
+//!   a table of any size fits Kamailio's private memory. A restore that
+//!   fails is logged as an ERROR and retried by the DB writer process until
+//!   it succeeds, merged with what phones subscribed meanwhile.
 //! - Write-behind: a dedicated timer process (like the C module's "SCA DB
-//!   SYNC") flushes every `db_update_interval` seconds: rows of expired
-//!   subscriptions are deleted, removed subscriptions' rows deleted, changed
-//!   subscriptions rewritten. No slot lock is held during DB I/O, so a slow
-//!   or dead DB never blocks SIP processing; a failed write is retried at the
-//!   next flush and nothing in shared memory is lost.
-//! - Shutdown: mod_destroy flushes once more, so a graceful stop loses
-//!   nothing; a kill -9 loses at most one interval of changes.
+//!   SYNC") writes every `db_update_interval` seconds, in one transaction
+//!   (the driver's, or `BEGIN`/`COMMIT` on db_sqlite): the deletes of ended
+//!   subscriptions, then one INSERT or UPDATE per changed subscription. No
+//!   slot lock is held during DB I/O. Marks are cleared only after the
+//!   commit, and only where nothing changed since the copy was taken; a
+//!   failed batch is retried the careful way (delete by key, then insert),
+//!   then row by row, so one bad row does not hold up the others.
+//! - Shutdown: mod_destroy (main process, after the children exited) writes
+//!   everything not known committed, the careful way.
 //!
 //! Appearances (call state) are not persisted, like the C module: a restart
 //! loses Kamailio's transactions, so the call-state updates that would keep
 //! them right are lost too; phones re-learn idle lines from the first NOTIFY.
 
+use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
-use std::time::Duration;
-
-use allocator_api2::alloc::Allocator;
+use std::time::{Duration, Instant};
 
 use sca_core::model::{EventType, SubState};
-use sca_core::store::{Subscription, SubscriptionRec};
+use sca_core::persist::{self, sql, RowData, RowOp, RowWrite};
+use sca_core::store::{Restored, SubscriptionRec};
 
 use crate::host::db::{DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
 use crate::host::log::B;
@@ -32,6 +39,10 @@ use crate::{lm_err, lm_info, lm_notice, lm_warn, sys};
 
 /// The table version Kamailio's sca-create.sql creates.
 const TABLE_VERSION: u32 = 2;
+
+/// Rows per restore page: ~0.7 kB of private memory each in the drivers'
+/// results, so a page stays far below Kamailio's default 8 MB.
+const PAGE_ROWS: usize = 2000;
 
 const COLUMNS: [&str; 13] = [
     "subscriber",
@@ -49,18 +60,36 @@ const COLUMNS: [&str; 13] = [
     "server_id",
 ];
 
+const KEY: [&str; 3] = ["subscriber", "aor", "event"];
+const KEY_OPS: [&core::ffi::CStr; 3] = [OP_EQ, OP_EQ, OP_EQ];
+
 static API: OnceLock<DbApi> = OnceLock::new();
+/// `subs_table`, checked to be a plain identifier (it goes into SQL text).
+static TABLE: OnceLock<String> = OnceLock::new();
 
 fn server_id() -> i32 {
-    // SAFETY: a core global set from the config before modules init.
+    // SAFETY: a core global set from the config before modules init (§1).
     unsafe { sys::server_id }
 }
 
 /// Bind the DB module for `db_url` (mod_init). Err is a config error.
-pub fn bind(url: &[u8]) -> Result<(), String> {
+pub fn bind(url: &[u8], table: &[u8]) -> Result<(), String> {
+    let t = core::str::from_utf8(table).map_err(|_| "subs_table is not UTF-8".to_string())?;
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("subs_table {t:?} is not a plain table name (letters, digits, _)"));
+    }
     let api = DbApi::bind(url)?;
     let _ = API.set(api);
+    let _ = TABLE.set(t.to_string());
     Ok(())
+}
+
+fn table() -> &'static str {
+    TABLE.get().map_or("sca_subscriptions", String::as_str)
+}
+
+fn is_sqlite(cfg: &Config) -> bool {
+    cfg.db_url.as_deref().is_some_and(|u| u.starts_with(b"sqlite:"))
 }
 
 fn open(cfg: &Config) -> Result<DbConn<'static>, String> {
@@ -68,10 +97,30 @@ fn open(cfg: &Config) -> Result<DbConn<'static>, String> {
     let url = cfg.db_url.as_deref().ok_or("no db_url")?;
     let mut con = api.connect(url)?;
     con.use_table(&cfg.subs_table)?;
+    if is_sqlite(cfg) {
+        // db_sqlite sets no busy timeout: a reader of the file (sqlite3,
+        // a backup) would otherwise fail our writes at once. WAL: readers
+        // (other processes, sqlite3) are never blocked by a batch and do
+        // not block it; a commit is one append to the log. NORMAL sync in
+        // WAL mode keeps every commit across a crash of Kamailio (kill -9);
+        // only a power loss can take the last commits back.
+        // A big page cache (sqlite's own heap, not Kamailio's pkg) keeps a
+        // batch of new rows from spilling pages to the log before its commit.
+        for pragma in [
+            "PRAGMA busy_timeout = 5000",
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            "PRAGMA cache_size = -32768",
+        ] {
+            if let Err(e) = con.raw_rows(pragma) {
+                lm_warn!("{pragma} on {}: {e}", B(cfg.db_url.as_deref().unwrap_or_default()));
+            }
+        }
+    }
     Ok(con)
 }
 
-fn row_to_rec(row: &[Value]) -> Option<(SubscriptionRec<'_>, ())> {
+fn row_to_rec(row: &[Value]) -> Option<SubscriptionRec<'_>> {
     let int = |i: usize| row.get(i).and_then(Value::int);
     let bytes = |i: usize| row.get(i).map(Value::bytes).unwrap_or(&[]);
     let rec = SubscriptionRec {
@@ -94,192 +143,343 @@ fn row_to_rec(row: &[Value]) -> Option<(SubscriptionRec<'_>, ())> {
     if rec.subscriber.is_empty() || rec.aor.is_empty() || rec.call_id.is_empty() {
         return None;
     }
-    Some((rec, ()))
+    Some(rec)
 }
 
-/// Load this server's unexpired subscriptions into the store (mod_init).
-/// A DB that cannot be read is logged: the module then starts empty and
-/// the write-behind keeps trying.
-pub fn restore(cfg: &Config, st: &Shared, now: i64) {
-    let mut con = match open(cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            lm_err!("cannot restore SCA subscriptions: {e}; starting with none, will keep writing to the DB");
-            return;
-        }
-    };
+/// What a restore did.
+#[derive(Default, Debug)]
+struct RestoreStats {
+    added: usize,
+    kept_live: usize,
+    skipped: usize,
+    pages: usize,
+    /// Time in the DB driver (query, result into private memory, copy out).
+    read: Duration,
+    /// Time storing into shared memory.
+    store: Duration,
+}
+
+/// Read this server's unexpired rows page by page into the store, merged
+/// with what is there (nothing at start-up; a retry after fork finds what
+/// phones subscribed meanwhile). Err: the DB could not be read (rows of
+/// the pages before stay merged; a retry merges them again, harmlessly).
+fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, String> {
+    let table = table();
+    let mut con = open(cfg)?;
     // (the version check switches the connection to the `version` table)
-    if let Err(e) = con.check_version(&cfg.subs_table, TABLE_VERSION).and_then(|()| con.use_table(&cfg.subs_table)) {
-        lm_err!("{e}");
-        return;
+    con.check_version(&cfg.subs_table, TABLE_VERSION)?;
+    con.use_table(&cfg.subs_table)?;
+    // rows of this server that expired while it was down
+    let now32 = i32::try_from(now).unwrap_or(i32::MAX);
+    if let Err(e) = con.delete(&["server_id", "expires"], &[OP_EQ, OP_LT], &[Val::Int(server_id()), Val::Int(now32)]) {
+        lm_warn!("cannot delete the expired rows of {table}: {e}; they are skipped");
     }
-    let mut cols = COLUMNS.to_vec();
-    cols.push("id");
-    let rows = match con.query_all(&cols) {
-        Ok(r) => r,
-        Err(e) => {
-            lm_err!("cannot read {}: {e}", B(&cfg.subs_table));
-            return;
-        }
-    };
-    let (mut restored, mut skipped) = (0, 0);
-    for row in &rows {
-        let sid = row.get(12).and_then(Value::int).unwrap_or(0);
-        let Some((rec, ())) = row_to_rec(row) else {
-            lm_err!("skipping malformed row {:?} of {}", row.get(13), B(&cfg.subs_table));
-            skipped += 1;
-            continue;
-        };
-        if sid != i64::from(server_id()) || rec.expires <= now || rec.state.is_terminated() {
-            skipped += 1;
-            continue;
-        }
-        let mut g = st.store.lock_aor(rec.aor);
-        match g.put_sub(&rec) {
-            Ok(_) => {
-                if let Some(s) = g.find_sub_mut(rec.event, rec.subscriber) {
-                    s.dirty = false;
+    let cols = COLUMNS.join(", ");
+    let mut stats = RestoreStats::default();
+    let mut last_id: i64 = 0;
+    loop {
+        // Only the primary key in the query: every backend then walks it
+        // from `last_id` (with a filter on server_id or expires, a planner
+        // without fresh statistics, as PostgreSQL after a bulk load, sorts
+        // the whole table for each page). Other servers' rows and expired
+        // ones are skipped here.
+        let sql = format!("SELECT {cols}, id FROM {table} WHERE id > {last_id} ORDER BY id LIMIT {PAGE_ROWS}");
+        let t0 = Instant::now();
+        let rows = con.raw_rows(&sql).map_err(|e| format!("reading {table} after id {last_id}: {e}"))?;
+        let t1 = Instant::now();
+        stats.read += t1 - t0;
+        stats.pages += 1;
+        for row in &rows {
+            let id = row.get(13).and_then(Value::int);
+            let Some(id) = id else {
+                return Err(format!("a row of {table} after id {last_id} has no id"));
+            };
+            last_id = last_id.max(id);
+            let Some(rec) = row_to_rec(row) else {
+                if stats.skipped < 10 {
+                    lm_err!("skipping malformed row id {id} of {table}");
                 }
-                restored += 1;
+                stats.skipped += 1;
+                continue;
+            };
+            let sid = row.get(12).and_then(Value::int);
+            if rec.state.is_terminated() || rec.expires <= now || sid != Some(i64::from(server_id())) {
+                stats.skipped += 1;
+                continue;
             }
-            Err(e) => {
-                lm_err!("out of shared memory restoring subscriptions: {e:?}");
-                break;
+            match st.store.lock_aor(rec.aor).merge_restored(&rec) {
+                Ok(Restored::Added | Restored::ReplacedLive) => stats.added += 1,
+                Ok(Restored::KeptLive) => stats.kept_live += 1,
+                Err(e) => return Err(format!("out of shared memory after {} subscriptions ({e:?}): raise -m", stats.added)),
             }
         }
-    }
-    lm_info!("restored {restored} SCA subscriptions from {} ({skipped} expired or foreign)", B(&cfg.subs_table));
-}
-
-/// An owned copy of a changed subscription, written without locks held.
-struct Pending {
-    aor: Vec<u8>,
-    subscriber: Vec<u8>,
-    call_id: Vec<u8>,
-    from_tag: Vec<u8>,
-    to_tag: Vec<u8>,
-    record_route: Vec<u8>,
-    event: EventType,
-    expires: i64,
-    state: SubState,
-    index: i32,
-    notify_cseq: u32,
-    subscribe_cseq: u32,
-}
-
-impl Pending {
-    fn of<A: Allocator>(aor: &[u8], s: &Subscription<A>) -> Self {
-        Pending {
-            aor: aor.to_vec(),
-            subscriber: s.subscriber().to_vec(),
-            call_id: s.call_id().to_vec(),
-            from_tag: s.from_tag().to_vec(),
-            to_tag: s.to_tag().to_vec(),
-            record_route: s.record_route().to_vec(),
-            event: s.event,
-            expires: s.expires,
-            state: s.state,
-            index: s.index,
-            notify_cseq: s.notify_cseq,
-            subscribe_cseq: s.subscribe_cseq,
+        stats.store += t1.elapsed();
+        if rows.len() < PAGE_ROWS {
+            return Ok(stats);
         }
     }
 }
 
-fn write_row(con: &DbConn<'_>, p: &Pending) -> Result<(), String> {
-    let key_vals = [Val::Str(&p.subscriber), Val::Str(&p.aor), Val::Int(p.event as i32)];
-    con.delete(&["subscriber", "aor", "event"], &[OP_EQ, OP_EQ, OP_EQ], &key_vals)?;
-    // the unique key (subscriber, call_id, from_tag, to_tag) of an older
-    // row of this phone may be reused by the new dialog
+/// Restore at start-up (mod_init, before fork). False: it failed, was
+/// logged, and the DB writer retries it.
+pub fn restore(cfg: &Config, st: &Shared, now: i64) -> bool {
+    let t0 = Instant::now();
+    match restore_pages(cfg, st, now) {
+        Ok(s) => {
+            lm_notice!(
+                "restored {} SCA subscriptions from {} ({} rows skipped: expired, ended or another server's; {} pages) in {} ms (DB read {} ms, store {} ms)",
+                s.added,
+                B(&cfg.subs_table),
+                s.skipped,
+                s.pages,
+                t0.elapsed().as_millis(),
+                s.read.as_millis(),
+                s.store.as_millis()
+            );
+            true
+        }
+        Err(e) => {
+            lm_err!(
+                "cannot restore SCA subscriptions from {}: {e}. Phones' lines look idle until they re-subscribe \
+                 or the restore succeeds; the DB writer retries it every {}s",
+                B(&cfg.subs_table),
+                cfg.db_update_interval
+            );
+            false
+        }
+    }
+}
+
+/// The DB writer's retry of a failed start-up restore. True once done.
+fn restore_retry(cfg: &Config, st: &Shared, now: i64) -> bool {
+    match restore_pages(cfg, st, now) {
+        Ok(s) => {
+            st.restore_pending.store(false, Ordering::Release);
+            lm_notice!(
+                "SCA restore retry succeeded: restored {} SCA subscriptions from {} ({} already re-subscribed, {} skipped)",
+                s.added,
+                B(&cfg.subs_table),
+                s.kept_live,
+                s.skipped
+            );
+            true
+        }
+        Err(e) => {
+            lm_err!(
+                "SCA restore retry failed: {e}. Phones' lines look idle until they re-subscribe or the restore \
+                 succeeds; retrying in {}s",
+                cfg.db_update_interval
+            );
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------- writes
+
+fn key_vals(r: &RowData) -> [Val<'_>; 3] {
+    [Val::Str(&r.subscriber), Val::Str(&r.aor), Val::Int(r.event as i32)]
+}
+
+/// Columns after the key, as written by INSERT and UPDATE.
+fn data_vals(r: &RowData) -> [Val<'_>; 10] {
+    [
+        Val::Int(i32::try_from(r.expires).unwrap_or(i32::MAX)),
+        Val::Int(r.state as i32),
+        Val::Int(r.index.max(0)),
+        Val::Str(&r.call_id),
+        Val::Str(&r.from_tag),
+        Val::Str(&r.to_tag),
+        Val::Str(&r.record_route),
+        Val::Int(r.notify_cseq as i32),
+        Val::Int(r.subscribe_cseq.wrapping_add(1) as i32),
+        Val::Int(server_id()),
+    ]
+}
+
+fn insert(con: &DbConn<'_>, r: &RowData) -> Result<(), String> {
+    let [a, b, c] = key_vals(r);
+    let d = data_vals(r);
+    let vals = [a, b, c, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9]];
+    con.insert(&COLUMNS, &vals)
+}
+
+fn update(con: &DbConn<'_>, r: &RowData) -> Result<(), String> {
+    con.update(&KEY, &KEY_OPS, &key_vals(r), &COLUMNS[3..], &data_vals(r))
+}
+
+fn delete_key(con: &DbConn<'_>, t: &Tombstone) -> Result<(), String> {
+    con.delete(&KEY, &KEY_OPS, &[Val::Str(&t.subscriber), Val::Str(&t.aor), Val::Int(t.event as i32)])
+}
+
+/// Whatever row holds this subscription's key, or its dialog (the table's
+/// unique key): gone, then the row inserted. Right whatever the DB holds.
+fn rewrite(con: &DbConn<'_>, r: &RowData) -> Result<(), String> {
+    con.delete(&KEY, &KEY_OPS, &key_vals(r))?;
     con.delete(
         &["subscriber", "call_id", "from_tag", "to_tag"],
         &[OP_EQ, OP_EQ, OP_EQ, OP_EQ],
-        &[Val::Str(&p.subscriber), Val::Str(&p.call_id), Val::Str(&p.from_tag), Val::Str(&p.to_tag)],
+        &[Val::Str(&r.subscriber), Val::Str(&r.call_id), Val::Str(&r.from_tag), Val::Str(&r.to_tag)],
     )?;
-    let expires = i32::try_from(p.expires).unwrap_or(i32::MAX);
-    con.insert(
-        &COLUMNS,
-        &[
-            Val::Str(&p.subscriber),
-            Val::Str(&p.aor),
-            Val::Int(p.event as i32),
-            Val::Int(expires),
-            Val::Int(p.state as i32),
-            Val::Int(p.index.max(0)),
-            Val::Str(&p.call_id),
-            Val::Str(&p.from_tag),
-            Val::Str(&p.to_tag),
-            Val::Str(&p.record_route),
-            Val::Int(p.notify_cseq as i32),
-            Val::Int(p.subscribe_cseq.wrapping_add(1) as i32),
-            Val::Int(server_id()),
-        ],
-    )
+    insert(con, r)
 }
 
-/// Write every change since the last flush, in one transaction where the
-/// driver allows (a flush of thousands of rows on sqlite would otherwise
-/// commit, and sync, every statement). Returns how many rows were written;
-/// on a DB error nothing of this flush is kept in the DB and what was not
-/// written stays marked for the next flush.
-fn flush(st: &Shared, con: &DbConn<'_>, now: i64) -> Result<usize, String> {
-    let tombs: Vec<Tombstone> = st.take_tombstones();
-    // changed subscriptions: copied and unmarked under each slot lock,
-    // written with no lock held
-    let mut pending = Vec::new();
-    st.store.retain_aors(|e| {
-        let first = pending.len();
-        pending.extend(e.subs.iter().filter(|s| s.dirty).map(|s| Pending::of(e.aor(), s)));
-        if pending.len() > first {
-            e.subs.iter_mut().for_each(|s| s.dirty = false);
-        }
-    });
-    if let Err(e) = write_in_tx(con, &tombs, &pending, now) {
-        // nothing of this flush stuck: queue it all again
-        st.add_tombstones(tombs.into_iter());
-        for q in &pending {
-            let mut g = st.store.lock_aor(&q.aor);
-            if let Some(s) = g.find_sub_mut(q.event, &q.subscriber) {
-                s.dirty = true;
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One statement per row, as its history says (INSERT/UPDATE).
+    Fast,
+    /// Delete by key and by dialog, then insert: for a batch that failed
+    /// the fast way, and at shutdown (a batch abandoned after its commit
+    /// left rows "not known committed" that are in the DB).
+    Careful,
+}
+
+fn write_row(con: &DbConn<'_>, w: &RowWrite, mode: Mode) -> Result<(), String> {
+    let r = match (mode, w.op) {
+        (_, RowOp::Delete) => con.delete(&KEY, &KEY_OPS, &key_vals(&w.row)),
+        (Mode::Fast, RowOp::Insert) => insert(con, &w.row),
+        (Mode::Fast, RowOp::Update) => update(con, &w.row),
+        (Mode::Careful, _) => rewrite(con, &w.row),
+    };
+    r.map_err(|e| format!("{e} (subscription of {})", B(&w.row.subscriber)))
+}
+
+/// DELETE every row matching one of `conds`, [`sql::CHUNK`] conditions a statement.
+fn delete_where(con: &DbConn<'_>, conds: &[String]) -> Result<(), String> {
+    for stmt in sql::deletes(table(), conds) {
+        con.raw_rows(&stmt).map_err(|e| format!("multi-row delete: {e}"))?;
+    }
+    Ok(())
+}
+
+/// INSERT `rows`, [`sql::CHUNK`] rows a statement.
+fn insert_values(con: &DbConn<'_>, rows: &[&RowData]) -> Result<(), String> {
+    for stmt in sql::inserts(table(), &COLUMNS, rows, server_id()) {
+        con.raw_rows(&stmt).map_err(|e| format!("multi-row insert: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Deletes first, then rows, in one transaction; rolled back on an error.
+/// Rows of plain ASCII go in multi-row statements (the bulk of them);
+/// the others one by one through the DB API.
+fn write_batch(con: &DbConn<'_>, tombs: &[Tombstone], rows: &[RowWrite], mode: Mode) -> Result<(), String> {
+    let tx = con.begin();
+    let result = (|| {
+        let mut deletes = Vec::new();
+        for t in tombs {
+            if sql::plain(&t.subscriber) && sql::plain(&t.aor) {
+                deletes.push(sql::key_cond(&t.subscriber, &t.aor, t.event));
+            } else {
+                delete_key(con, t)?;
             }
         }
-        return Err(e);
-    }
-    Ok(pending.len())
-}
-
-/// Everything in one transaction; rolled back on an error.
-fn write_in_tx(con: &DbConn<'_>, tombs: &[Tombstone], pending: &[Pending], now: i64) -> Result<(), String> {
-    let tx = con.begin();
-    let result = write_all(con, tombs, pending, now).and_then(|()| con.commit(tx));
+        let (bulk, single): (Vec<&RowWrite>, Vec<&RowWrite>) = rows.iter().partition(|w| sql::row_is_plain(&w.row));
+        for w in &bulk {
+            let r = &w.row;
+            if mode == Mode::Careful || w.op != RowOp::Insert {
+                deletes.push(sql::key_cond(&r.subscriber, &r.aor, r.event));
+            }
+            if mode == Mode::Careful && w.op != RowOp::Delete {
+                deletes.push(sql::dialog_cond(r));
+            }
+        }
+        delete_where(con, &deletes)?;
+        let inserts: Vec<&RowData> = bulk.iter().filter(|w| w.op != RowOp::Delete).map(|w| &w.row).collect();
+        insert_values(con, &inserts)?;
+        for w in single {
+            write_row(con, w, mode)?;
+        }
+        con.commit(tx)
+    })();
     if result.is_err() {
         con.rollback(tx);
     }
     result
 }
 
-fn write_all(con: &DbConn<'_>, tombs: &[Tombstone], pending: &[Pending], now: i64) -> Result<(), String> {
-    con.delete(
-        &["server_id", "expires"],
-        &[OP_EQ, OP_LT],
-        &[Val::Int(server_id()), Val::Int(i32::try_from(now).unwrap_or(i32::MAX))],
-    )?;
-    // rows of subscriptions that ended before they expired
-    for t in tombs {
-        con.delete(
-            &["subscriber", "aor", "event"],
-            &[OP_EQ, OP_EQ, OP_EQ],
-            &[Val::Str(&t.subscriber), Val::Str(&t.aor), Val::Int(t.event as i32)],
-        )?;
-    }
-    for p in pending {
-        write_row(con, p).map_err(|e| format!("{e} (subscription of {})", String::from_utf8_lossy(&p.subscriber)))?;
-    }
-    Ok(())
+/// What is committed after [`write_batch_resilient`].
+struct Written {
+    /// The first `tombs` deletes committed.
+    tombs: usize,
+    /// The rows committed (all of them, or those that went through one by one).
+    rows: Vec<RowWrite>,
+    /// The first error, if anything stays to write.
+    error: Option<String>,
 }
 
-/// One flush with a connection of this process, reconnecting as needed.
+/// The batch the fast way; if that fails, the careful way; if that fails
+/// too, each delete and row in its own transaction, so a row the DB
+/// refuses does not hold up the others (it stays marked and is retried).
+fn write_batch_resilient(con: &DbConn<'_>, tombs: &[Tombstone], rows: Vec<RowWrite>, first: Mode) -> Written {
+    let mut err = String::new();
+    let modes: &[Mode] = if first == Mode::Fast { &[Mode::Fast, Mode::Careful] } else { &[Mode::Careful] };
+    for &mode in modes {
+        match write_batch(con, tombs, &rows, mode) {
+            Ok(()) => return Written { tombs: tombs.len(), rows, error: None },
+            Err(e) => err = e,
+        }
+    }
+    let mut done_tombs = 0;
+    for t in tombs {
+        if write_batch(con, std::slice::from_ref(t), &[], Mode::Careful).is_err() {
+            break;
+        }
+        done_tombs += 1;
+    }
+    let total = rows.len();
+    let ok: Vec<RowWrite> = rows
+        .into_iter()
+        .filter(|w| done_tombs == tombs.len() && write_batch(con, &[], std::slice::from_ref(w), Mode::Careful).is_ok())
+        .collect();
+    let error = (done_tombs < tombs.len() || ok.len() < total).then(|| {
+        format!(
+            "{err}; written one by one: {done_tombs} of {} deletes, {} of {total} rows",
+            tombs.len(),
+            ok.len()
+        )
+    });
+    Written { tombs: done_tombs, rows: ok, error }
+}
+
+/// Batches this big are logged (a burst of new subscriptions, a restart).
+const BIG_BATCH: usize = 1000;
+
+/// One batch of the writer. Returns the rows written.
+fn flush(st: &Shared, con: &DbConn<'_>) -> Result<usize, String> {
+    // the deletes first: a subscription that ended and came back after
+    // this point is in the snapshot and written after its delete
+    let tombs = st.peek_tombstones();
+    let rows = persist::snapshot(&st.store, &tombs);
+    if tombs.is_empty() && rows.is_empty() {
+        return Ok(0);
+    }
+    let t0 = Instant::now();
+    let w = write_batch_resilient(con, &tombs, rows, Mode::Fast);
+    if w.rows.len() + w.tombs >= BIG_BATCH {
+        lm_notice!(
+            "SCA DB writer: {} rows and {} deletes committed in {} ms",
+            w.rows.len(),
+            w.tombs,
+            t0.elapsed().as_millis()
+        );
+    }
+    st.drop_tombstones(w.tombs);
+    persist::mark_committed(&st.store, &w.rows);
+    st.rows_written.fetch_add(w.rows.len() as u64, Ordering::Relaxed);
+    match w.error {
+        None => Ok(w.rows.len()),
+        Some(e) => Err(e),
+    }
+}
+
+/// One tick of the DB writer process: a pending restore first, then a
+/// batch, with a connection of this process, reconnecting as needed.
 pub fn flush_with_reconnect(cfg: &Config, st: &Shared, conn: &mut Option<DbConn<'static>>, now: i64) {
+    if st.restore_pending.load(Ordering::Acquire) && !restore_retry(cfg, st, now) {
+        // writing now could put a second row beside a row not read yet
+        return;
+    }
     if conn.is_none() {
         match open(cfg) {
             Ok(c) => {
@@ -293,13 +493,10 @@ pub fn flush_with_reconnect(cfg: &Config, st: &Shared, conn: &mut Option<DbConn<
         }
     }
     let Some(c) = conn.as_ref() else { return };
-    match flush(st, c, now) {
-        Ok(_) => {}
-        Err(e) => {
-            lm_err!("SCA DB write failed: {e}; retrying in {}s", cfg.db_update_interval);
-            // reconnect next time: the connection may be dead
-            *conn = None;
-        }
+    if let Err(e) = flush(st, c) {
+        lm_err!("SCA DB write failed: {e}; what is not written stays in shared memory, retrying in {}s", cfg.db_update_interval);
+        // reconnect next time: the connection may be dead
+        *conn = None;
     }
 }
 
@@ -315,30 +512,42 @@ const EXIT_LOCK_TRIES: u32 = 200;
 /// with a bounded wait, and skips (and reports) what stays locked, instead of
 /// hanging the shutdown until Kamailio's exit alarm aborts it. It also frees
 /// no shared memory: the allocator's own lock may be held the same way.
-pub fn flush_at_exit(cfg: &Config, st: &Shared, now: i64) {
+///
+/// The writer may have died in the middle of a batch (SIGTERM, or killed):
+/// its transaction was then rolled back, or committed without the marks
+/// cleared; either way everything still marked is written here, the careful
+/// way (delete by key, then insert), so nothing is lost or doubled.
+pub fn flush_at_exit(cfg: &Config, st: &Shared) {
     let pause = || std::thread::sleep(Duration::from_millis(1));
-    let mut pending = Vec::new();
-    let skipped = st.store.for_each_aor_unless_held(EXIT_LOCK_TRIES, pause, |e| {
-        pending.extend(e.subs.iter().filter(|s| s.dirty).map(|s| Pending::of(e.aor(), s)));
+    if st.restore_pending.load(Ordering::Acquire) {
+        lm_err!(
+            "SCA restore never succeeded: not writing at shutdown, so the rows not restored are kept in {}",
+            B(&cfg.subs_table)
+        );
+        return;
+    }
+    let tombs = st.tombstones_at_exit(EXIT_LOCK_TRIES, pause).unwrap_or_else(|| {
+        lm_warn!("SCA ended-subscription queue still locked at shutdown: their DB rows stay until they expire");
+        Vec::new()
     });
+    let (rows, skipped) = persist::snapshot_at_exit(&st.store, &tombs, EXIT_LOCK_TRIES, pause);
     if skipped > 0 {
         lm_warn!(
             "{skipped} SCA hash slot(s) still locked by a process that exited at shutdown: \
              their changes since the last periodic DB write are not saved"
         );
     }
-    let tombs = match st.tombstones.try_lock_within(EXIT_LOCK_TRIES, pause) {
-        Some(q) => q.iter().map(Tombstone::of).collect(),
-        None => {
-            lm_warn!("SCA ended-subscription queue still locked at shutdown: their DB rows stay until they expire");
-            Vec::new()
+    let con = match open(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            lm_err!("final SCA DB flush: {e}");
+            return;
         }
     };
-    match open(cfg) {
-        Ok(c) => match write_in_tx(&c, &tombs, &pending, now) {
-            Ok(()) => lm_info!("SCA subscriptions flushed to the DB at shutdown ({} rows written)", pending.len()),
-            Err(e) => lm_err!("final SCA DB flush failed: {e}"),
-        },
-        Err(e) => lm_err!("final SCA DB flush: {e}"),
+    let n = rows.len();
+    let w = write_batch_resilient(&con, &tombs, rows, Mode::Careful);
+    match w.error {
+        None => lm_info!("SCA subscriptions flushed to the DB at shutdown ({n} rows written, {} deletes)", w.tombs),
+        Some(e) => lm_err!("final SCA DB flush incomplete: {e}"),
     }
 }

@@ -148,7 +148,9 @@ fn contact_dead(contact: &[u8]) {
         let aor = entry.aor().to_vec();
         for mut sub in gone.ended {
             ended += 1;
-            tombs.push(Tombstone { aor: aor.clone(), subscriber: sub.subscriber().to_vec(), event: sub.event });
+            if sub.needs_db_delete() {
+                tombs.push(Tombstone { aor: aor.clone(), subscriber: sub.subscriber().to_vec(), event: sub.event });
+            }
             if sub.event == EventType::CallInfo && !sub.state.is_terminated() {
                 // a last NOTIFY attempt; a phone that is alive after all
                 // subscribes again at once

@@ -40,22 +40,20 @@ pub struct Shared {
     /// next flush deletes (only kept when `db_url` is set).
     tombstones: Locked<KLock, allocator_api2::vec::Vec<(Packed<Shm, 2>, EventType), Shm>>,
     persist: bool,
+    /// The start-up restore failed: the DB writer retries it (and writes
+    /// nothing before it succeeded).
+    pub restore_pending: core::sync::atomic::AtomicBool,
+    /// Rows the DB writer committed since start.
+    pub rows_written: core::sync::atomic::AtomicU64,
     /// Subscriber liveness counters.
     pub liveness: liveness::Stats,
 }
 
 /// An ended subscription's key, for the DB writer.
-#[derive(Clone)]
-pub struct Tombstone {
-    pub aor: Vec<u8>,
-    pub subscriber: Vec<u8>,
-    pub event: EventType,
-}
+pub use sca_core::persist::DbDelete as Tombstone;
 
-impl Tombstone {
-    fn of((p, event): &(Packed<Shm, 2>, EventType)) -> Self {
-        Tombstone { aor: p.get(0).to_vec(), subscriber: p.get(1).to_vec(), event: *event }
-    }
+fn tombstone_of((p, event): &(Packed<Shm, 2>, EventType)) -> Tombstone {
+    Tombstone { aor: p.get(0).to_vec(), subscriber: p.get(1).to_vec(), event: *event }
 }
 
 impl Shared {
@@ -77,11 +75,23 @@ impl Shared {
         }
     }
 
-    pub fn take_tombstones(&self) -> Vec<Tombstone> {
+    /// The queued DB deletes, oldest first, left in the queue: the writer
+    /// drops them with [`Shared::drop_tombstones`] once they committed.
+    pub fn peek_tombstones(&self) -> Vec<Tombstone> {
+        self.tombstones.lock().iter().map(tombstone_of).collect()
+    }
+
+    /// Drop the `n` oldest queued deletes (committed). Only the writer
+    /// removes from the queue, so they are the ones it peeked.
+    pub fn drop_tombstones(&self, n: usize) {
         let mut q = self.tombstones.lock();
-        let out = q.iter().map(Tombstone::of).collect();
-        q.clear();
-        out
+        let n = n.min(q.len());
+        q.drain(..n);
+    }
+
+    /// The queue at shutdown: read only, a bounded wait for its lock.
+    pub fn tombstones_at_exit(&self, attempts: u32, pause: impl FnMut()) -> Option<Vec<Tombstone>> {
+        self.tombstones.try_lock_within(attempts, pause).map(|q| q.iter().map(tombstone_of).collect())
     }
 }
 
@@ -190,7 +200,14 @@ fn init() -> Result<(), String> {
         .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
     let tombstones = Locked::new(allocator_api2::vec::Vec::new_in(Shm));
     let persist = cfg.db_url.is_some();
-    let p: NonNull<Shared> = shm::into_shared(Shared { store, tombstones, persist, liveness: liveness::Stats::default() })
+    let p: NonNull<Shared> = shm::into_shared(Shared {
+        store,
+        tombstones,
+        persist,
+        restore_pending: core::sync::atomic::AtomicBool::new(false),
+        rows_written: core::sync::atomic::AtomicU64::new(0),
+        liveness: liveness::Stats::default(),
+    })
         .map_err(|_| "out of shared memory creating the SCA state".to_string())?;
     // SAFETY: p was just created and is not shared yet.
     let st = unsafe { p.as_ref() };
@@ -210,8 +227,10 @@ fn init() -> Result<(), String> {
     match &cfg.db_url {
         None => lm_info!("sca_rs: no db_url set: subscriptions are kept in memory only"),
         Some(url) => {
-            db::bind(url)?;
-            db::restore(&cfg, st, subscribe::now());
+            db::bind(url, &cfg.subs_table)?;
+            if !db::restore(&cfg, st, subscribe::now()) {
+                st.restore_pending.store(true, core::sync::atomic::Ordering::Release);
+            }
             // the write-behind process is forked in child_init(PROC_MAIN)
             // SAFETY: mod_init is where extra timer processes are declared.
             if unsafe { sys::register_basic_timers(1) } < 0 {
@@ -279,7 +298,7 @@ unsafe extern "C" fn mod_destroy() {
         let p = SHARED.read();
         if let (Some(st), Some(cfg)) = (shared(), config()) {
             if cfg.db_url.is_some() {
-                db::flush_at_exit(cfg, st, subscribe::now());
+                db::flush_at_exit(cfg, st);
             }
         }
         if let Some(nn) = NonNull::new(p) {

@@ -83,7 +83,7 @@ pub fn notify_group(cfg: &Config, entry: &mut AorEntry<Shm>, now: i64) {
             continue;
         }
         sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-        sub.dirty = true;
+        sub.touch();
         let _ = send(cfg, &sub.to_rec(&aor), &h, now);
     }
 }
@@ -103,7 +103,7 @@ pub fn terminate_line_seize(
     let Some(e) = guard.entry_mut() else { return false };
     let Some(i) = e.find_sub(EventType::LineSeize, subscriber) else { return false };
     let mut sub = e.subs.swap_remove(i);
-    if let Some(st) = crate::module::shared() {
+    if let Some(st) = crate::module::shared().filter(|_| sub.needs_db_delete()) {
         st.add_tombstone(e.aor(), sub.subscriber(), EventType::LineSeize);
     }
     sub.expires = 0;

@@ -298,7 +298,7 @@ fn deactivate(st: &crate::module::Shared, filter: impl Fn(&[u8], &[u8]) -> bool)
             let sub = &mut e.subs[i];
             sub.state = sca_core::model::SubState::TerminatedDeactivated;
             sub.expires = 0;
-            sub.dirty = true;
+            sub.touch();
             sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
             lines.push(format!("Deactivating {} subscription from {}", event.name(), lossy(sub.subscriber())));
             if header_ok {

@@ -365,6 +365,7 @@ pub fn handle_subscribe_uris<'m>(
             match e.find_sub(event, req.subscriber).and_then(|i| e.subs.get_mut(i)) {
                 Some(sub) => {
                     sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+                    sub.touch();
                     built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor), &call_info, now))
                 }
                 None => built.and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec }, &call_info, now)),

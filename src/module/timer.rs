@@ -37,6 +37,10 @@ unsafe extern "C" fn purge(_ticks: u32, _param: *mut c_void) {
                     continue;
                 }
                 let mut sub = entry.subs.swap_remove(i);
+                // its row goes with it (in the next DB write)
+                if sub.needs_db_delete() {
+                    st.add_tombstone(&aor, sub.subscriber(), sub.event);
+                }
                 // each node expires its copies; the NOTIFY is the origin's
                 if !sub.state.is_terminated() && crate::module::cluster::is_local(sub.ver) {
                     // like the C module: a last NOTIFY saying why it ended

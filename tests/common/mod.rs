@@ -10,6 +10,7 @@ pub mod cfg;
 pub mod cluster;
 pub mod flows;
 pub mod kamailio;
+pub mod mariadb;
 pub mod postgres;
 pub mod scenarios;
 pub mod sip;

@@ -3,6 +3,7 @@
 //! Behavioural reference: the C `sca` module of Kamailio 5.6.3.
 
 pub mod parse;
+pub mod persist;
 pub mod appearance;
 pub mod cluster;
 pub mod keepalive;

@@ -77,8 +77,18 @@ pub struct Subscription<A: Allocator> {
     pub index: i32,
     pub notify_cseq: u32,
     pub subscribe_cseq: u32,
-    /// Changed since last written to the DB.
-    pub dirty: bool,
+    /// Persistence bookkeeping (see [`crate::persist`]): bumped by every
+    /// change ([`Subscription::touch`], a replacing [`AorGuard::put_sub`]).
+    gen: u32,
+    /// Changed since its last committed DB write.
+    dirty: bool,
+    /// A row with this subscription's key (subscriber, AoR, event) is known
+    /// committed to the DB: the next write is an UPDATE, not an INSERT.
+    in_db: bool,
+    /// A row with this key may exist: a write of it was taken into a batch
+    /// (committed or not) and no delete committed since. A subscription
+    /// that ends before any batch took it needs no DB delete.
+    may_be_in_db: bool,
     /// Cluster only: the packed [`Ver`](crate::cluster::Ver) of the latest
     /// SUBSCRIBE; its node is the subscription's origin, the one node that
     /// NOTIFYs it (0: written locally, not stamped).
@@ -98,9 +108,78 @@ impl<A: Allocator> Subscription<A> {
             index: r.index,
             notify_cseq: r.notify_cseq,
             subscribe_cseq: r.subscribe_cseq,
+            gen: 1,
             dirty: true,
+            in_db: false,
+            may_be_in_db: false,
             ver: 0,
         })
+    }
+
+    /// Record a change made in place: the DB writer writes it again.
+    pub fn touch(&mut self) {
+        self.gen = self.gen.wrapping_add(1);
+        self.dirty = true;
+    }
+
+    /// Whether this node writes this subscription to its DB at all (a
+    /// cluster copy of a peer's subscription is the peer's to write):
+    /// true marks it changed, false forgets any pending write.
+    pub fn set_ours_to_write(&mut self, yes: bool) {
+        if yes {
+            self.touch();
+        } else {
+            self.dirty = false;
+        }
+    }
+
+    /// Changed since its last committed DB write?
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Is a row with its key known committed to the DB?
+    pub fn in_db(&self) -> bool {
+        self.in_db
+    }
+
+    /// The change generation (compared by the DB writer after a commit).
+    pub fn gen(&self) -> u32 {
+        self.gen
+    }
+
+    /// A DB write of generation `gen` of this subscription's key committed:
+    /// the row exists now (`row_exists`) or was deleted; the mark goes only
+    /// if nothing changed since.
+    pub fn mark_committed(&mut self, gen: u32, row_exists: bool) {
+        self.in_db = row_exists;
+        if self.gen == gen {
+            self.dirty = false;
+            if !row_exists {
+                self.may_be_in_db = false;
+            }
+        }
+    }
+
+    /// A batch took a write of this subscription (`writes_row`: an INSERT
+    /// or UPDATE, not a delete): from now on its row may exist.
+    pub fn mark_taken(&mut self, writes_row: bool) {
+        if writes_row {
+            self.may_be_in_db = true;
+        }
+    }
+
+    /// Loaded from the DB: the row exists and holds exactly this.
+    pub fn mark_restored(&mut self) {
+        self.in_db = true;
+        self.may_be_in_db = true;
+        self.dirty = false;
+    }
+
+    /// Does removing this subscription need a DB delete? Yes if its row
+    /// exists, or may (a write taken into a batch, committed or not).
+    pub fn needs_db_delete(&self) -> bool {
+        self.in_db || self.may_be_in_db
     }
 
     pub fn subscriber(&self) -> &[u8] {
@@ -221,6 +300,17 @@ pub enum Change {
     Unchanged,
 }
 
+/// What [`AorGuard::merge_restored`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// Not in memory: added from the DB.
+    Added,
+    /// The DB copy was newer than the live one (same dialog).
+    ReplacedLive,
+    /// The live subscription is newer and stays (marked as in the DB).
+    KeptLive,
+}
+
 pub struct SlotData<A: Allocator + Clone> {
     aors: HashTable<AorEntry<A>, A>,
 }
@@ -269,6 +359,15 @@ impl<A: Allocator + Clone, L: RawLock> Store<A, L> {
         let hash = Self::hash(aor);
         let slot = &self.slots[(hash & self.mask) as usize];
         AorGuard { guard: slot.lock(), aor, hash, alloc: &self.alloc }
+    }
+
+    /// [`Store::lock_aor`] with a bounded wait (for shutdown): None if the
+    /// slot is still held after `attempts` tries, `pause()` between them.
+    pub fn try_lock_aor_within<'s>(&'s self, aor: &'s [u8], attempts: u32, pause: impl FnMut()) -> Option<AorGuard<'s, A, L>> {
+        let hash = Self::hash(aor);
+        let slot = &self.slots[(hash & self.mask) as usize];
+        let guard = slot.try_lock_within(attempts, pause)?;
+        Some(AorGuard { guard, aor, hash, alloc: &self.alloc })
     }
 
     /// Visit the AoRs of slot `i` (0 to [`Store::slot_count`] - 1) under
@@ -409,7 +508,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
     pub fn put_sub(&mut self, r: &SubscriptionRec<'_>) -> Result<Change, StoreError> {
         let alloc = self.alloc.clone();
         self.entry_or_insert_for(1)?;
-        let sub = match Subscription::new_in(r, alloc) {
+        let mut sub = match Subscription::new_in(r, alloc) {
             Ok(s) => s,
             Err(_) => {
                 self.prune();
@@ -420,6 +519,11 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
         e.shared = true;
         match e.find_sub(r.event, r.subscriber) {
             Some(i) => {
+                // the same row in the DB: its history carries over
+                let old = &e.subs[i];
+                sub.gen = old.gen.wrapping_add(1);
+                sub.in_db = old.in_db;
+                sub.may_be_in_db = old.may_be_in_db;
                 e.subs[i] = sub;
                 Ok(Change::Updated)
             }
@@ -457,6 +561,29 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
 
     pub fn alloc(&self) -> A {
         self.alloc.clone()
+    }
+
+    /// Merge a subscription read back from the DB (start-up restore, or a
+    /// restore retried while phones already subscribe). Absent: stored as
+    /// it is in the DB (clean). Present: the row exists, so the live one is
+    /// written as an UPDATE; the DB copy replaces it only if it is newer
+    /// (same dialog, later SUBSCRIBE CSeq or expiry): a live subscription
+    /// in another dialog came after the restart and wins.
+    pub fn merge_restored(&mut self, r: &SubscriptionRec<'_>) -> Result<Restored, StoreError> {
+        if let Some(s) = self.find_sub_mut(r.event, r.subscriber) {
+            s.in_db = true;
+            s.may_be_in_db = true;
+            let newer = s.same_dialog(r) && (r.subscribe_cseq, r.expires) > (s.subscribe_cseq, s.expires);
+            if !newer {
+                return Ok(Restored::KeptLive);
+            }
+        }
+        let existed = self.find_sub(r.event, r.subscriber).is_some();
+        self.put_sub(r)?;
+        if let Some(s) = self.find_sub_mut(r.event, r.subscriber) {
+            s.mark_restored();
+        }
+        Ok(if existed { Restored::ReplacedLive } else { Restored::Added })
     }
 
     pub fn remove_sub(&mut self, event: EventType, subscriber: &[u8]) -> Change {

@@ -409,7 +409,7 @@ pub fn apply_sub_put<A: Allocator + Clone, L: RawLock>(
     g.put_sub(r)?;
     if let Some(s) = g.find_sub_mut(r.event, r.subscriber) {
         s.ver = v;
-        s.dirty = node_of(v) == self_node;
+        s.set_ours_to_write(node_of(v) == self_node);
     }
     Ok(Applied::Changed)
 }

@@ -184,7 +184,7 @@ fn a_seize_and_its_call_reach_the_peer() {
     let g = b.store.lock_aor(AOR);
     let s = g.find_sub(EventType::CallInfo, b"sip:a@1").expect("copy");
     assert_eq!(node_of(s.ver), 1);
-    assert!(!s.dirty);
+    assert!(!s.is_dirty());
 }
 
 #[test]

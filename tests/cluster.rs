@@ -1540,3 +1540,116 @@ fn sync_wait_ends_when_synced() {
     assert_eq!(r.status(), Some(200), "a seize on a synced node: {}", r.raw);
     assert_eq!(cluster_stat(c.node(2), "seizes_refused_syncing"), 0);
 }
+
+/// Poll every phone's NOTIFYs (answering them) until `done` holds for what
+/// they got so far and every node shows no appearance, or `within` passes;
+/// then one more quiet period, so a duplicate would still be seen.
+fn collect_until_idle(
+    c: &Cluster,
+    phones: &mut [&mut Phone],
+    within: Duration,
+    done: impl Fn(&[Got]) -> bool,
+) -> Vec<Got> {
+    let deadline = Instant::now() + within;
+    let mut got: Vec<Got> = phones.iter().map(|_| Got::default()).collect();
+    loop {
+        for (g, more) in got.iter_mut().zip(collect(phones, 0)) {
+            g.call_info.extend(more.call_info);
+            g.line_seize.extend(more.line_seize);
+        }
+        let idle = c.running().iter().all(|(_, k)| appearances(k).is_empty());
+        if (idle && done(&got)) || Instant::now() >= deadline {
+            break;
+        }
+    }
+    for (g, more) in got.iter_mut().zip(collect(phones, 0)) {
+        g.call_info.extend(more.call_info);
+        g.line_seize.extend(more.line_seize);
+    }
+    got
+}
+
+/// A line-seize made on node 1 and never refreshed expires: every node
+/// frees the line (each node expires its own copies at the same absolute
+/// times, docs/cluster.md), every phone gets exactly one idle call-info
+/// NOTIFY from its own node, and the seizing phone one terminating
+/// line-seize NOTIFY (`timeout`).
+#[test]
+fn expired_line_seize_frees_the_line_on_every_node() {
+    let _g = serial();
+    let specs: Vec<NodeSpec> = common::cluster::default_specs(3)
+        .into_iter()
+        .map(|mut s| {
+            s.extra_modparams += "modparam(\"sca_rs\", \"purge_expired_interval\", 2)\n";
+            s
+        })
+        .collect();
+    let Some(c) = Cluster::start("expired_line_seize", specs) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+
+    // seize (Expires 15) on node 1, never refreshed
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies(
+        "seize",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+    c.wait_agree("line-seize subscription everywhere", AGREE, subscriptions, |v| {
+        v.len() == 4
+    });
+
+    // expiry: 15 s, the purge every 2 s; the line is idle everywhere
+    let got = collect_until_idle(&c, &mut [&mut a, &mut b, &mut cc], Duration::from_secs(40), |g| {
+        g.iter().all(|g| !g.call_info.is_empty())
+    });
+    for (id, k) in c.running() {
+        assert!(
+            appearances(k).is_empty(),
+            "node {id} still lists {:?} after the line-seize expired",
+            appearances(k)
+        );
+        assert_eq!(
+            subscriptions(k).len(),
+            3,
+            "node {id}: the line-seize subscription is gone, the call-info ones stay: {:?}",
+            subscriptions(k)
+        );
+    }
+    for (p, g) in [&a, &b, &cc].iter().zip(&got) {
+        assert_eq!(
+            g.call_info.len(),
+            1,
+            "{} (node {}) gets exactly one call-info NOTIFY at expiry: {:?}",
+            p.name,
+            p.home_id,
+            g.call_info.iter().map(call_info_of).collect::<Vec<_>>()
+        );
+        let ci = call_info_of(&g.call_info[0]);
+        assert!(
+            ci.contains("appearance-index=*;appearance-state=idle") && !ci.contains("appearance-index=1"),
+            "{}: the NOTIFY at expiry shows the line idle: {ci}",
+            p.name
+        );
+    }
+    assert_eq!(got[0].line_seize.len(), 1, "A's line-seize ends with one NOTIFY");
+    let st = got[0].line_seize[0].header("Subscription-State").unwrap_or("");
+    assert!(
+        st.starts_with("terminated") && st.contains("reason=timeout"),
+        "A's last line-seize NOTIFY: {st}"
+    );
+    assert!(got[1..].iter().all(|g| g.line_seize.is_empty()));
+}

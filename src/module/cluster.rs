@@ -18,8 +18,6 @@
 //!   chunk (each chunk a 200 reply body), until it says it is done.
 
 use core::ffi::{c_char, c_int, c_void};
-use core::mem::ManuallyDrop;
-use core::ops::{Deref, DerefMut};
 use core::ptr::null_mut;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
@@ -39,7 +37,7 @@ use crate::host::lock::KLock;
 use crate::host::log::B;
 use crate::host::shm::{self, Shm};
 use crate::module::params::{Config, DmqConfig};
-use crate::module::{config, notify, shared, subscribe::now, Shared};
+use crate::module::{config, effects, shared, subscribe::now, Shared};
 use crate::{lm_dbg, lm_err, lm_info, lm_notice, sys};
 
 /// Reply tags: what a KDMQ we sent was.
@@ -402,7 +400,7 @@ fn encode_changes(records: &[Record<'_>]) -> Vec<Vec<u8>> {
     out
 }
 
-fn broadcast(msgs: Vec<Vec<u8>>) {
+pub(crate) fn broadcast(msgs: Vec<Vec<u8>>) {
     let Some(c) = cluster() else { return };
     for m in msgs {
         c.counters.tx_msgs.fetch_add(1, Relaxed);
@@ -416,33 +414,10 @@ fn broadcast(msgs: Vec<Vec<u8>>) {
 
 // ---------------------------------------------------------------- capture
 
-/// A locked AoR whose changes are replicated when it is dropped.
-pub struct ReplGuard<'s> {
-    g: ManuallyDrop<AorGuard<'s, Shm, KLock>>,
-    snap: Option<Snapshot>,
-}
-
-/// Lock `aor` to change it: like `store.lock_aor`, plus replication.
-pub fn lock<'s>(st: &'s Shared, aor: &'s [u8]) -> ReplGuard<'s> {
-    let g = st.store.lock_aor(aor);
-    let snap = enabled().then(|| Snapshot::take(g.entry()));
-    ReplGuard { g: ManuallyDrop::new(g), snap }
-}
-
-impl<'s> Deref for ReplGuard<'s> {
-    type Target = AorGuard<'s, Shm, KLock>;
-    fn deref(&self) -> &Self::Target {
-        &self.g
-    }
-}
-
-impl DerefMut for ReplGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.g
-    }
-}
-
-fn capture(snap: &Snapshot, g: &mut AorGuard<'_, Shm, KLock>) -> Vec<Vec<u8>> {
+/// What changed in the AoR under `g` since `snap` (taken when it was
+/// locked): stamped, tombstoned, encoded (effects::Edit calls this while
+/// the slot is still locked, and broadcasts after unlocking).
+pub(crate) fn capture(snap: &Snapshot, g: &mut AorGuard<'_, Shm, KLock>) -> Vec<Vec<u8>> {
     let (Some(c), Some(n)) = (cluster(), node()) else { return Vec::new() };
     let stamped = {
         let mut t = tombs(c, n);
@@ -453,34 +428,6 @@ fn capture(snap: &Snapshot, g: &mut AorGuard<'_, Shm, KLock>) -> Vec<Vec<u8>> {
     }
     let recs = replica::records(snap, g, &stamped);
     encode_changes(&recs)
-}
-
-impl Drop for ReplGuard<'_> {
-    fn drop(&mut self) {
-        // no capture while unwinding: the change may be half done
-        let msgs = match self.snap.take() {
-            Some(snap) if !std::thread::panicking() => capture(&snap, &mut self.g),
-            _ => Vec::new(),
-        };
-        // SAFETY: dropped exactly once, here; not used afterwards.
-        unsafe { ManuallyDrop::drop(&mut self.g) };
-        if !msgs.is_empty() {
-            broadcast(msgs);
-        }
-    }
-}
-
-/// Run `f` on every AoR through [`lock`] (so its changes replicate), one
-/// AoR locked at a time: for the rare store-wide operations (RPC
-/// deactivation, a phone declared dead).
-pub fn for_each_aor_replicated(st: &Shared, mut f: impl FnMut(&mut AorGuard<'_, Shm, KLock>)) {
-    let mut aors = Vec::new();
-    st.store.for_each_aor(|e| aors.push(e.aor().to_vec()));
-    for aor in &aors {
-        let mut g = lock(st, aor);
-        f(&mut g);
-        g.prune();
-    }
 }
 
 // ---------------------------------------------------------------- apply
@@ -501,7 +448,7 @@ struct ApplyStats {
 /// AoRs when `notify`.
 fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyStats {
     let mut s = ApplyStats::default();
-    let (Some(st), Some(cfg), Some(c), Some(n)) = (shared(), config(), cluster(), node()) else { return s };
+    let (Some(st), Some(c), Some(n)) = (shared(), cluster(), node()) else { return s };
     let now = now();
     for r in &m.records {
         let outcome = match r {
@@ -524,41 +471,38 @@ fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyStats {
                 })
             }
             Record::SubDel(d) => {
-                let mut g = st.store.lock_aor(d.aor);
-                // a subscription of ours ended on another node (a line-seize
-                // ended by a call's progress there): its last NOTIFY and its
-                // DB row are this node's
-                let last = g.entry().and_then(|e| last_notify(e, d.event, d.subscriber));
+                let mut ed = effects::edit_from_peer(st, d.aor, now);
                 let r = {
                     let mut t = tombs(c, n);
-                    replica::apply_sub_del(&mut g, d, &mut t)
+                    replica::apply_sub_del_take(&mut ed, d, &mut t)
                 };
-                if r == Applied::Changed {
-                    if let Some(l) = last {
-                        st.add_tombstone(d.aor, d.subscriber, d.event);
-                        l.send(cfg, d.aor, now);
+                match r {
+                    // a subscription of ours ended on another node (a
+                    // line-seize ended by a call's progress there): its last
+                    // NOTIFY and its DB row are this node's
+                    Some(sub) => {
+                        ed.changes().ended.push(last_notify(sub));
+                        Applied::Changed
                     }
+                    None => Applied::Stale,
                 }
-                r
             }
             Record::AorApps(a) => {
-                let mut g = st.store.lock_aor(a.aor);
+                let mut ed = effects::edit_from_peer(st, a.aor, now);
                 let o = {
                     let mut t = tombs(c, n);
-                    replica::apply_aor_apps(&mut g, a, n.id, &mut t)
+                    replica::apply_aor_apps(&mut ed, a, n.id, &mut t)
                 };
                 match o {
                     Ok(o) => {
                         s.stale += u64::from(o.stale);
                         c.counters.conflicts_won.fetch_add(u64::from(o.won), Relaxed);
                         if o.changed && notify_groups {
-                            if let Some(e) = g.entry_mut() {
-                                notify::notify_group(cfg, e, now);
-                            }
+                            ed.notify_group();
                         }
-                        drop(g);
+                        ed.finish();
                         if !o.lost.is_empty() {
-                            lost(st, cfg, a.aor, &o.lost, from, now);
+                            lost(st, a.aor, &o.lost, from, now);
                         }
                         if o.changed { Applied::Changed } else { Applied::Stale }
                     }
@@ -581,60 +525,20 @@ fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyStats {
     s
 }
 
-/// The final NOTIFY of a local subscription that a peer deleted, prepared
-/// while it is still in the store.
-struct LastNotify {
-    sub: Vec<Vec<u8>>,
-    event: EventType,
-    index: i32,
-    notify_cseq: u32,
-    call_info: Vec<u8>,
-}
-
-fn last_notify(
-    e: &sca_core::store::AorEntry<Shm>,
-    event: EventType,
-    subscriber: &[u8],
-) -> Option<LastNotify> {
-    let s = e.subs.get(e.find_sub(event, subscriber)?)?;
-    if !is_local(s.ver) || s.state.is_terminated() {
-        return None;
-    }
-    let mut call_info = Vec::new();
-    notify::call_info_header(e, event, s.index, &mut call_info).ok()?;
-    Some(LastNotify {
-        sub: [s.subscriber(), s.call_id(), s.from_tag(), s.to_tag(), s.record_route()].iter().map(|b| b.to_vec()).collect(),
-        event,
-        index: s.index,
-        notify_cseq: s.notify_cseq.wrapping_add(1),
-        call_info,
-    })
-}
-
-impl LastNotify {
-    /// line-seize: `noresource`, as when the call's progress ends it
-    /// locally; call-info: `deactivated`.
-    fn send(&self, cfg: &Config, aor: &[u8], now: i64) {
-        let state = match self.event {
+/// A subscription a peer deleted, as ended here: line-seize `noresource`,
+/// as when the call's progress ends it locally; call-info `deactivated`.
+/// A last NOTIFY is due unless it was already terminated (effects sends
+/// it if the subscription is ours).
+fn last_notify(mut sub: sca_core::store::Subscription<Shm>) -> sca_core::change::Ended<Shm> {
+    let notify = !sub.state.is_terminated();
+    if notify {
+        sub.state = match sub.event {
             EventType::LineSeize => SubState::TerminatedNoresource,
             EventType::CallInfo => SubState::TerminatedDeactivated,
         };
-        let rec = sca_core::store::SubscriptionRec {
-            aor,
-            subscriber: &self.sub[0],
-            event: self.event,
-            expires: 0,
-            state,
-            index: self.index,
-            call_id: &self.sub[1],
-            from_tag: &self.sub[2],
-            to_tag: &self.sub[3],
-            record_route: &self.sub[4],
-            notify_cseq: self.notify_cseq,
-            subscribe_cseq: 0,
-        };
-        let _ = notify::send(cfg, &rec, &self.call_info, now);
+        sub.expires = 0;
     }
+    sca_core::change::Ended { sub, notify }
 }
 
 /// Seizes of ours that lost to a peer's earlier ones: the phone is told as
@@ -642,10 +546,10 @@ impl LastNotify {
 /// ends with `noresource` (the local case answers 480), and the group,
 /// already NOTIFYed of the winner, stays as it is. Through [`lock`], so the
 /// ended subscription is deleted on the peers too.
-fn lost(st: &Shared, cfg: &Config, aor: &[u8], lost: &[replica::Lost], from: &[u8], now: i64) {
+fn lost(st: &Shared, aor: &[u8], lost: &[replica::Lost], from: &[u8], now: i64) {
     let Some(c) = cluster() else { return };
     c.counters.conflicts_lost.fetch_add(lost.len() as u64, Relaxed);
-    let mut g = lock(st, aor);
+    let mut g = effects::edit(st, aor, now);
     for l in lost {
         lm_notice!(
             "cluster: {} lost appearance {} of {} to an earlier seize on {}",
@@ -658,7 +562,9 @@ fn lost(st: &Shared, cfg: &Config, aor: &[u8], lost: &[replica::Lost], from: &[u
             .find_sub(EventType::LineSeize, &l.owner)
             .is_some_and(|s| s.index == l.index as i32 && is_local(s.ver));
         if local {
-            notify::terminate_line_seize(cfg, &mut g, &l.owner, SubState::TerminatedNoresource, false, now);
+            if let Some(mut ed) = g.core() {
+                ed.end_sub(EventType::LineSeize, &l.owner, SubState::TerminatedNoresource, false);
+            }
         }
     }
 }
@@ -1018,9 +924,9 @@ fn on_sync_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
 fn notify_local_groups() {
     let (Some(st), Some(cfg)) = (shared(), config()) else { return };
     let now = now();
-    st.store.retain_aors(|e| {
-        if !e.apps.is_empty() {
-            notify::notify_group(cfg, e, now);
+    effects::sweep(st, cfg, now, |ed| {
+        if !ed.entry().apps.is_empty() {
+            ed.notify_group();
         }
     });
 }

@@ -23,6 +23,7 @@ use crate::{lm_err, lm_info, sys};
 pub mod call_info;
 pub mod cluster;
 pub mod db;
+pub mod effects;
 pub mod kemi;
 pub mod liveness;
 pub mod notify;

@@ -1653,3 +1653,86 @@ fn expired_line_seize_frees_the_line_on_every_node() {
     );
     assert!(got[1..].iter().all(|g| g.line_seize.is_empty()));
 }
+
+/// Every other way a line is released, on three nodes: after each, every
+/// node lists the line idle and every phone gets exactly one idle
+/// call-info NOTIFY from its own node.
+///
+/// 1. the seizing phone unsubscribes its line-seize (Expires 0) through
+///    node 1;
+/// 2. `sca.release_appearance` on node 3 of a line seized through node 2;
+/// 3. a call through node 2 (seized on node 1) ends with the caller's BYE.
+#[test]
+fn every_release_path_reaches_every_node() {
+    let _g = serial();
+    let Some(c) = Cluster::start_n("every_release_path", 3) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    let mut d = Ua::new("D", "200", c.addr(2)).expect("bind UA socket");
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let idle = "<sip:127.0.0.1>;appearance-index=*;appearance-state=idle";
+
+    // 1. unsubscribe of the line-seize through node 1
+    let (mut ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies(
+        "seize on node 1",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+    a.ua.proxy = a.home;
+    let s = a
+        .ua
+        .send_subscribe(
+            &mut ls,
+            &Subscribe::new("line-seize", 0).call_info(&call_info("1")),
+        )
+        .expect("send line-seize unsubscribe");
+    let r = a.ua.expect_final_response(&s, WAIT).expect("reply to unsubscribe");
+    assert_eq!(r.status(), Some(200), "unsubscribe: {}", r.raw);
+    let ls_got = expect_notifies("unsubscribe on node 1", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
+    assert!(
+        ls_got[0].iter().any(|m| m
+            .header("Subscription-State")
+            .is_some_and(|s| s.starts_with("terminated"))),
+        "A's line-seize unsubscribe is answered with a terminated NOTIFY"
+    );
+    agree_none(&c, "after the unsubscribe on node 1");
+
+    // 2. sca.release_appearance on node 3 of a seize through node 2
+    let (_ls_b, r) = b.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 2: {}", r.raw);
+    expect_notifies(
+        "seize on node 2",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 2", "seized", Some(2));
+    c.node(3).rpc(&["sca.release_appearance", AOR, "1"]);
+    expect_notifies("sca.release_appearance on node 3", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
+    agree_none(&c, "after sca.release_appearance on node 3");
+
+    // 3. a call's BYE: seized on node 1, the call through node 2
+    let mut call = seize_and_call(&c, &mut a, &mut [&mut b, &mut cc], &mut d);
+    a.ua.proxy = c.addr(2);
+    let bye = a.ua.request(&mut call.dlg, "BYE");
+    let bye = a.ua.send(&bye).expect("send BYE");
+    let d_bye = d.expect_request("BYE", WAIT).expect("callee gets A's BYE");
+    answer(&mut d, &d_bye, 200, "OK", None);
+    expect_status(&mut a.ua, &bye, 200);
+    expect_notifies("BYE through node 2", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
+    agree_none(&c, "after the BYE");
+}

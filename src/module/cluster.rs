@@ -2,17 +2,18 @@
 //! docs/cluster.md).
 //!
 //! - **Capture.** Code that changes the store locks the AoR through
-//!   [`lock`]. The [`ReplGuard`] it returns snapshots the AoR, and when it
-//!   is dropped it stamps what changed and encodes the records while the
-//!   slot is still locked, unlocks, and only then broadcasts (dmq holds its
-//!   node-list lock while it calls tm).
+//!   `effects::edit`. The edit snapshots the AoR, and when it ends, after
+//!   its effects, [`capture`] stamps what changed and encodes the records
+//!   while the slot is still locked; the edit unlocks, and only then
+//!   [`broadcast`]s (dmq holds its node-list lock while it calls tm).
 //! - **Apply.** A peer's KDMQ reaches [`sca_rs_dmq_on_request`] in a DMQ
 //!   worker. The whole message is validated first; a bad one gets a 400
 //!   and a log line, and changes nothing. Records are merged one AoR at a
-//!   time by `sca_core::cluster::replica`, outside [`ReplGuard`], so they
-//!   are never sent on again. A changed AoR NOTIFYs its *local* call-info
-//!   subscribers: every node NOTIFYs only the subscriptions whose latest
-//!   SUBSCRIBE it received, so each phone gets one NOTIFY per change.
+//!   time by `sca_core::cluster::replica`, in `effects::edit_from_peer`
+//!   (effects, no capture), so they are never sent on again. A changed
+//!   AoR NOTIFYs its *local* call-info subscribers: every node NOTIFYs only
+//!   the subscriptions whose latest SUBSCRIBE it received, so each phone
+//!   gets one NOTIFY per change.
 //! - **Sync.** When dmq's node list forms, [`sca_rs_dmq_on_init`] asks
 //!   every peer for its store. The first to answer is followed, chunk by
 //!   chunk (each chunk a 200 reply body), until it says it is done.

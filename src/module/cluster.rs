@@ -454,7 +454,7 @@ fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyStats {
     for r in &m.records {
         let outcome = match r {
             Record::SubPut(p) => {
-                let mut g = st.store.lock_aor(p.sub.aor);
+                let mut g = effects::edit_from_peer(st, p.sub.aor, now);
                 let mut t = tombs(c, n);
                 let local_before = g.find_sub(p.sub.event, p.sub.subscriber).map(|x| x.notify_cseq);
                 let r = replica::apply_sub_put(&mut g, p, n.id, &mut t);
@@ -561,7 +561,7 @@ fn lost(st: &Shared, aor: &[u8], lost: &[replica::Lost], from: &[u8], now: i64) 
         );
         let local = g
             .find_sub(EventType::LineSeize, &l.owner)
-            .is_some_and(|s| s.index == l.index as i32 && is_local(s.ver));
+            .is_some_and(|s| s.index == l.index as i32 && effects::is_local(s.ver));
         if local {
             if let Some(mut ed) = g.core() {
                 ed.end_sub(EventType::LineSeize, &l.owner, SubState::TerminatedNoresource, false);

@@ -30,7 +30,7 @@ use crate::host::log::B;
 use crate::host::shm::Shm;
 use crate::lm_err;
 use crate::module::params::Config;
-use crate::module::{cluster, config, notify, Shared};
+use crate::module::{cluster, config, liveness, notify, Shared};
 
 /// Does this node NOTIFY (and persist) a subscription stamped `ver`?
 pub fn is_local(ver: u64) -> bool {
@@ -120,6 +120,8 @@ pub fn edit<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
 }
 
 /// Lock `aor` to apply a peer's records to it: effects, no replication.
+/// (Subscriptions a peer stores or refreshes need no effect here: their
+/// NOTIFYs, DB rows and pings are their origin's.)
 pub fn edit_from_peer<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
     Edit { g: ManuallyDrop::new(st.store.lock_aor(aor)), st, snap: None, cs: ChangeSet::new(), now }
 }
@@ -218,8 +220,11 @@ pub fn sweep(st: &Shared, cfg: &Config, now: i64, mut f: impl FnMut(&mut AorEdit
 /// A SUBSCRIBE's NOTIFYs, after its reply (the C module's order): the
 /// subscriber's (as stored now: its route set and CSeq; `rec` with CSeq 1
 /// when nothing is stored, an unsubscribe), then, for a seize or release,
-/// the group's. Err when the subscriber's NOTIFY could not be sent.
-pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, index: i32, group: bool, now: i64) -> Result<(), ()> {
+/// the group's; then a `new` call-info subscription's phone is monitored
+/// (liveness; refreshes change nothing there, and the periodic reconcile
+/// catches up with restored ones). Err when the subscriber's NOTIFY could
+/// not be sent.
+pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, index: i32, group: bool, new: bool, now: i64) -> Result<(), ()> {
     let mut guard = st.store.lock_aor(rec.aor);
     let mut call_info = Vec::with_capacity(256);
     let event = rec.event;
@@ -247,6 +252,10 @@ pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, 
         if let Some(e) = guard.entry_mut() {
             notify_group(cfg, e, now);
         }
+    }
+    drop(guard);
+    if new && event == EventType::CallInfo && liveness::enabled() {
+        liveness::watch(rec.subscriber, rec.record_route);
     }
     Ok(())
 }

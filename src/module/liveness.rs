@@ -87,7 +87,7 @@ pub fn reconcile() {
         for s in e.subs_of(EventType::CallInfo) {
             // with clustering, each node pings the phones subscribed through it
             if !s.state.is_terminated()
-                && crate::module::cluster::is_local(s.ver)
+                && effects::is_local(s.ver)
                 && !wanted.contains_key(s.subscriber())
                 && keepalive::parses_as_sip_uri(s.subscriber())
             {

@@ -70,12 +70,6 @@ impl Shared {
         }
     }
 
-    pub fn add_tombstones(&self, t: impl Iterator<Item = Tombstone>) {
-        for t in t {
-            self.add_tombstone(&t.aor, &t.subscriber, t.event);
-        }
-    }
-
     /// The queued DB deletes, oldest first, left in the queue: the writer
     /// drops them with [`Shared::drop_tombstones`] once they committed.
     pub fn peek_tombstones(&self) -> Vec<Tombstone> {

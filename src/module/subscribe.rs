@@ -354,20 +354,16 @@ pub fn handle_subscribe_uris<'m>(
         return reply_error(msg, Reject(500, "Internal server error"));
     }
 
-    // NOTIFY the subscriber, then for a seize or release the group
-    if crate::module::effects::subscribe_notifies(st, cfg, &rec, outcome.index, outcome.notify_group, now).is_err() {
+    // NOTIFY the subscriber, then for a seize or release the group; a new
+    // subscription's phone is watched (liveness)
+    let new_sub = state != SubState::Terminated && !req.in_dialog;
+    if crate::module::effects::subscribe_notifies(st, cfg, &rec, outcome.index, outcome.notify_group, new_sub, now).is_err() {
         return -1;
     }
     if state == SubState::Terminated {
         lm_info!("{} unsubscribed from {} for {}", B(req.subscriber), event.name(), B(req.aor));
     } else {
         lm_dbg!("{} subscribed to {} for {} ({}s)", B(req.subscriber), event.name(), B(req.aor), req.expires);
-        // a new call-info subscription: its phone is monitored from now on
-        // (refreshes change nothing there; the periodic reconcile catches
-        // up with restored ones)
-        if event == EventType::CallInfo && !req.in_dialog && crate::module::liveness::enabled() {
-            crate::module::liveness::watch(req.subscriber, &req.record_route);
-        }
     }
     1
 }
@@ -387,7 +383,7 @@ fn decide(
     // a subscription last refreshed through another node (cluster) moves
     // here; that node's NOTIFYs were not replicated, so the CSeq jumps
     let existing = guard.find_sub(event, req.subscriber).map(|s| {
-        let cseq = if crate::module::cluster::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
+        let cseq = if crate::module::effects::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
         (cseq, s.record_route().to_vec(), s.index)
     });
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {

@@ -1736,3 +1736,76 @@ fn every_release_path_reaches_every_node() {
     expect_notifies("BYE through node 2", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
     agree_none(&c, "after the BYE");
 }
+
+/// A dead phone (subscriber liveness) on three nodes: the phone that
+/// seized a line through node 1 stops answering node 1's OPTIONS; node 1
+/// declares it down, its subscriptions end everywhere, its seized line is
+/// released on every node, every other phone gets exactly one idle
+/// NOTIFY from its own node, and the dead phone one last call-info NOTIFY
+/// (`deactivated`) from node 1.
+#[test]
+fn a_dead_phone_releases_its_line_on_every_node() {
+    let _g = serial();
+    let specs: Vec<NodeSpec> = common::cluster::default_specs(3)
+        .into_iter()
+        .map(|mut s| {
+            s.extra_modparams += "modparam(\"sca_rs\", \"subscriber_keepalive_interval\", 1)\n";
+            s.extra_modparams += "modparam(\"sca_rs\", \"ka_down_threshold\", 2)\n";
+            s
+        })
+        .collect();
+    let Some(c) = Cluster::start("dead_phone", specs) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    for p in [&mut a, &mut b, &mut cc] {
+        p.ua.auto_answer_options = Some(200);
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies(
+        "seize on node 1",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+
+    // A goes silent: node 1 declares it down after two unanswered pings
+    a.ua.auto_answer_options = None;
+    let got = collect_until_idle(&c, &mut [&mut a, &mut b, &mut cc], Duration::from_secs(30), |g| {
+        g.iter().all(|g| !g.call_info.is_empty())
+    });
+    c.wait_agree("subscriptions after A's death", AGREE, subscriptions, |v| v.len() == 2);
+    for (id, k) in c.running() {
+        assert!(appearances(k).is_empty(), "node {id} still lists {:?}", appearances(k));
+        let subs = subscriptions(k);
+        assert!(
+            !subs.iter().any(|l| l.contains(&a.contact_hostport())),
+            "node {id} still lists A's subscriptions: {subs:?}"
+        );
+    }
+    for (p, g) in [&b, &cc].iter().zip(&got[1..]) {
+        assert_eq!(
+            g.call_info.len(),
+            1,
+            "{} gets exactly one call-info NOTIFY: {:?}",
+            p.name,
+            g.call_info.iter().map(call_info_of).collect::<Vec<_>>()
+        );
+        let ci = call_info_of(&g.call_info[0]);
+        assert!(ci.contains("appearance-index=*;appearance-state=idle") && !ci.contains("appearance-index=1"), "{}: {ci}", p.name);
+        assert!(g.line_seize.is_empty());
+    }
+    assert_eq!(got[0].call_info.len(), 1, "A's last call-info NOTIFY: {:?}", got[0].call_info.iter().map(|m| m.raw.clone()).collect::<Vec<_>>());
+    let st = got[0].call_info[0].header("Subscription-State").unwrap_or("");
+    assert!(st.starts_with("terminated") && st.contains("reason=deactivated"), "A's last call-info NOTIFY: {st}");
+    assert_eq!(cluster_stat(c.node(1), "tx_failed"), 0);
+}

@@ -683,12 +683,11 @@ fn invite_reply_error(cx: &mut Ctx<'_>, status: u32) -> i32 {
     if !g.is_shared() {
         return 1;
     }
-    let Some(e) = g.entry_mut() else { return 1 };
-    if e.apps.release_by_dialog(cx.call_id, cx.from.tag).is_none() {
+    let Some(mut ed) = g.core() else { return 1 };
+    if ed.release_by_dialog(cx.call_id, cx.from.tag).is_none() {
         lm_err!("failed to look up dialog for failed INVITE {} from {}", B(cx.to.uri), B(&cx.from_aor));
         return -1;
     }
-    g.notify_group();
     1
 }
 
@@ -703,17 +702,17 @@ fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
 /// dialog) and tell the group. `Err` when none was found.
 fn release_call(cx: &Ctx<'_>, aor: &[u8], index: u32, tag: &[u8]) -> Result<(), ()> {
     let mut g = effects::edit(cx.st, aor, cx.now);
-    let Some(e) = g.entry_mut() else { return Err(()) };
-    let idx = if index > 0 && e.apps.get(index).is_some() {
+    let Some(mut ed) = g.core() else { return Err(()) };
+    let apps = &ed.entry().apps;
+    let idx = if index > 0 && apps.get(index).is_some() {
         Some(index)
     } else {
-        e.apps.by_dialog(cx.call_id, tag).map(|a| a.index)
+        apps.by_dialog(cx.call_id, tag).map(|a| a.index)
     };
     let Some(idx) = idx else { return Err(()) };
-    let same_call = e.apps.get(idx).is_some_and(|a| a.dialog().call_id == cx.call_id);
+    let same_call = apps.get(idx).is_some_and(|a| a.dialog().call_id == cx.call_id);
     if same_call {
-        e.apps.release(idx);
-        g.notify_group();
+        ed.release(idx);
     }
     Ok(())
 }
@@ -740,19 +739,15 @@ fn cancel(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
     }
     if cx.caller() {
         let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
-        if let Some(e) = g.entry_mut() {
-            if e.apps.release_by_dialog(cx.call_id, cx.from.tag).is_some() {
-                g.notify_group();
-            }
+        if let Some(mut ed) = g.core() {
+            ed.release_by_dialog(cx.call_id, cx.from.tag);
         }
     }
     if !cx.to.tag.is_empty() {
         let mut g = effects::edit(cx.st, &cx.to_aor, cx.now);
         if g.is_shared() {
-            if let Some(e) = g.entry_mut() {
-                if e.apps.release_by_dialog(cx.call_id, cx.to.tag).is_some() {
-                    g.notify_group();
-                }
+            if let Some(mut ed) = g.core() {
+                ed.release_by_dialog(cx.call_id, cx.to.tag);
             }
         }
     }
@@ -843,10 +838,8 @@ fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
     let ended = g.core().and_then(|mut ed| ed.end_sub(EventType::LineSeize, contact, SubState::TerminatedNoresource, true)).is_some();
     if !ended && also_unlink {
         let _ = to;
-        if let Some(e) = g.entry_mut() {
-            if e.apps.release_by_dialog(call_id, from.tag).is_some() {
-                g.notify_group();
-            }
+        if let Some(mut ed) = g.core() {
+            ed.release_by_dialog(call_id, from.tag);
         }
     }
 }

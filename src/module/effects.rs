@@ -268,8 +268,3 @@ pub fn notify_group_of(st: &Shared, cfg: &Config, aor: &[u8], now: i64) {
         notify_group(cfg, e, now);
     }
 }
-
-/// Every AoR's call-info group (after a full sync): no capture.
-pub fn notify_all_groups(st: &Shared, cfg: &Config, now: i64) {
-    st.store.retain_aors(|e| notify_group(cfg, e, now));
-}

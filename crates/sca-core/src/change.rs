@@ -101,6 +101,15 @@ impl<A: Allocator + Clone> AorEdit<'_, A> {
         }
     }
 
+    /// Release the appearance of a call (by Call-ID and From-tag); the
+    /// group is told. Its index, None if there was none.
+    pub fn release_by_dialog(&mut self, call_id: &[u8], from_tag: &[u8]) -> Option<u32> {
+        let idx = self.e.apps.release_by_dialog(call_id, from_tag)?;
+        self.cs.released.push(idx);
+        self.cs.notify_group = true;
+        Some(idx)
+    }
+
     /// End the `event` subscription of `subscriber` with `state` (expiry
     /// 0, a last NOTIFY due); with `release`, a line-seize frees the line
     /// it seized and the group is told. Returns the ended subscription's
@@ -323,6 +332,7 @@ mod tests {
         let mut cs = ChangeSet::new();
         let mut ed = e.edit(&mut cs);
         assert!(!ed.release(7));
+        assert_eq!(ed.release_by_dialog(b"cid", b"ft"), None);
         ed.notify_group();
         assert!(cs.notify_group && cs.released.is_empty() && cs.ended.is_empty());
     }

@@ -18,7 +18,15 @@
 //! * `malformed_dmq_rejected`: KDMQ bodies that are not ours get a 400, a
 //!   log line and a counter, and change nothing;
 //! * `peer_without_dmq`: dmq loaded but `enable_dmq` off: `sca.cluster`
-//!   faults, KDMQ for `sca_rs` is dmq's 404, RPC listings keep their format.
+//!   faults, KDMQ for `sca_rs` is dmq's 404, RPC listings keep their format;
+//! * `expired_line_seize_frees_the_line_on_every_node`: a line-seize made
+//!   on node 1 and never refreshed expires: the line is idle on every node,
+//!   each phone gets exactly one idle NOTIFY from its own node;
+//! * `every_release_path_reaches_every_node`: line-seize unsubscribe,
+//!   `sca.release_appearance` on another node, a call's BYE: the same;
+//! * `a_dead_phone_releases_its_line_on_every_node`: subscriber liveness
+//!   declares the seizing phone down on its node: the same, and its
+//!   subscriptions are gone everywhere.
 //!
 //! Where 127.0.0.2/.3 are not usable the tests print `SKIP: ...` and return.
 //! The tests run one at a time (three Kamailios each, timing checks).

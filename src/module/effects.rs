@@ -39,7 +39,7 @@ pub fn is_local(ver: u64) -> bool {
 
 /// Apply `cs`, the changes just made to `e` (None: the AoR is gone), under
 /// its lock: DB deletes and NOTIFYs (see the module documentation).
-pub fn apply(cfg: &Config, st: &Shared, aor: &[u8], mut e: Option<&mut AorEntry<Shm>>, cs: ChangeSet<Shm>, now: i64) {
+pub fn apply(cfg: &Config, st: &Shared, aor: &[u8], e: Option<&mut AorEntry<Shm>>, cs: ChangeSet<Shm>, now: i64) {
     let mut h = Vec::with_capacity(256);
     for mut x in cs.ended {
         let sub = &mut x.sub;
@@ -60,7 +60,7 @@ pub fn apply(cfg: &Config, st: &Shared, aor: &[u8], mut e: Option<&mut AorEntry<
             let _ = notify::send(cfg, &sub.to_rec(aor), &h, now);
         }
     }
-    let Some(e) = e.as_deref_mut() else { return };
+    let Some(e) = e else { return };
     for (event, subscriber) in &cs.notify_subs {
         let Some(i) = e.find_sub(*event, subscriber) else { continue };
         if !is_local(e.subs[i].ver) {

@@ -18,7 +18,15 @@
 //! * `malformed_dmq_rejected`: KDMQ bodies that are not ours get a 400, a
 //!   log line and a counter, and change nothing;
 //! * `peer_without_dmq`: dmq loaded but `enable_dmq` off: `sca.cluster`
-//!   faults, KDMQ for `sca_rs` is dmq's 404, RPC listings keep their format.
+//!   faults, KDMQ for `sca_rs` is dmq's 404, RPC listings keep their format;
+//! * `expired_line_seize_frees_the_line_on_every_node`: a line-seize made
+//!   on node 1 and never refreshed expires: the line is idle on every node,
+//!   each phone gets exactly one idle NOTIFY from its own node;
+//! * `every_release_path_reaches_every_node`: line-seize unsubscribe,
+//!   `sca.release_appearance` on another node, a call's BYE: the same;
+//! * `a_dead_phone_releases_its_line_on_every_node`: subscriber liveness
+//!   declares the seizing phone down on its node: the same, and its
+//!   subscriptions are gone everywhere.
 //!
 //! Where 127.0.0.2/.3 are not usable the tests print `SKIP: ...` and return.
 //! The tests run one at a time (three Kamailios each, timing checks).
@@ -1539,4 +1547,273 @@ fn sync_wait_ends_when_synced() {
     let (_d, r) = a.seize("1");
     assert_eq!(r.status(), Some(200), "a seize on a synced node: {}", r.raw);
     assert_eq!(cluster_stat(c.node(2), "seizes_refused_syncing"), 0);
+}
+
+/// Poll every phone's NOTIFYs (answering them) until `done` holds for what
+/// they got so far and every node shows no appearance, or `within` passes;
+/// then one more quiet period, so a duplicate would still be seen.
+fn collect_until_idle(
+    c: &Cluster,
+    phones: &mut [&mut Phone],
+    within: Duration,
+    done: impl Fn(&[Got]) -> bool,
+) -> Vec<Got> {
+    let deadline = Instant::now() + within;
+    let mut got: Vec<Got> = phones.iter().map(|_| Got::default()).collect();
+    loop {
+        for (g, more) in got.iter_mut().zip(collect(phones, 0)) {
+            g.call_info.extend(more.call_info);
+            g.line_seize.extend(more.line_seize);
+        }
+        let idle = c.running().iter().all(|(_, k)| appearances(k).is_empty());
+        if (idle && done(&got)) || Instant::now() >= deadline {
+            break;
+        }
+    }
+    for (g, more) in got.iter_mut().zip(collect(phones, 0)) {
+        g.call_info.extend(more.call_info);
+        g.line_seize.extend(more.line_seize);
+    }
+    got
+}
+
+/// A line-seize made on node 1 and never refreshed expires: every node
+/// frees the line (each node expires its own copies at the same absolute
+/// times, docs/cluster.md), every phone gets exactly one idle call-info
+/// NOTIFY from its own node, and the seizing phone one terminating
+/// line-seize NOTIFY (`timeout`).
+#[test]
+fn expired_line_seize_frees_the_line_on_every_node() {
+    let _g = serial();
+    let specs: Vec<NodeSpec> = common::cluster::default_specs(3)
+        .into_iter()
+        .map(|mut s| {
+            s.extra_modparams += "modparam(\"sca_rs\", \"purge_expired_interval\", 2)\n";
+            s
+        })
+        .collect();
+    let Some(c) = Cluster::start("expired_line_seize", specs) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+
+    // seize (Expires 15) on node 1, never refreshed
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies(
+        "seize",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+    c.wait_agree("line-seize subscription everywhere", AGREE, subscriptions, |v| {
+        v.len() == 4
+    });
+
+    // expiry: 15 s, the purge every 2 s; the line is idle everywhere
+    let got = collect_until_idle(&c, &mut [&mut a, &mut b, &mut cc], Duration::from_secs(40), |g| {
+        g.iter().all(|g| !g.call_info.is_empty())
+    });
+    for (id, k) in c.running() {
+        assert!(
+            appearances(k).is_empty(),
+            "node {id} still lists {:?} after the line-seize expired",
+            appearances(k)
+        );
+        assert_eq!(
+            subscriptions(k).len(),
+            3,
+            "node {id}: the line-seize subscription is gone, the call-info ones stay: {:?}",
+            subscriptions(k)
+        );
+    }
+    for (p, g) in [&a, &b, &cc].iter().zip(&got) {
+        assert_eq!(
+            g.call_info.len(),
+            1,
+            "{} (node {}) gets exactly one call-info NOTIFY at expiry: {:?}",
+            p.name,
+            p.home_id,
+            g.call_info.iter().map(call_info_of).collect::<Vec<_>>()
+        );
+        let ci = call_info_of(&g.call_info[0]);
+        assert!(
+            ci.contains("appearance-index=*;appearance-state=idle") && !ci.contains("appearance-index=1"),
+            "{}: the NOTIFY at expiry shows the line idle: {ci}",
+            p.name
+        );
+    }
+    assert_eq!(got[0].line_seize.len(), 1, "A's line-seize ends with one NOTIFY");
+    let st = got[0].line_seize[0].header("Subscription-State").unwrap_or("");
+    assert!(
+        st.starts_with("terminated") && st.contains("reason=timeout"),
+        "A's last line-seize NOTIFY: {st}"
+    );
+    assert!(got[1..].iter().all(|g| g.line_seize.is_empty()));
+}
+
+/// Every other way a line is released, on three nodes: after each, every
+/// node lists the line idle and every phone gets exactly one idle
+/// call-info NOTIFY from its own node.
+///
+/// 1. the seizing phone unsubscribes its line-seize (Expires 0) through
+///    node 1;
+/// 2. `sca.release_appearance` on node 3 of a line seized through node 2;
+/// 3. a call through node 2 (seized on node 1) ends with the caller's BYE.
+#[test]
+fn every_release_path_reaches_every_node() {
+    let _g = serial();
+    let Some(c) = Cluster::start_n("every_release_path", 3) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    let mut d = Ua::new("D", "200", c.addr(2)).expect("bind UA socket");
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let idle = "<sip:127.0.0.1>;appearance-index=*;appearance-state=idle";
+
+    // 1. unsubscribe of the line-seize through node 1
+    let (mut ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies(
+        "seize on node 1",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+    a.ua.proxy = a.home;
+    let s = a
+        .ua
+        .send_subscribe(
+            &mut ls,
+            &Subscribe::new("line-seize", 0).call_info(&call_info("1")),
+        )
+        .expect("send line-seize unsubscribe");
+    let r = a.ua.expect_final_response(&s, WAIT).expect("reply to unsubscribe");
+    assert_eq!(r.status(), Some(200), "unsubscribe: {}", r.raw);
+    let ls_got = expect_notifies("unsubscribe on node 1", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
+    assert!(
+        ls_got[0].iter().any(|m| m
+            .header("Subscription-State")
+            .is_some_and(|s| s.starts_with("terminated"))),
+        "A's line-seize unsubscribe is answered with a terminated NOTIFY"
+    );
+    agree_none(&c, "after the unsubscribe on node 1");
+
+    // 2. sca.release_appearance on node 3 of a seize through node 2
+    let (_ls_b, r) = b.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 2: {}", r.raw);
+    expect_notifies(
+        "seize on node 2",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 2", "seized", Some(2));
+    c.node(3).rpc(&["sca.release_appearance", AOR, "1"]);
+    expect_notifies("sca.release_appearance on node 3", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
+    agree_none(&c, "after sca.release_appearance on node 3");
+
+    // 3. a call's BYE: seized on node 1, the call through node 2
+    let mut call = seize_and_call(&c, &mut a, &mut [&mut b, &mut cc], &mut d);
+    a.ua.proxy = c.addr(2);
+    let bye = a.ua.request(&mut call.dlg, "BYE");
+    let bye = a.ua.send(&bye).expect("send BYE");
+    let d_bye = d.expect_request("BYE", WAIT).expect("callee gets A's BYE");
+    answer(&mut d, &d_bye, 200, "OK", None);
+    expect_status(&mut a.ua, &bye, 200);
+    expect_notifies("BYE through node 2", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
+    agree_none(&c, "after the BYE");
+}
+
+/// A dead phone (subscriber liveness) on three nodes: the phone that
+/// seized a line through node 1 stops answering node 1's OPTIONS; node 1
+/// declares it down, its subscriptions end everywhere, its seized line is
+/// released on every node, every other phone gets exactly one idle
+/// NOTIFY from its own node, and the dead phone one last call-info NOTIFY
+/// (`deactivated`) from node 1.
+#[test]
+fn a_dead_phone_releases_its_line_on_every_node() {
+    let _g = serial();
+    let specs: Vec<NodeSpec> = common::cluster::default_specs(3)
+        .into_iter()
+        .map(|mut s| {
+            s.extra_modparams += "modparam(\"sca_rs\", \"subscriber_keepalive_interval\", 1)\n";
+            s.extra_modparams += "modparam(\"sca_rs\", \"ka_down_threshold\", 2)\n";
+            s
+        })
+        .collect();
+    let Some(c) = Cluster::start("dead_phone", specs) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    for p in [&mut a, &mut b, &mut cc] {
+        p.ua.auto_answer_options = Some(200);
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies(
+        "seize on node 1",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+
+    // A goes silent: node 1 declares it down after two unanswered pings
+    a.ua.auto_answer_options = None;
+    let got = collect_until_idle(&c, &mut [&mut a, &mut b, &mut cc], Duration::from_secs(30), |g| {
+        g.iter().all(|g| !g.call_info.is_empty())
+    });
+    c.wait_agree("subscriptions after A's death", AGREE, subscriptions, |v| v.len() == 2);
+    for (id, k) in c.running() {
+        assert!(appearances(k).is_empty(), "node {id} still lists {:?}", appearances(k));
+        let subs = subscriptions(k);
+        assert!(
+            !subs.iter().any(|l| l.contains(&a.contact_hostport())),
+            "node {id} still lists A's subscriptions: {subs:?}"
+        );
+    }
+    for (p, g) in [&b, &cc].iter().zip(&got[1..]) {
+        assert_eq!(
+            g.call_info.len(),
+            1,
+            "{} gets exactly one call-info NOTIFY: {:?}",
+            p.name,
+            g.call_info.iter().map(call_info_of).collect::<Vec<_>>()
+        );
+        let ci = call_info_of(&g.call_info[0]);
+        assert!(ci.contains("appearance-index=*;appearance-state=idle") && !ci.contains("appearance-index=1"), "{}: {ci}", p.name);
+        assert!(g.line_seize.is_empty());
+    }
+    assert_eq!(got[0].call_info.len(), 1, "A's last call-info NOTIFY: {:?}", got[0].call_info.iter().map(|m| m.raw.clone()).collect::<Vec<_>>());
+    let st = got[0].call_info[0].header("Subscription-State").unwrap_or("");
+    assert!(st.starts_with("terminated") && st.contains("reason=deactivated"), "A's last call-info NOTIFY: {st}");
+    assert_eq!(cluster_stat(c.node(1), "tx_failed"), 0);
 }

@@ -18,9 +18,8 @@ use crate::host::guard::{guard, guard_or};
 use crate::host::log::B;
 use crate::host::msg::{bflag_set, NameAddr, SipMsg};
 use crate::host::{sl, tm};
-use crate::module::notify::{notify_group, terminate_line_seize};
 use crate::module::params::Config;
-use crate::module::{config, shared, subscribe::now, Shared};
+use crate::module::{config, effects, shared, subscribe::now, Shared};
 use crate::{lm_dbg, lm_err, lm_info, sys};
 
 pub const SHARED_CALLER: u8 = 1 << 0;
@@ -324,7 +323,7 @@ pub fn update<'m>(
             None
         };
         if let Some((flag, aor)) = side {
-            let mut g = crate::module::cluster::lock(st, aor);
+            let mut g = effects::edit(st, aor, now);
             if !g.entry().is_some_and(|e| e.has_subscribers(EventType::CallInfo)) {
                 shared_flags &= !flag;
                 g.unregister();
@@ -402,7 +401,7 @@ fn invite_request(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
     }
 
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
-    let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
+    let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
     let alloc = g.alloc();
     let Some(e) = g.entry_mut() else { return 1 };
     let idx = cx.ci.index;
@@ -426,7 +425,7 @@ fn invite_request(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
             state.as_str()
         ),
     }
-    notify_group(cx.cfg, e, cx.now);
+    g.notify_group();
     1
 }
 
@@ -458,7 +457,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
     let mut replaces = Vec::new();
     let prev;
     {
-        let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
+        let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
         let alloc = g.alloc();
         let Some(app) = g.entry_mut().and_then(|e| e.apps.get_mut(cx.ci.index)) else {
             lm_err!("no active appearances for {}", B(&cx.from_aor));
@@ -505,7 +504,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
     // the held party may itself be an SCA line: its appearance follows
     let mut callee_aor = Vec::new();
     if matches!(uri::build_aor(&callee, &cx.from_aor, &mut callee_aor), Ok(true)) {
-        let mut g = crate::module::cluster::lock(cx.st, &callee_aor);
+        let mut g = effects::edit(cx.st, &callee_aor, cx.now);
         if g.is_shared() {
             let alloc = g.alloc();
             let found = g.entry_mut().and_then(|e| e.apps.by_dialog_mut(&prev.0, &prev.1));
@@ -537,7 +536,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
 
 fn invite_reply_18x(cx: &mut Ctx<'_>) -> i32 {
     let state = AppearanceState::Progressing;
-    let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
+    let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
     if !g.is_shared() {
         return 1;
     }
@@ -550,9 +549,9 @@ fn invite_reply_18x(cx: &mut Ctx<'_>) -> i32 {
         }
     };
     // the call proceeds: the line-seize has served its purpose
-    terminate_line_seize(cx.cfg, &mut g, &owner, SubState::TerminatedNoresource, false, cx.now);
-    if let Some(e) = g.entry_mut() {
-        notify_group(cx.cfg, e, cx.now);
+    if let Some(mut ed) = g.core() {
+        ed.end_sub(EventType::LineSeize, &owner, SubState::TerminatedNoresource, false);
+        ed.notify_group();
     }
     1
 }
@@ -584,12 +583,12 @@ fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
         Err(e) => lm_err!("no canonical AoR for {}: {e}", B(cx.to.uri)),
     }
 
-    let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
+    let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
     let alloc = g.alloc();
     let Some(e) = g.entry_mut() else { return 1 };
     let Some(app) = e.apps.by_dialog_mut(cx.call_id, cx.from.tag) else {
         // no SCA line is involved in this call
-        notify_group(cx.cfg, e, cx.now);
+        g.notify_group();
         return 1;
     };
     if !app.state.is_held() {
@@ -614,7 +613,7 @@ fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
         lm_err!("out of shared memory updating {} appearance-index {}", B(&cx.from_aor), app.index);
         return -1;
     }
-    notify_group(cx.cfg, e, cx.now);
+    g.notify_group();
     1
 }
 
@@ -630,7 +629,7 @@ fn display_of<'a>(na: &NameAddr<'a>) -> &'a [u8] {
 /// A shared callee answered: its appearance shows the call (C:
 /// `sca_call_info_uri_update`).
 fn callee_answers(cx: &mut Ctx<'_>) -> i32 {
-    let mut g = crate::module::cluster::lock(cx.st, &cx.to_aor);
+    let mut g = effects::edit(cx.st, &cx.to_aor, cx.now);
     if !g.is_shared() {
         return 1;
     }
@@ -680,25 +679,21 @@ fn invite_reply_error(cx: &mut Ctx<'_>, status: u32) -> i32 {
         // the CANCEL already released the line
         return 1;
     }
-    let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
+    let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
     if !g.is_shared() {
         return 1;
     }
-    let Some(e) = g.entry_mut() else { return 1 };
-    if e.apps.release_by_dialog(cx.call_id, cx.from.tag).is_none() {
+    let Some(mut ed) = g.core() else { return 1 };
+    if ed.release_by_dialog(cx.call_id, cx.from.tag).is_none() {
         lm_err!("failed to look up dialog for failed INVITE {} from {}", B(cx.to.uri), B(&cx.from_aor));
         return -1;
     }
-    notify_group(cx.cfg, e, cx.now);
     1
 }
 
 fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
     // NOTIFYs only: nothing to replicate, so no cluster snapshot
-    let mut g = cx.st.store.lock_aor(aor);
-    if let Some(e) = g.entry_mut() {
-        notify_group(cx.cfg, e, cx.now);
-    }
+    effects::notify_group_of(cx.st, cx.cfg, aor, cx.now);
 }
 
 // ---------------------------------------------------------------- BYE, CANCEL
@@ -706,18 +701,18 @@ fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
 /// Release the appearance of this call on `aor` (found by index, else by
 /// dialog) and tell the group. `Err` when none was found.
 fn release_call(cx: &Ctx<'_>, aor: &[u8], index: u32, tag: &[u8]) -> Result<(), ()> {
-    let mut g = crate::module::cluster::lock(cx.st, aor);
-    let Some(e) = g.entry_mut() else { return Err(()) };
-    let idx = if index > 0 && e.apps.get(index).is_some() {
+    let mut g = effects::edit(cx.st, aor, cx.now);
+    let Some(mut ed) = g.core() else { return Err(()) };
+    let apps = &ed.entry().apps;
+    let idx = if index > 0 && apps.get(index).is_some() {
         Some(index)
     } else {
-        e.apps.by_dialog(cx.call_id, tag).map(|a| a.index)
+        apps.by_dialog(cx.call_id, tag).map(|a| a.index)
     };
     let Some(idx) = idx else { return Err(()) };
-    let same_call = e.apps.get(idx).is_some_and(|a| a.dialog().call_id == cx.call_id);
+    let same_call = apps.get(idx).is_some_and(|a| a.dialog().call_id == cx.call_id);
     if same_call {
-        e.apps.release(idx);
-        notify_group(cx.cfg, e, cx.now);
+        ed.release(idx);
     }
     Ok(())
 }
@@ -743,20 +738,16 @@ fn cancel(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
         return 1;
     }
     if cx.caller() {
-        let mut g = crate::module::cluster::lock(cx.st, &cx.from_aor);
-        if let Some(e) = g.entry_mut() {
-            if e.apps.release_by_dialog(cx.call_id, cx.from.tag).is_some() {
-                notify_group(cx.cfg, e, cx.now);
-            }
+        let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
+        if let Some(mut ed) = g.core() {
+            ed.release_by_dialog(cx.call_id, cx.from.tag);
         }
     }
     if !cx.to.tag.is_empty() {
-        let mut g = crate::module::cluster::lock(cx.st, &cx.to_aor);
+        let mut g = effects::edit(cx.st, &cx.to_aor, cx.now);
         if g.is_shared() {
-            if let Some(e) = g.entry_mut() {
-                if e.apps.release_by_dialog(cx.call_id, cx.to.tag).is_some() {
-                    notify_group(cx.cfg, e, cx.now);
-                }
+            if let Some(mut ed) = g.core() {
+                ed.release_by_dialog(cx.call_id, cx.to.tag);
             }
         }
     }
@@ -786,7 +777,7 @@ pub unsafe extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
         let held = sdp::is_held(msg.body()) || (cfg.onhold_bflag >= 0 && bflag_set(cfg.onhold_bflag));
 
         {
-            let mut g = crate::module::cluster::lock(st, &from_aor);
+            let mut g = effects::edit(st, &from_aor, now);
             if g.is_shared() {
                 if let Some(e) = g.entry_mut() {
                     match e.apps.by_dialog_mut(call_id, from.tag) {
@@ -799,14 +790,14 @@ pub unsafe extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
                         // music on hold: the hold SDP may come in the ACK
                         Some(app) if held => {
                             app.set_state(AppearanceState::Held, now);
-                            notify_group(cfg, e, now);
+                            g.notify_group();
                         }
                         Some(_) => {}
                     }
                 }
             }
         }
-        let mut g = crate::module::cluster::lock(st, to_aor);
+        let mut g = effects::edit(st, to_aor, now);
         if !g.is_shared() {
             return;
         }
@@ -816,7 +807,7 @@ pub unsafe extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
                     app.set_state(AppearanceState::Active, now);
                 }
             }
-            notify_group(cfg, e, now);
+            g.notify_group();
         }
     })
 }
@@ -827,7 +818,7 @@ fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
     if code < 400 {
         return;
     }
-    let (Some(st), Some(cfg)) = (shared(), config()) else { return };
+    let Some(st) = shared() else { return };
     // SAFETY: the INVITE the reply is for, valid during the callback.
     let Some(mut msg) = (unsafe { SipMsg::from_raw(req) }) else { return };
     if msg.method() != b"INVITE" {
@@ -836,7 +827,7 @@ fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
     let now = now();
     let (Some(from), Some(to), Some(call_id)) = (msg.from(), msg.to(), msg.call_id()) else { return };
     let Ok(aor) = uri::extract_aor(from.uri) else { return };
-    let mut g = crate::module::cluster::lock(st, aor);
+    let mut g = effects::edit(st, aor, now);
     if !g.is_shared() {
         return;
     }
@@ -844,13 +835,11 @@ fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
         lm_err!("failed to get Contact from request before local reply with {code}");
         return;
     };
-    let ended = terminate_line_seize(cfg, &mut g, contact, SubState::TerminatedNoresource, true, now);
+    let ended = g.core().and_then(|mut ed| ed.end_sub(EventType::LineSeize, contact, SubState::TerminatedNoresource, true)).is_some();
     if !ended && also_unlink {
         let _ = to;
-        if let Some(e) = g.entry_mut() {
-            if e.apps.release_by_dialog(call_id, from.tag).is_some() {
-                notify_group(cfg, e, now);
-            }
+        if let Some(mut ed) = g.core() {
+            ed.release_by_dialog(call_id, from.tag);
         }
     }
 }

@@ -27,11 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sca_core::keepalive::table::{FLAG_ANY_REPLY_ALIVE, FLAG_NO_DELETE_COUNTER};
 use sca_core::keepalive::State;
-use sca_core::model::{EventType, SubState};
+use sca_core::model::EventType;
 
 use crate::host::guard::guard_or;
 use crate::host::log::B;
-use crate::module::{config, notify, shared, subscribe::now, Tombstone};
+use crate::module::{config, effects, shared, subscribe::now};
 use crate::{keepalive, lm_dbg, lm_err, lm_notice, sys};
 
 /// The keepalive owner of subscribers' phones.
@@ -87,7 +87,7 @@ pub fn reconcile() {
         for s in e.subs_of(EventType::CallInfo) {
             // with clustering, each node pings the phones subscribed through it
             if !s.state.is_terminated()
-                && crate::module::cluster::is_local(s.ver)
+                && effects::is_local(s.ver)
                 && !wanted.contains_key(s.subscriber())
                 && keepalive::parses_as_sip_uri(s.subscriber())
             {
@@ -133,42 +133,18 @@ pub fn on_state(contact: &[u8], to: State) {
 
 /// `contact` stopped answering: end what it holds, in every AoR.
 fn contact_dead(contact: &[u8]) {
-    let (Some(st), Some(cfg)) = (shared(), config()) else { return };
+    let Some(st) = shared() else { return };
     let now = now();
     let (mut ended, mut released, mut flagged) = (0u64, 0u64, 0u64);
-    let mut tombs = Vec::new();
-    let mut call_info = Vec::new();
-    // through the cluster's capture: peers learn what the phone held
-    crate::module::cluster::for_each_aor_replicated(st, |g| {
-        let Some(entry) = g.entry_mut() else { return };
-        let gone = entry.contact_gone(contact);
-        if gone.is_empty() {
-            return;
-        }
-        let aor = entry.aor().to_vec();
-        for mut sub in gone.ended {
-            ended += 1;
-            if sub.needs_db_delete() {
-                tombs.push(Tombstone { aor: aor.clone(), subscriber: sub.subscriber().to_vec(), event: sub.event });
-            }
-            if sub.event == EventType::CallInfo && !sub.state.is_terminated() {
-                // a last NOTIFY attempt; a phone that is alive after all
-                // subscribes again at once
-                sub.state = SubState::TerminatedDeactivated;
-                sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-                call_info.clear();
-                if notify::call_info_header(entry, sub.event, -1, &mut call_info).is_ok() {
-                    let _ = notify::send(cfg, &sub.to_rec(&aor), &call_info, now);
-                }
-            }
-        }
-        released += gone.released.len() as u64;
-        flagged += gone.flagged as u64;
-        if !gone.released.is_empty() {
-            notify::notify_group(cfg, entry, now);
-        }
+    // through an edit: peers learn what the phone held, its subscriptions
+    // get their last NOTIFY and DB delete
+    effects::for_each_aor(st, now, |ed| {
+        let Some(mut ed) = ed.core() else { return };
+        let (e, r, f) = ed.contact_gone(contact);
+        ended += e as u64;
+        released += r as u64;
+        flagged += f as u64;
     });
-    st.add_tombstones(tombs.into_iter());
     keepalive::with_table(|t| t.remove(contact, OWNER));
     let s = &st.liveness;
     s.declared_dead.fetch_add(1, Ordering::Relaxed);

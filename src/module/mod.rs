@@ -23,6 +23,7 @@ use crate::{lm_err, lm_info, sys};
 pub mod call_info;
 pub mod cluster;
 pub mod db;
+pub mod effects;
 pub mod kemi;
 pub mod liveness;
 pub mod notify;
@@ -66,12 +67,6 @@ impl Shared {
             Ok(p) if q.try_reserve(1).is_ok() => q.push((p, event)),
             // the row then stays until it expires
             _ => lm_err!("out of shared memory queueing the DB delete of {}", crate::host::log::B(subscriber)),
-        }
-    }
-
-    pub fn add_tombstones(&self, t: impl Iterator<Item = Tombstone>) {
-        for t in t {
-            self.add_tombstone(&t.aor, &t.subscriber, t.event);
         }
     }
 

@@ -2,11 +2,10 @@
 //! `Contact`, `Call-Info`, `Event`, `Subscription-State`, in that order,
 //! sent through tm in the subscription's dialog.
 
-use sca_core::model::{EventType, SubState};
+use sca_core::model::EventType;
 use sca_core::parse::{format, substate, uri};
-use sca_core::store::{AorEntry, AorGuard, SubscriptionRec};
+use sca_core::store::{AorEntry, SubscriptionRec};
 
-use crate::host::lock::KLock;
 use crate::host::log::B;
 use crate::host::shm::Shm;
 use crate::host::tm::{self, Dialog};
@@ -65,58 +64,4 @@ pub fn call_info_header(entry: &AorEntry<Shm>, event: EventType, index: i32, out
     });
     format::write_call_info_header(out, host, apps, event);
     Ok(())
-}
-
-/// NOTIFY every call-info subscriber of the AoR with its appearances
-/// (C: `sca_notify_call_info_subscribers`). Terminated subscriptions
-/// waiting for the purge are skipped, and each subscriber gets its own
-/// Subscription-State (docs/compat.md).
-pub fn notify_group(cfg: &Config, entry: &mut AorEntry<Shm>, now: i64) {
-    let mut h = Vec::with_capacity(256);
-    if call_info_header(entry, EventType::CallInfo, -1, &mut h).is_err() {
-        return;
-    }
-    let aor = entry.aor().to_vec();
-    for sub in entry.subs.iter_mut() {
-        // with clustering, each subscription is NOTIFYed by its own node
-        if sub.event != EventType::CallInfo || sub.state.is_terminated() || !crate::module::cluster::is_local(sub.ver) {
-            continue;
-        }
-        sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-        sub.touch();
-        let _ = send(cfg, &sub.to_rec(&aor), &h, now);
-    }
-}
-
-/// End `subscriber`'s line-seize subscription of the AoR with `state`
-/// (a last NOTIFY carries the index), optionally releasing its seized
-/// appearance and telling the group (C: `sca_subscription_terminate`).
-/// Returns false when there was no such subscription.
-pub fn terminate_line_seize(
-    cfg: &Config,
-    guard: &mut AorGuard<'_, Shm, KLock>,
-    subscriber: &[u8],
-    state: SubState,
-    release: bool,
-    now: i64,
-) -> bool {
-    let Some(e) = guard.entry_mut() else { return false };
-    let Some(i) = e.find_sub(EventType::LineSeize, subscriber) else { return false };
-    let mut sub = e.subs.swap_remove(i);
-    if let Some(st) = crate::module::shared().filter(|_| sub.needs_db_delete()) {
-        st.add_tombstone(e.aor(), sub.subscriber(), EventType::LineSeize);
-    }
-    sub.expires = 0;
-    sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-    sub.state = state;
-    let mut h = Vec::with_capacity(128);
-    if crate::module::cluster::is_local(sub.ver) && call_info_header(e, EventType::LineSeize, sub.index, &mut h).is_ok() {
-        let aor = e.aor().to_vec();
-        let _ = send(cfg, &sub.to_rec(&aor), &h, now);
-    }
-    if release && sub.index > 0 && e.apps.release(sub.index as u32) {
-        notify_group(cfg, e, now);
-    }
-    guard.prune();
-    true
 }

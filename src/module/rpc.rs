@@ -281,29 +281,15 @@ unsafe extern "C" fn rpc_subscribers(api: *mut sys::rpc_t, ctx: *mut c_void) {
 /// terminated and expired, until the purge timer drops them. The line each
 /// gets is the C module's.
 fn deactivate(st: &crate::module::Shared, filter: impl Fn(&[u8], &[u8]) -> bool) -> Vec<String> {
-    let Some(cfg) = crate::module::config() else { return Vec::new() };
     let now = crate::module::subscribe::now();
     let mut lines = Vec::new();
-    let mut buf = Vec::new();
-    crate::module::cluster::for_each_aor_replicated(st, |g| {
-        let Some(e) = g.entry_mut() else { return };
-        let aor = e.aor().to_vec();
-        for i in 0..e.subs.len() {
-            if !filter(&aor, e.subs[i].subscriber()) || !crate::module::cluster::is_local(e.subs[i].ver) {
-                continue;
-            }
-            let (event, index) = (e.subs[i].event, e.subs[i].index);
-            buf.clear();
-            let header_ok = crate::module::notify::call_info_header(e, event, index, &mut buf).is_ok();
-            let sub = &mut e.subs[i];
-            sub.state = sca_core::model::SubState::TerminatedDeactivated;
-            sub.expires = 0;
-            sub.touch();
-            sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-            lines.push(format!("Deactivating {} subscription from {}", event.name(), lossy(sub.subscriber())));
-            if header_ok {
-                let _ = crate::module::notify::send(cfg, &sub.to_rec(&aor), &buf, now);
-            }
+    crate::module::effects::for_each_aor(st, now, |ed| {
+        let Some(mut ed) = ed.core() else { return };
+        let aor = ed.entry().aor().to_vec();
+        // each node deactivates the subscriptions it NOTIFYs
+        let ended = ed.deactivate(|s| filter(&aor, s.subscriber()) && crate::module::effects::is_local(s.ver));
+        for (event, subscriber) in ended {
+            lines.push(format!("Deactivating {} subscription from {}", event.name(), lossy(&subscriber)));
         }
     });
     lines
@@ -338,9 +324,9 @@ fn with_shared_aor(
     create: bool,
     f: impl FnOnce(&mut sca_core::store::AorEntry<crate::host::shm::Shm>, i64) -> Result<String, String>,
 ) -> Result<String, String> {
-    let (Some(st), Some(cfg)) = (shared(), crate::module::config()) else { return Err("not initialised".into()) };
+    let Some(st) = shared() else { return Err("not initialised".into()) };
     let now = crate::module::subscribe::now();
-    let mut g = crate::module::cluster::lock(st, aor);
+    let mut g = crate::module::effects::edit(st, aor, now);
     if create {
         // like the C module's seize: the AoR becomes a shared appearance
         g.entry_or_insert().map_err(|_| "out of shared memory".to_string())?.shared = true;
@@ -349,7 +335,7 @@ fn with_shared_aor(
         return Err(format!("No appearances for {}", lossy(aor)));
     };
     let line = f(e, now)?;
-    crate::module::notify::notify_group(cfg, e, now);
+    g.notify_group();
     Ok(line)
 }
 

@@ -17,7 +17,7 @@ use crate::host::lock::KLock;
 use crate::host::msg::SipMsg;
 use crate::host::shm::Shm;
 use crate::host::sl;
-use crate::module::{config, notify, params::Config, shared, Shared};
+use crate::module::{config, params::Config, shared, Shared};
 use crate::{lm_dbg, lm_err, lm_info, sys};
 
 /// A failed SUBSCRIBE: the reply to send (the C module's codes/phrases).
@@ -332,7 +332,7 @@ pub fn handle_subscribe_uris<'m>(
         subscribe_cseq: req.cseq,
     };
 
-    let mut guard = crate::module::cluster::lock(st, req.aor);
+    let mut guard = crate::module::effects::edit(st, req.aor, now);
     let outcome = match decide(&mut guard, &mut rec, &req, seize_index, now) {
         Ok(o) => o,
         Err(r) => {
@@ -354,46 +354,16 @@ pub fn handle_subscribe_uris<'m>(
         return reply_error(msg, Reject(500, "Internal server error"));
     }
 
-    // NOTIFY the subscriber (as stored now: its route set and CSeq), then
-    // for a seize or release the group
-    let mut guard = st.store.lock_aor(req.aor);
-    let mut call_info = Vec::with_capacity(256);
-    let sent = match guard.entry_mut() {
-        Some(e) => {
-            let built = notify::call_info_header(e, event, outcome.index, &mut call_info);
-            let aor = e.aor().to_vec();
-            match e.find_sub(event, req.subscriber).and_then(|i| e.subs.get_mut(i)) {
-                Some(sub) => {
-                    sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-                    sub.touch();
-                    built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor), &call_info, now))
-                }
-                None => built.and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec }, &call_info, now)),
-            }
-        }
-        None => notify::idle_call_info_header(&rec, &mut call_info)
-            .and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec }, &call_info, now)),
-    };
-    if sent.is_err() {
-        lm_err!("SCA {} SUBSCRIBE+NOTIFY for {} failed", event.name(), B(req.subscriber));
+    // NOTIFY the subscriber, then for a seize or release the group; a new
+    // subscription's phone is watched (liveness)
+    let new_sub = state != SubState::Terminated && !req.in_dialog;
+    if crate::module::effects::subscribe_notifies(st, cfg, &rec, outcome.index, outcome.notify_group, new_sub, now).is_err() {
         return -1;
     }
-    if outcome.notify_group {
-        if let Some(e) = guard.entry_mut() {
-            notify::notify_group(cfg, e, now);
-        }
-    }
-    drop(guard);
     if state == SubState::Terminated {
         lm_info!("{} unsubscribed from {} for {}", B(req.subscriber), event.name(), B(req.aor));
     } else {
         lm_dbg!("{} subscribed to {} for {} ({}s)", B(req.subscriber), event.name(), B(req.aor), req.expires);
-        // a new call-info subscription: its phone is monitored from now on
-        // (refreshes change nothing there; the periodic reconcile catches
-        // up with restored ones)
-        if event == EventType::CallInfo && !req.in_dialog && crate::module::liveness::enabled() {
-            crate::module::liveness::watch(req.subscriber, &req.record_route);
-        }
     }
     1
 }
@@ -413,7 +383,7 @@ fn decide(
     // a subscription last refreshed through another node (cluster) moves
     // here; that node's NOTIFYs were not replicated, so the CSeq jumps
     let existing = guard.find_sub(event, req.subscriber).map(|s| {
-        let cseq = if crate::module::cluster::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
+        let cseq = if crate::module::effects::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
         (cseq, s.record_route().to_vec(), s.index)
     });
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {

@@ -4,12 +4,9 @@
 
 use core::ffi::c_void;
 
-use sca_core::model::{EventType, SubState};
-use sca_core::parse::appearance::AppearanceState;
-
 use crate::host::guard::guard_or;
 use crate::host::log::B;
-use crate::module::{config, notify, shared, subscribe::now};
+use crate::module::{config, effects, shared, subscribe::now};
 use crate::{lm_info, sys};
 
 pub fn register(interval: u32) -> Result<(), String> {
@@ -26,48 +23,16 @@ unsafe extern "C" fn purge(_ticks: u32, _param: *mut c_void) {
     guard_or("purge timer", (), || {
         let (Some(st), Some(cfg)) = (shared(), config()) else { return };
         let now = now();
-        let mut call_info = Vec::new();
-        st.store.retain_aors(|entry| {
-            let aor = entry.aor().to_vec();
-            let mut group_changed = false;
-            let mut i = 0;
-            while i < entry.subs.len() {
-                if entry.subs[i].expires > now {
-                    i += 1;
-                    continue;
-                }
-                let mut sub = entry.subs.swap_remove(i);
-                // its row goes with it (in the next DB write)
-                if sub.needs_db_delete() {
-                    st.add_tombstone(&aor, sub.subscriber(), sub.event);
-                }
-                // each node expires its copies; the NOTIFY is the origin's
-                if !sub.state.is_terminated() && crate::module::cluster::is_local(sub.ver) {
-                    // like the C module: a last NOTIFY saying why it ended
-                    sub.state = SubState::TerminatedTimeout;
-                    sub.expires = 0;
-                    sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-                    call_info.clear();
-                    if notify::call_info_header(entry, sub.event, sub.index, &mut call_info).is_ok() {
-                        let _ = notify::send(cfg, &sub.to_rec(&aor), &call_info, now);
-                    }
-                    // an expired line-seize frees a line that is only seized
-                    if sub.event == EventType::LineSeize && sub.index > 0 {
-                        let idx = sub.index as u32;
-                        if entry.apps.get(idx).is_some_and(|a| a.state == AppearanceState::Seized) {
-                            entry.apps.release(idx);
-                            group_changed = true;
-                        }
-                    }
-                }
-                lm_info!("{} subscription from {} expired, deleting", sub.event.name(), B(sub.subscriber()));
+        // every node expires its own copies at the same absolute times
+        // (docs/cluster.md): nothing here is replicated, and a peer frees
+        // an expired line-seize's line as the origin does
+        effects::sweep(st, cfg, now, |ed| {
+            let stale = ed.expire(now);
+            for x in &ed.changes().ended {
+                lm_info!("{} subscription from {} expired, deleting", x.sub.event.name(), B(x.sub.subscriber()));
             }
-            if entry.apps.purge_stale(now) > 0 {
-                lm_info!("purged stale appearances of {}", B(&aor));
-                group_changed = true;
-            }
-            if group_changed {
-                notify::notify_group(cfg, entry, now);
+            if stale > 0 {
+                lm_info!("purged stale appearances of {}", B(ed.entry().aor()));
             }
         });
     })

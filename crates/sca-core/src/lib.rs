@@ -5,6 +5,7 @@
 pub mod parse;
 pub mod persist;
 pub mod appearance;
+pub mod change;
 pub mod cluster;
 pub mod keepalive;
 pub mod model;

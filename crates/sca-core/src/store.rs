@@ -586,6 +586,14 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
         Ok(if existed { Restored::ReplacedLive } else { Restored::Added })
     }
 
+    /// Remove the subscription of (`event`, `subscriber`) and hand it over
+    /// (the entry stays, even if empty: [`AorGuard::prune`] drops it).
+    pub fn take_sub(&mut self, event: EventType, subscriber: &[u8]) -> Option<Subscription<A>> {
+        let e = self.entry_mut()?;
+        let i = e.find_sub(event, subscriber)?;
+        Some(e.subs.swap_remove(i))
+    }
+
     pub fn remove_sub(&mut self, event: EventType, subscriber: &[u8]) -> Change {
         let removed = match self.entry_mut() {
             Some(e) => match e.find_sub(event, subscriber) {

@@ -420,14 +420,26 @@ pub fn apply_sub_del<A: Allocator + Clone, L: RawLock>(
     d: &SubDel<'_>,
     tombs: &mut impl Tombs,
 ) -> Applied {
+    let taken = apply_sub_del_take(g, d, tombs);
+    g.prune();
+    match taken {
+        Some(_) => Applied::Changed,
+        None => Applied::Stale,
+    }
+}
+
+/// [`apply_sub_del`], handing over the subscription it removed (None:
+/// stale), for its last NOTIFY and DB delete; the caller prunes.
+pub fn apply_sub_del_take<A: Allocator + Clone, L: RawLock>(
+    g: &mut AorGuard<'_, A, L>,
+    d: &SubDel<'_>,
+    tombs: &mut impl Tombs,
+) -> Option<Subscription<A>> {
     let v = d.ver.pack();
     tomb_keep_newer(tombs, sub_key(d.aor, d.event, d.subscriber), Tomb { inc: 0, ver: v });
     match g.find_sub(d.event, d.subscriber) {
-        Some(s) if s.ver < v => {
-            g.remove_sub(d.event, d.subscriber);
-            Applied::Changed
-        }
-        _ => Applied::Stale,
+        Some(s) if s.ver < v => g.take_sub(d.event, d.subscriber),
+        _ => None,
     }
 }
 

@@ -1,0 +1,270 @@
+//! The one place where a change of state is told to the world.
+//!
+//! Handlers (SIP, RPC, timers, liveness, a peer's records) only decide
+//! state: they change an AoR through an [`Edit`] (or, for store-wide
+//! sweeps, a [`sca_core::change::AorEdit`] of an entry) and the edit
+//! records what changed in a [`ChangeSet`]. [`apply`] turns a change set
+//! into its effects, under the AoR's lock, in the order the C module's
+//! transcripts have them:
+//!
+//! 1. each ended subscription: its DB delete (if its row may exist), then
+//!    its last NOTIFY (if due and this node is its origin);
+//! 2. each subscription ended in place: its NOTIFY;
+//! 3. the call-info group: one NOTIFY each (this node's subscriptions).
+//!
+//! An [`Edit`] then captures the AoR for the cluster (local changes only;
+//! a peer's records are never sent on), unlocks, and broadcasts. The
+//! SUBSCRIBE path answers first and NOTIFYs after its reply
+//! ([`subscribe_notifies`]).
+
+use core::mem::ManuallyDrop;
+use core::ops::{Deref, DerefMut};
+
+use sca_core::change::{AorEdit, ChangeSet};
+use sca_core::cluster::replica::Snapshot;
+use sca_core::model::EventType;
+use sca_core::store::{AorEntry, AorGuard, SubscriptionRec};
+
+use crate::host::lock::KLock;
+use crate::host::log::B;
+use crate::host::shm::Shm;
+use crate::lm_err;
+use crate::module::params::Config;
+use crate::module::{cluster, config, liveness, notify, Shared};
+
+/// Does this node NOTIFY (and persist) a subscription stamped `ver`?
+pub fn is_local(ver: u64) -> bool {
+    cluster::is_local(ver)
+}
+
+/// Apply `cs`, the changes just made to `e` (None: the AoR is gone), under
+/// its lock: DB deletes and NOTIFYs (see the module documentation).
+pub fn apply(cfg: &Config, st: &Shared, aor: &[u8], e: Option<&mut AorEntry<Shm>>, cs: ChangeSet<Shm>, now: i64) {
+    let mut h = Vec::with_capacity(256);
+    for mut x in cs.ended {
+        let sub = &mut x.sub;
+        // its row goes with it (in the next DB write)
+        if sub.needs_db_delete() {
+            st.add_tombstone(aor, sub.subscriber(), sub.event);
+        }
+        if !x.notify || !is_local(sub.ver) {
+            continue;
+        }
+        sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+        h.clear();
+        let built = match e.as_deref() {
+            Some(e) => notify::call_info_header(e, sub.event, sub.index, &mut h),
+            None => notify::idle_call_info_header(&sub.to_rec(aor), &mut h),
+        };
+        if built.is_ok() {
+            let _ = notify::send(cfg, &sub.to_rec(aor), &h, now);
+        }
+    }
+    let Some(e) = e else { return };
+    for (event, subscriber) in &cs.notify_subs {
+        let Some(i) = e.find_sub(*event, subscriber) else { continue };
+        if !is_local(e.subs[i].ver) {
+            continue;
+        }
+        h.clear();
+        let built = notify::call_info_header(e, *event, e.subs[i].index, &mut h);
+        let sub = &mut e.subs[i];
+        sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+        sub.touch();
+        if built.is_ok() {
+            let _ = notify::send(cfg, &sub.to_rec(aor), &h, now);
+        }
+    }
+    if cs.notify_group {
+        notify_group(cfg, e, now);
+    }
+}
+
+/// NOTIFY every call-info subscriber of the AoR with its appearances
+/// (C: `sca_notify_call_info_subscribers`). Terminated subscriptions
+/// waiting for the purge are skipped, and each subscriber gets its own
+/// Subscription-State (docs/compat.md). With clustering, each
+/// subscription is NOTIFYed by its own node.
+fn notify_group(cfg: &Config, entry: &mut AorEntry<Shm>, now: i64) {
+    let mut h = Vec::with_capacity(256);
+    if notify::call_info_header(entry, EventType::CallInfo, -1, &mut h).is_err() {
+        return;
+    }
+    let aor = entry.aor().to_vec();
+    for sub in entry.subs.iter_mut() {
+        if sub.event != EventType::CallInfo || sub.state.is_terminated() || !is_local(sub.ver) {
+            continue;
+        }
+        sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+        sub.touch();
+        let _ = notify::send(cfg, &sub.to_rec(&aor), &h, now);
+    }
+}
+
+/// A locked AoR being changed: its [`ChangeSet`] is applied, and (local
+/// changes) replicated, when it is finished or dropped.
+pub struct Edit<'s> {
+    g: ManuallyDrop<AorGuard<'s, Shm, KLock>>,
+    st: &'s Shared,
+    /// Cluster: the AoR as locked, for the capture.
+    snap: Option<Snapshot>,
+    cs: ChangeSet<Shm>,
+    now: i64,
+}
+
+/// Lock `aor` to change it (a local change: replicated).
+pub fn edit<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
+    let g = st.store.lock_aor(aor);
+    let snap = cluster::enabled().then(|| Snapshot::take(g.entry()));
+    Edit { g: ManuallyDrop::new(g), st, snap, cs: ChangeSet::new(), now }
+}
+
+/// Lock `aor` to apply a peer's records to it: effects, no replication.
+/// (Subscriptions a peer stores or refreshes need no effect here: their
+/// NOTIFYs, DB rows and pings are their origin's.)
+pub fn edit_from_peer<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
+    Edit { g: ManuallyDrop::new(st.store.lock_aor(aor)), st, snap: None, cs: ChangeSet::new(), now }
+}
+
+impl<'s> Deref for Edit<'s> {
+    type Target = AorGuard<'s, Shm, KLock>;
+    fn deref(&self) -> &Self::Target {
+        &self.g
+    }
+}
+
+impl DerefMut for Edit<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.g
+    }
+}
+
+impl Edit<'_> {
+    /// The AoR's entry as an edit that records what it changes (None: no
+    /// such AoR).
+    pub fn core(&mut self) -> Option<AorEdit<'_, Shm>> {
+        let e = self.g.entry_mut()?;
+        Some(e.edit(&mut self.cs))
+    }
+
+    /// The changes so far (for a peer's apply, which records by hand what
+    /// `sca_core::cluster::replica` did).
+    pub fn changes(&mut self) -> &mut ChangeSet<Shm> {
+        &mut self.cs
+    }
+
+    /// Tell the call-info group the appearances (changed or not).
+    pub fn notify_group(&mut self) {
+        self.cs.notify_group = true;
+    }
+
+    /// Apply and replicate now, then unlock.
+    pub fn finish(self) {}
+}
+
+impl Drop for Edit<'_> {
+    fn drop(&mut self) {
+        // nothing told and nothing captured while unwinding: the change
+        // may be half done
+        let mut msgs = Vec::new();
+        if !std::thread::panicking() {
+            let cs = core::mem::take(&mut self.cs);
+            let ended = !cs.ended.is_empty();
+            if !cs.is_empty() {
+                if let Some(cfg) = config() {
+                    let aor = self.g.aor().to_vec();
+                    apply(cfg, self.st, &aor, self.g.entry_mut(), cs, self.now);
+                }
+            }
+            if ended {
+                self.g.prune();
+            }
+            if let Some(snap) = self.snap.take() {
+                msgs = cluster::capture(&snap, &mut self.g);
+            }
+        }
+        // SAFETY: dropped exactly once, here; not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.g) };
+        if !msgs.is_empty() {
+            cluster::broadcast(msgs);
+        }
+    }
+}
+
+/// Run `f` on every AoR through an [`Edit`] (so its changes are told and
+/// replicated), one AoR locked at a time: for the rare store-wide
+/// operations (RPC deactivation, a phone declared dead).
+pub fn for_each_aor(st: &Shared, now: i64, mut f: impl FnMut(&mut Edit<'_>)) {
+    let mut aors = Vec::new();
+    st.store.for_each_aor(|e| aors.push(e.aor().to_vec()));
+    for aor in &aors {
+        let mut ed = edit(st, aor, now);
+        f(&mut ed);
+        ed.prune();
+    }
+}
+
+/// Store-wide sweep that every node does for its own copies (the purge):
+/// `f` edits each AoR; the effects are applied, nothing is replicated.
+pub fn sweep(st: &Shared, cfg: &Config, now: i64, mut f: impl FnMut(&mut AorEdit<'_, Shm>)) {
+    st.store.retain_aors(|e| {
+        let mut cs = ChangeSet::new();
+        f(&mut e.edit(&mut cs));
+        if !cs.is_empty() {
+            let aor = e.aor().to_vec();
+            apply(cfg, st, &aor, Some(e), cs, now);
+        }
+    });
+}
+
+/// A SUBSCRIBE's NOTIFYs, after its reply (the C module's order): the
+/// subscriber's (as stored now: its route set and CSeq; `rec` with CSeq 1
+/// when nothing is stored, an unsubscribe), then, for a seize or release,
+/// the group's; then a `new` call-info subscription's phone is monitored
+/// (liveness; refreshes change nothing there, and the periodic reconcile
+/// catches up with restored ones). Err when the subscriber's NOTIFY could
+/// not be sent.
+pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, index: i32, group: bool, new: bool, now: i64) -> Result<(), ()> {
+    let mut guard = st.store.lock_aor(rec.aor);
+    let mut call_info = Vec::with_capacity(256);
+    let event = rec.event;
+    let sent = match guard.entry_mut() {
+        Some(e) => {
+            let built = notify::call_info_header(e, event, index, &mut call_info);
+            let aor = e.aor().to_vec();
+            match e.find_sub(event, rec.subscriber).and_then(|i| e.subs.get_mut(i)) {
+                Some(sub) => {
+                    sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+                    sub.touch();
+                    built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor), &call_info, now))
+                }
+                None => built.and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec.clone() }, &call_info, now)),
+            }
+        }
+        None => notify::idle_call_info_header(rec, &mut call_info)
+            .and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec.clone() }, &call_info, now)),
+    };
+    if sent.is_err() {
+        lm_err!("SCA {} SUBSCRIBE+NOTIFY for {} failed", event.name(), B(rec.subscriber));
+        return Err(());
+    }
+    if group {
+        if let Some(e) = guard.entry_mut() {
+            notify_group(cfg, e, now);
+        }
+    }
+    drop(guard);
+    if new && event == EventType::CallInfo && liveness::enabled() {
+        liveness::watch(rec.subscriber, rec.record_route);
+    }
+    Ok(())
+}
+
+/// NOTIFY the call-info group of `aor` (nothing changed here; a peer or
+/// the other side of a call did): no capture.
+pub fn notify_group_of(st: &Shared, cfg: &Config, aor: &[u8], now: i64) {
+    let mut g = st.store.lock_aor(aor);
+    if let Some(e) = g.entry_mut() {
+        notify_group(cfg, e, now);
+    }
+}

@@ -2,7 +2,7 @@
 //! mod_init; read and written per message.
 
 use crate::host::kstr;
-use crate::sys;
+use crate::host::sys;
 
 #[derive(Clone, Copy)]
 pub struct Avp(sys::sca_rs_avp);

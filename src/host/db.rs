@@ -10,7 +10,7 @@ use core::ffi::{c_char, c_int};
 use std::ffi::CStr;
 
 use crate::host::kstr;
-use crate::sys;
+use crate::host::sys;
 
 #[derive(Clone, Copy)]
 pub struct DbApi {

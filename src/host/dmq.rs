@@ -6,7 +6,7 @@
 use core::ffi::c_void;
 
 use crate::host::kstr;
-use crate::sys;
+use crate::host::sys;
 
 /// Bind dmq and register the `sca_rs` peer (mod_init, before fork).
 /// Returns dmq's `server_address`: this node's address.

@@ -9,7 +9,7 @@ use core::ptr::null_mut;
 
 use sca_core::sync::RawLock;
 
-use crate::sys;
+use crate::host::sys;
 
 pub struct KLock(UnsafeCell<sys::gen_lock_t>);
 
@@ -108,4 +108,18 @@ unsafe impl RawLock for KLock {
         // SAFETY: at shutdown, nobody uses the lock any more.
         unsafe { sys::sca_rs_lock_destroy(self.0.get()) }
     }
+}
+
+/// `gen_lock_t`'s size in C against the bindings' (mod_init): a mismatch
+/// means the headers do not match the build.
+pub fn check_layout() -> Result<(), String> {
+    // SAFETY: [I0] a size query without side effects.
+    let c_lock = unsafe { sys::sca_rs_gen_lock_size() };
+    if c_lock != core::mem::size_of::<sys::gen_lock_t>() {
+        return Err(format!(
+            "gen_lock_t is {c_lock} bytes in C but {} in the bindings: headers do not match the build",
+            core::mem::size_of::<sys::gen_lock_t>()
+        ));
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::sys;
+use crate::host::sys;
 
 pub const L_ALERT: i32 = -5;
 pub const L_BUG: i32 = -4;

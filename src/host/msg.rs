@@ -6,7 +6,7 @@
 //! host's own parsers are used for From/To/Contact, as the C module does.
 
 use crate::host::kstr::as_bytes;
-use crate::sys;
+use crate::host::sys;
 
 pub const SIP_REQUEST: i16 = 1;
 pub const SIP_REPLY: i16 = 2;
@@ -33,6 +33,12 @@ impl<'a> SipMsg<'a> {
     pub unsafe fn from_raw(p: *mut sys::sip_msg) -> Option<Self> {
         // SAFETY: per the function contract.
         unsafe { p.as_mut() }.map(|raw| SipMsg { raw })
+    }
+
+    /// The same message with a shorter lifetime (for values that borrow
+    /// from locals of the current call).
+    pub fn reborrow(&mut self) -> SipMsg<'_> {
+        SipMsg { raw: &mut *self.raw }
     }
 
     pub fn as_ptr(&mut self) -> *mut sys::sip_msg {
@@ -63,6 +69,9 @@ impl<'a> SipMsg<'a> {
     }
 
     /// The Request-URI as the script sees it now ($ru: rewritten or not).
+    /// Known issue: after [`SipMsg::rewrite_ruri`] a slice taken before
+    /// may point to freed pkg memory (no caller does both on one message
+    /// today; see docs/SAFETY.md, I2).
     pub fn ruri(&self) -> &'a [u8] {
         if !self.is_request() {
             return &[];

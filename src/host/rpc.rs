@@ -6,7 +6,7 @@ use core::ffi::{c_char, c_int, c_void};
 use std::ffi::CString;
 
 use crate::host::kstr;
-use crate::sys;
+use crate::host::sys;
 
 pub struct Rpc {
     api: *mut sys::rpc_t,
@@ -90,6 +90,19 @@ impl Rpc {
         }
         // SAFETY: the transport keeps the argument alive during the call; copied here.
         Some(unsafe { kstr::as_bytes(&s) }.to_vec())
+    }
+
+    /// `scan("SS")` as the C keepalive module does it: how many were
+    /// read, and the two (empty when not read).
+    pub fn scan_two_strs(&self) -> (c_int, Vec<u8>, Vec<u8>) {
+        let Some(f) = self.api().scan else { return (0, Vec::new(), Vec::new()) };
+        let mut a = sys::str_ { s: core::ptr::null_mut(), len: 0 };
+        let mut b = sys::str_ { s: core::ptr::null_mut(), len: 0 };
+        // SAFETY: [I2] "SS": two str* out-parameters.
+        let n = unsafe { f(self.ctx, c"SS".as_ptr() as *mut c_char, &mut a as *mut sys::str_, &mut b as *mut sys::str_) };
+        // SAFETY: [I2] the transport keeps the arguments alive during the call; copied.
+        let (a, b) = unsafe { (kstr::as_bytes(&a).to_vec(), kstr::as_bytes(&b).to_vec()) };
+        (n, a, b)
     }
 
     /// Next argument as an integer; None when absent or not a number.

@@ -13,7 +13,7 @@
 use allocator_api2::alloc::{AllocError, Allocator, Layout};
 use core::ptr::NonNull;
 
-use crate::sys;
+use crate::host::sys;
 
 /// What every shm block is aligned to, whatever the memory manager.
 const SHM_ALIGN: usize = 8;

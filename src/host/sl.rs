@@ -3,7 +3,7 @@
 
 use crate::host::kstr;
 use crate::host::msg::SipMsg;
-use crate::sys;
+use crate::host::sys;
 
 
 /// Bind sl (in mod_init). Err when the sl module is not loaded.

@@ -1,7 +1,7 @@
 //! In-dialog requests (NOTIFY) through the `tm` module.
 
 use crate::host::kstr::from_bytes;
-use crate::sys;
+use crate::host::sys;
 
 /// Bind tm (in mod_init). Err when the tm module is not loaded first.
 pub fn bind() -> Result<(), ()> {

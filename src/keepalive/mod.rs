@@ -21,11 +21,10 @@ use sca_core::keepalive::{Added, AliveCodes, Config as EngineConfig, Engine, Now
 use sca_core::sync::Locked;
 
 use crate::host::export::HostCell;
-use crate::host::kstr;
 use crate::host::lock::KLock;
 use crate::host::log::B;
 use crate::host::shm::{self, Shm};
-use crate::{lm_dbg, lm_err, lm_info, lm_warn, sys};
+use crate::{lm_dbg, lm_err, lm_info, lm_warn};
 
 pub mod api;
 pub mod cmds;
@@ -40,8 +39,8 @@ pub mod rpc;
 /// same in every process.
 #[derive(Clone, Copy, Debug)]
 pub struct Hooks {
-    pub statechanged: sys::ka_statechanged_f,
-    pub response: sys::ka_response_f,
+    pub statechanged: crate::host::ka::StateChangedFn,
+    pub response: crate::host::ka::ResponseFn,
     pub user_attr: *mut c_void,
 }
 
@@ -115,12 +114,7 @@ pub fn with_table<R>(f: impl FnOnce(&mut KaTable) -> R) -> Option<R> {
 
 /// The current time: wall clock for people, monotonic for scheduling.
 pub fn now() -> Now {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    // SAFETY: time(NULL) has no preconditions.
-    let wall = unsafe { libc::time(null_mut()) } as i64;
-    Now { wall, mono_ms: ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000 }
+    Now { wall: crate::host::clock::now(), mono_ms: crate::host::clock::mono_ms() }
 }
 
 /// Why an add failed.
@@ -133,12 +127,7 @@ pub enum AddError {
 
 /// Is `uri` (with a scheme) a SIP URI Kamailio can parse?
 pub fn parses_as_sip_uri(uri: &[u8]) -> bool {
-    let mut buf = uri.to_vec();
-    buf.push(0);
-    let mut u = sys::sip_uri::default();
-    // SAFETY: parse_uri reads `len` bytes of the buffer and fills `u`,
-    // whose str fields then point into `buf` (dropped right after).
-    unsafe { sys::parse_uri(buf.as_mut_ptr().cast(), uri.len() as i32, &mut u) == 0 }
+    crate::host::ka::parses_as_sip_uri(uri)
 }
 
 /// Add (uri, owner), as every entry point does: `sip:` for a URI without
@@ -259,10 +248,7 @@ pub fn init() -> Result<(), String> {
     }
     KA.write(ka.as_ptr());
 
-    let route = |name: &core::ffi::CStr| {
-        // SAFETY: the config is parsed (mod_init); the name is a C string.
-        unsafe { sys::sca_rs_ka_route_lookup(name.as_ptr()) }
-    };
+    let route = crate::host::ka::route_lookup;
     let settings = Settings {
         ping_from: p.ping_from.clone(),
         default_interval_s: interval_s,
@@ -287,8 +273,7 @@ pub fn init() -> Result<(), String> {
             Err(e) => return Err(format!("modparam destination '{}': {e:?}", B(&d))),
         }
     }
-    // SAFETY: mod_init is where core timers are set up.
-    if unsafe { sys::sca_rs_ka_timer_start(ping::TICK_MAX_MS) } < 0 {
+    if crate::host::ka::start_timer(ping::TICK_MAX_MS).is_err() {
         return Err("cannot start the keepalive timer".into());
     }
     lm_info!(
@@ -336,10 +321,6 @@ pub fn dispatch_events() {
     }
 }
 
-/// A `str` view of bytes, for callbacks that take `str *`.
-pub(crate) fn kstr_of(b: &[u8]) -> sys::str_ {
-    kstr::from_bytes(b)
-}
 
 /// Mark this process as holding the engine lock through the C API.
 pub(crate) fn api_lock() -> bool {

@@ -34,13 +34,14 @@ use sca_core::sync::Locked;
 use crate::host::dmq::{self, NodeRef};
 use crate::host::export::HostCell;
 use crate::host::guard::guard_or;
+use crate::host::raw;
 use crate::host::kstr;
 use crate::host::lock::KLock;
 use crate::host::log::B;
 use crate::host::shm::{self, Shm};
 use crate::module::params::{Config, DmqConfig};
 use crate::module::{config, notify, shared, subscribe::now, Shared};
-use crate::{lm_dbg, lm_err, lm_info, lm_notice, sys};
+use crate::{entry, lm_dbg, lm_err, lm_info, lm_notice};
 
 /// Reply tags: what a KDMQ we sent was.
 const TAG_CHANGES: usize = 1;
@@ -251,12 +252,7 @@ fn cluster() -> Option<&'static ClusterShared> {
     unsafe { CLUSTER.read().as_ref() }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::host::clock::now_ms;
 
 /// The node id derived from dmq's address: a fixed-seed hash, so a
 /// restarted node keeps it.
@@ -306,8 +302,7 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         return Err("cannot initialise the cluster locks".into());
     }
     CLUSTER.write(p.as_ptr());
-    // SAFETY: mod_init is where timers are registered.
-    if unsafe { sys::register_timer(Some(sync_timer), null_mut(), 1) } < 0 {
+    if crate::host::proc::register_timer(sync_timer, 1).is_err() {
         return Err("cannot register the cluster sync timer".into());
     }
     lm_info!(
@@ -789,20 +784,21 @@ fn on_request(body: &[u8], ctype: &[u8], from: &[u8]) -> (c_int, &'static core::
     }
 }
 
-/// dmq: a peer's KDMQ for `sca_rs` (DMQ worker process).
-///
-/// # Safety
-/// Called by the shim with valid `str`s for the duration of the call and
-/// writable `code`, `reason` and `reply_body`.
+entry! {
+    /// dmq: a peer's KDMQ for `sca_rs` (DMQ worker process).
+    ///
+    /// # Safety
+    /// Called by the shim with valid `str`s for the duration of the call and
+    /// writable `code`, `reason` and `reply_body`.
 #[no_mangle]
-pub unsafe extern "C" fn sca_rs_dmq_on_request(
-    body: *const sys::str_,
-    content_type: *const sys::str_,
-    from_uri: *const sys::str_,
+c pub fn sca_rs_dmq_on_request(
+    body: *const raw::str_,
+    content_type: *const raw::str_,
+    from_uri: *const raw::str_,
     code: *mut c_int,
     reason: *mut *const c_char,
-    reply_body: *mut sys::str_,
-) {
+    reply_body: *mut raw::str_,
+) ["dmq request"] {
     if code.is_null() || reason.is_null() || reply_body.is_null() {
         return;
     }
@@ -825,6 +821,7 @@ pub unsafe extern "C" fn sca_rs_dmq_on_request(
             *reply_body = p;
         }
     }
+}
 }
 
 // ---------------------------------------------------------------- sync
@@ -869,13 +866,13 @@ fn start_sync(why: &str, retry: bool) {
     }
 }
 
-/// dmq: the node list arrived (a cluster formed): pull a full sync.
-#[no_mangle]
-pub extern "C" fn sca_rs_dmq_on_init() -> c_int {
-    guard_or("dmq init callback", 0, || {
+entry! {
+    /// dmq: the node list arrived (a cluster formed): pull a full sync.
+    #[no_mangle]
+    c pub fn sca_rs_dmq_on_init() -> c_int ["dmq init callback", 0] {
         start_sync("dmq node list received", false);
         0
-    })
+    }
 }
 
 /// `dmq_sync_wait`: a node that has not synced yet (no answer so far, or
@@ -898,11 +895,11 @@ pub fn refuse_seize_while_syncing() -> Option<u32> {
     Some((wait_ms - waited).div_ceil(1000) as u32)
 }
 
-/// Every second (timer process): a sync that got no usable answer within
-/// `dmq_sync_timeout` is asked again, up to `dmq_sync_retries` times,
-/// then given up (the node still converges through live changes).
-unsafe extern "C" fn sync_timer(_ticks: u32, _param: *mut c_void) {
-    guard_or("cluster sync timer", (), || {
+entry! {
+    /// Every second (timer process): a sync that got no usable answer within
+    /// `dmq_sync_timeout` is asked again, up to `dmq_sync_retries` times,
+    /// then given up (the node still converges through live changes).
+    timer fn sync_timer("cluster sync timer") {
         let (Some(c), Some(n)) = (cluster(), node()) else { return };
         let retry = {
             let mut s = c.sync.lock();
@@ -926,7 +923,7 @@ unsafe extern "C" fn sync_timer(_ticks: u32, _param: *mut c_void) {
         if retry {
             start_sync("no answer in time, asking again", true);
         }
-    })
+    }
 }
 
 fn on_sync_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
@@ -1025,21 +1022,21 @@ fn notify_local_groups() {
     });
 }
 
-/// dmq: the final reply to a KDMQ we sent (a SIP worker, or tm's timer
-/// process for a timeout).
-///
-/// # Safety
-/// Called by the shim with valid `str`s for the duration of the call;
-/// `node` is dmq's node for this reply, valid during the call, or null.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_dmq_on_reply(
-    param: *mut c_void,
-    code: c_int,
-    body: *const sys::str_,
-    node_uri: *const sys::str_,
-    node: *mut c_void,
-) {
-    guard_or("dmq reply", (), || {
+entry! {
+    /// dmq: the final reply to a KDMQ we sent (a SIP worker, or tm's timer
+    /// process for a timeout).
+    ///
+    /// # Safety
+    /// Called by the shim with valid `str`s for the duration of the call;
+    /// `node` is dmq's node for this reply, valid during the call, or null.
+    #[no_mangle]
+    c pub fn sca_rs_dmq_on_reply(
+        param: *mut c_void,
+        code: c_int,
+        body: *const raw::str_,
+        node_uri: *const raw::str_,
+        node: *mut c_void,
+    ) ["dmq reply"] {
         let Some(c) = cluster() else { return };
         // SAFETY: per the function contract.
         let (b, uri, nd) = unsafe {
@@ -1071,7 +1068,7 @@ pub unsafe extern "C" fn sca_rs_dmq_on_reply(
                 }
             }
         }
-    })
+    }
 }
 
 // ---------------------------------------------------------------- RPC

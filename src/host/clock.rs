@@ -1,0 +1,25 @@
+//! The module clock: one place for "now". Wall-clock seconds for
+//! subscription expiry and everything shown or stored (the C module's
+//! `time(NULL)`), wall-clock milliseconds for the cluster's timestamps
+//! (compared across nodes), monotonic milliseconds for keepalive's ping
+//! scheduling (immune to clock steps).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall clock, seconds since the epoch.
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Wall clock, milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Monotonic clock (CLOCK_MONOTONIC), milliseconds.
+pub fn mono_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: [I0] clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}

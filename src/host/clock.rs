@@ -23,3 +23,27 @@ pub fn mono_ms() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
+
+/// `ctime_r()`'s text (local time, ending in a newline), as the C module
+/// shows times.
+pub fn ctime(t: i64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let tt = t as libc::time_t;
+    // SAFETY: [I0] an all-zero tm is a valid value to be overwritten.
+    let mut tm: libc::tm = unsafe { core::mem::zeroed() };
+    // SAFETY: [I0] localtime_r reads tt and writes tm, both ours.
+    if unsafe { libc::localtime_r(&tt, &mut tm) }.is_null() {
+        return "?\n".into();
+    }
+    format!(
+        "{} {}{:3} {:02}:{:02}:{:02} {}\n",
+        DAYS.get(tm.tm_wday as usize).unwrap_or(&"???"),
+        MONTHS.get(tm.tm_mon as usize).unwrap_or(&"???"),
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        tm.tm_year as i64 + 1900
+    )
+}

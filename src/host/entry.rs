@@ -301,3 +301,75 @@ macro_rules! entry {
         }
     };
 }
+
+// ------------------------------------------------------------ C arguments
+
+/// A `str *` argument of an entry point (KEMI, dmq, keepalive API), NULL
+/// or valid for the call [I2]. Only C creates one (it is the parameter's
+/// ABI type: `#[repr(transparent)]` over the pointer), and views borrow
+/// it, so they cannot outlive the call.
+#[repr(transparent)]
+pub struct StrArg(*const sys::str_);
+
+impl StrArg {
+    /// The bytes, None for NULL.
+    pub fn get(&self) -> Option<&[u8]> {
+        // SAFETY: [I2] NULL or a str the caller keeps valid for the call;
+        // the view borrows self, which lives in the call's frame.
+        unsafe { crate::host::kstr::opt_bytes(self.0) }
+    }
+    /// The bytes, empty for NULL.
+    pub fn bytes(&self) -> &[u8] {
+        self.get().unwrap_or_default()
+    }
+}
+
+/// A `struct sip_msg *` argument of an entry point (KEMI, tm/sl
+/// callbacks): NULL or the message being processed, ours for the call [I2].
+#[repr(transparent)]
+pub struct MsgArg(*mut sys::sip_msg);
+
+impl MsgArg {
+    /// The message, None for NULL; borrows self, so it cannot outlive the
+    /// call.
+    pub fn get(&mut self) -> Option<SipMsg<'_>> {
+        // SAFETY: [I2] NULL or the message of this call, used only
+        // through this borrow.
+        unsafe { SipMsg::from_raw(self.0) }
+    }
+}
+
+/// A NUL-terminated `char *` argument (a `PARAM_STRING` modparam value),
+/// NULL or valid for the call [I2].
+#[repr(transparent)]
+pub struct CStrArg(*const c_char);
+
+impl CStrArg {
+    pub fn get(&self) -> Option<&[u8]> {
+        // SAFETY: [I2] NULL or a NUL-terminated string valid for the call.
+        (!self.0.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(self.0) }.to_bytes())
+    }
+}
+
+/// An out-parameter (`T *`) of an entry point: NULL or writable for the
+/// call [I2].
+#[repr(transparent)]
+pub struct Out<T>(*mut T);
+
+impl<T> Out<T> {
+    pub fn is_null(&self) -> bool {
+        self.0.is_null()
+    }
+    /// Write `v` (nothing for NULL).
+    pub fn set(&mut self, v: T) {
+        if let Some(p) = self.get_mut() {
+            *p = v;
+        }
+    }
+    /// The pointee, None for NULL.
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        // SAFETY: [I2] NULL or a place the caller lets us write during the
+        // call; the borrow of self keeps it within the call.
+        unsafe { self.0.as_mut() }
+    }
+}

@@ -14,7 +14,7 @@ use crate::host::sys;
 #[repr(transparent)]
 pub struct HostCell<T>(UnsafeCell<T>);
 
-// SAFETY: see the type's doc: writes happen single-threaded before fork.
+// SAFETY: [I1] see the type's doc: writes happen single-threaded before fork.
 unsafe impl<T> Sync for HostCell<T> {}
 
 impl<T> HostCell<T> {
@@ -29,12 +29,12 @@ impl<T> HostCell<T> {
 impl<T: Copy> HostCell<T> {
     /// Read the value (after config parsing, it no longer changes).
     pub fn read(&self) -> T {
-        // SAFETY: see the type's doc.
+        // SAFETY: [I1] see the type's doc.
         unsafe { *self.0.get() }
     }
     /// Write the value: only in mod_init / single-threaded set-up.
     pub fn write(&self, v: T) {
-        // SAFETY: see the type's doc.
+        // SAFETY: [I1] see the type's doc.
         unsafe { *self.0.get() = v }
     }
 }
@@ -85,7 +85,7 @@ pub type CmdFn3 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_ch
 /// 2-parameter one): Kamailio calls it with `param_no` parameters, as the
 /// C modules' casts rely on.
 pub const fn cmd3_as_cmd(f: CmdFn3) -> CmdFn {
-    // SAFETY: same ABI (all pointer arguments, int return); the core passes
+    // SAFETY: [I7] same ABI (all pointer arguments, int return); the core passes
     // exactly param_no + 1 arguments to functions registered with param_no 3.
     unsafe { core::mem::transmute::<CmdFn3, CmdFn>(f) }
 }

@@ -80,3 +80,54 @@ pub fn parses_as_sip_uri(uri: &[u8]) -> bool {
     // whose str fields then point into `buf` (dropped right after).
     unsafe { sys::parse_uri(buf.as_mut_ptr().cast(), uri.len() as i32, &mut u) == 0 }
 }
+
+/// `bind_keepalive` as the C API's users find it.
+pub type BindFn = unsafe extern "C" fn(crate::host::entry::Out<sys::keepalive_api_t>) -> core::ffi::c_int;
+
+/// The export entry of `bind_keepalive`, which `find_export()` callers
+/// (drouting, ...) look up in the module's command table.
+pub const fn bind_export(name: &'static CStr, f: BindFn) -> crate::host::export::CmdExport {
+    // SAFETY: [I7] never called through the cmd_function type: Kamailio
+    // hands the pointer to find_export() callers, who call it as
+    // bind_keepalive_f (what it is: Out is a transparent pointer); C
+    // modules register it the same way (a cast to cmd_function).
+    let cmd = unsafe { core::mem::transmute::<BindFn, crate::host::export::CmdFn>(f) };
+    crate::host::export::cmd_export_only(name, cmd)
+}
+
+use crate::host::entry::{Out, StrArg};
+
+type CInt = core::ffi::c_int;
+pub type AddFn =
+    unsafe extern "C" fn(StrArg, StrArg, CInt, CInt, StateChangedFn, ResponseFn, *mut c_void) -> CInt;
+pub type StateFn = unsafe extern "C" fn(StrArg) -> sys::ka_state;
+pub type DelFn = unsafe extern "C" fn(StrArg, StrArg) -> CInt;
+pub type FindFn = unsafe extern "C" fn(StrArg, StrArg, Out<*mut sys::ka_dest_t>, Out<*mut sys::ka_dest_t>) -> CInt;
+
+/// The keepalive C API's functions, with entry!'s argument types.
+pub struct ApiFns {
+    pub add_destination: AddFn,
+    pub destination_state: StateFn,
+    pub del_destination: DelFn,
+    pub find_destination: FindFn,
+    pub lock_destination_list: unsafe extern "C" fn() -> CInt,
+    pub unlock_destination_list: unsafe extern "C" fn() -> CInt,
+}
+
+/// Fill a `keepalive_api_t` (bind_keepalive).
+pub fn fill_api(api: &mut sys::keepalive_api_t, f: ApiFns) {
+    // SAFETY: [I7] StrArg and Out are #[repr(transparent)] over the
+    // pointers the C function types take: the same ABI; C calls them as
+    // the api.h types say.
+    unsafe {
+        api.add_destination = core::mem::transmute::<Option<AddFn>, sys::ka_add_dest_f>(Some(f.add_destination));
+        api.destination_state =
+            core::mem::transmute::<Option<StateFn>, sys::ka_dest_state_f>(Some(f.destination_state));
+        api.del_destination =
+            core::mem::transmute::<Option<DelFn>, sys::ka_del_destination_f>(Some(f.del_destination));
+        api.find_destination =
+            core::mem::transmute::<Option<FindFn>, sys::ka_find_destination_f>(Some(f.find_destination));
+    }
+    api.lock_destination_list = Some(f.lock_destination_list);
+    api.unlock_destination_list = Some(f.unlock_destination_list);
+}

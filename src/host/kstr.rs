@@ -10,7 +10,7 @@ pub unsafe fn as_bytes<'a>(s: &sys::str_) -> &'a [u8] {
     if s.s.is_null() || s.len <= 0 {
         return &[];
     }
-    // SAFETY: per the function contract.
+    // SAFETY: [I13] per the function contract.
     unsafe { core::slice::from_raw_parts(s.s as *const u8, s.len as usize) }
 }
 
@@ -24,6 +24,6 @@ pub fn from_bytes(b: &[u8]) -> sys::str_ {
 /// # Safety
 /// `p` is NULL or points to a `str` as [`as_bytes`] wants, both outliving `'a`.
 pub unsafe fn opt_bytes<'a>(p: *const sys::str_) -> Option<&'a [u8]> {
-    // SAFETY: per the function contract.
+    // SAFETY: [I13] per the function contract.
     unsafe { p.as_ref().map(|s| as_bytes(s)) }
 }

@@ -5,7 +5,7 @@ use crate::host::sys;
 
 /// Bind tm (in mod_init). Err when the tm module is not loaded first.
 pub fn bind() -> Result<(), ()> {
-    // SAFETY: called once in mod_init, before fork.
+    // SAFETY: [I1] called once in mod_init, before fork.
     if unsafe { sys::sca_rs_tm_bind() } == 0 {
         Ok(())
     } else {
@@ -41,7 +41,7 @@ pub fn request_within(method: &str, headers: &[u8], body: &[u8], d: &Dialog<'_>)
         remote_uri: from_bytes(d.remote_uri),
         route_set: from_bytes(d.route_set),
     };
-    // SAFETY: every str borrows memory that outlives the call; tm copies
+    // SAFETY: [I9] every str borrows memory that outlives the call; tm copies
     // what it keeps into the transaction.
     let rc = unsafe {
         sys::sca_rs_tm_request_within(&m, &h, if body.is_empty() { core::ptr::null() } else { &b }, &dlg, core::ptr::null_mut())
@@ -70,7 +70,7 @@ pub unsafe extern "C" fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status:
 /// On an INVITE being relayed: have tm call back on its end-to-end ACK
 /// and, when `caller_shared`, on locally generated error replies.
 pub fn register_invite_callbacks(msg: &mut crate::host::msg::SipMsg<'_>, caller_shared: bool) -> Result<(), ()> {
-    // SAFETY: msg is the INVITE being processed; tm creates or finds its
+    // SAFETY: [I2] msg is the INVITE being processed; tm creates or finds its
     // transaction and keeps the callbacks with it.
     if unsafe { sys::sca_rs_tm_register_invite_cbs(msg.as_ptr(), caller_shared as i32) } < 0 {
         Err(())

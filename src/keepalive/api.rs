@@ -19,36 +19,34 @@ use sca_core::keepalive::{Added, DestInfo, State};
 use crate::entry;
 use crate::host::ka;
 use crate::host::kstr;
+use crate::host::entry::{Out, StrArg};
 use crate::host::raw;
 
 use super::Hooks;
-
-/// # Safety
-/// `s` is NULL or a `str` valid for the call.
-unsafe fn bytes<'a>(s: *mut raw::str_) -> Option<&'a [u8]> {
-    // SAFETY: [I2] per the contract.
-    unsafe { kstr::opt_bytes(s) }
-}
 
 entry! {
     /// Fill `api` with the keepalive functions. 0 on success, -1 for a NULL
     /// pointer (as C).
     ///
-    /// # Safety
     /// `api` is NULL or points to a writable `keepalive_api_t`.
     #[no_mangle]
-    c pub fn bind_keepalive(api: *mut raw::keepalive_api_t) -> c_int ["bind_keepalive", -1] {
-        // SAFETY: per the contract.
-        let Some(api) = (unsafe { api.as_mut() }) else {
+    c pub fn bind_keepalive(api: Out<raw::keepalive_api_t>) -> c_int ["bind_keepalive", -1] {
+        let mut api = api;
+        let Some(api) = api.get_mut() else {
             crate::lm_err!("Invalid parameter value");
             return -1;
         };
-        api.add_destination = Some(api_add_destination);
-        api.destination_state = Some(api_destination_state);
-        api.del_destination = Some(api_del_destination);
-        api.find_destination = Some(api_find_destination);
-        api.lock_destination_list = Some(api_lock_destination_list);
-        api.unlock_destination_list = Some(api_unlock_destination_list);
+        ka::fill_api(
+            api,
+            ka::ApiFns {
+                add_destination: api_add_destination,
+                destination_state: api_destination_state,
+                del_destination: api_del_destination,
+                find_destination: api_find_destination,
+                lock_destination_list: api_lock_destination_list,
+                unlock_destination_list: api_unlock_destination_list,
+            },
+        );
         0
     }
 }
@@ -58,16 +56,15 @@ entry! {
     /// response_clb, user_attr)`: 1 added, -2 there already, -1 error.
     /// `ping_interval` in seconds, 0 for the module's `ping_interval`.
     c fn api_add_destination(
-        uri: *mut raw::str_,
-        owner: *mut raw::str_,
+        uri: StrArg,
+        owner: StrArg,
         flags: c_int,
         ping_interval: c_int,
         statechanged_clb: raw::ka_statechanged_f,
         response_clb: raw::ka_response_f,
         user_attr: *mut c_void,
     ) -> c_int ["keepalive API add_destination", -1] {
-        // SAFETY: the caller passes valid strs (or NULL).
-        let (Some(u), Some(o)) = (unsafe { bytes(uri) }, unsafe { bytes(owner) }) else {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else {
             return -1;
         };
         let hooks = Hooks { statechanged: statechanged_clb, response: response_clb, user_attr };
@@ -87,17 +84,15 @@ entry! {
 entry! {
     /// The state of the destination `uri` names (see docs/keepalive.md for the
     /// matching rule), -1 when none.
-    c fn api_destination_state(uri: *mut raw::str_) -> raw::ka_state ["keepalive API destination_state", -1] {
-        // SAFETY: the caller passes a valid str (or NULL).
-        let Some(u) = (unsafe { bytes(uri) }) else { return -1 };
+    c fn api_destination_state(uri: StrArg) -> raw::ka_state ["keepalive API destination_state", -1] {
+        let Some(u) = uri.get() else { return -1 };
         super::destination_state(u).map_or(-1, State::code)
     }
 }
 
 entry! {
-    c fn api_del_destination(uri: *mut raw::str_, owner: *mut raw::str_) -> c_int ["keepalive API del_destination", -1] {
-        // SAFETY: the caller passes valid strs (or NULL).
-        let (Some(u), Some(o)) = (unsafe { bytes(uri) }, unsafe { bytes(owner) }) else {
+    c fn api_del_destination(uri: StrArg, owner: StrArg) -> c_int ["keepalive API del_destination", -1] {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else {
             return -1;
         };
         if super::del_destination(u, o) {
@@ -153,26 +148,20 @@ entry! {
     /// until its next `find_destination` call; writing to it changes nothing.
     /// `*head` is always NULL (there is no list to unlink from).
     c fn api_find_destination(
-        uri: *mut raw::str_,
-        owner: *mut raw::str_,
-        target: *mut *mut raw::ka_dest_t,
-        head: *mut *mut raw::ka_dest_t,
+        uri: StrArg,
+        owner: StrArg,
+        target: Out<*mut raw::ka_dest_t>,
+        head: Out<*mut raw::ka_dest_t>,
     ) -> c_int ["keepalive API find_destination", -1] {
-        // SAFETY: the caller passes valid strs (or NULL).
-        let (Some(u), Some(o)) = (unsafe { bytes(uri) }, unsafe { bytes(owner) }) else {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else {
             return 0;
         };
         let Some(info) = super::with_table(|t| t.get(u, o)).flatten() else { return 0 };
         let p = fill(&info);
-        // SAFETY: out-pointers of the caller (NULL tolerated).
-        unsafe {
-            if let Some(t) = target.as_mut() {
-                *t = p;
-            }
-            if let Some(h) = head.as_mut() {
-                *h = null_mut();
-            }
-        }
+        // out-pointers of the caller (NULL tolerated)
+        let (mut target, mut head) = (target, head);
+        target.set(p);
+        head.set(null_mut());
         1
     }
 }

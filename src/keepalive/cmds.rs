@@ -8,9 +8,8 @@ use sca_core::keepalive::State;
 
 use crate::entry;
 use crate::host::entry::Param;
-use crate::host::export::{cmd_export_only, cmd_fixup, CmdExport, CmdFn, ANY_ROUTE as ANY};
+use crate::host::export::{cmd_fixup, CmdExport, ANY_ROUTE as ANY};
 use crate::host::msg::SipMsg;
-use crate::host::raw;
 
 pub fn is_alive_code(s: Option<State>) -> c_int {
     match s {
@@ -73,20 +72,10 @@ entry! {
     fixup fn fixup_spve, fixup_free_spve("keepalive fixup") { _ => Fixup::StrAll }
 }
 
-const fn bind_keepalive_as_cmd() -> CmdFn {
-    type BindFn = unsafe extern "C" fn(*mut raw::keepalive_api_t) -> c_int;
-    let f: BindFn = super::api::bind_keepalive;
-    // SAFETY: [I7] never called through this type: Kamailio hands the
-    // pointer to find_export() callers, who call it as bind_keepalive_f
-    // (what it is); C modules register it the same way (a cast to
-    // cmd_function).
-    unsafe { core::mem::transmute::<BindFn, CmdFn>(f) }
-}
-
 pub const CMDS: [CmdExport; 5] = [
     cmd_fixup(c"ka_is_alive", w_is_alive, 1, fixup_spve, fixup_free_spve, ANY),
     cmd_fixup(c"is_alive", w_is_alive, 1, fixup_spve, fixup_free_spve, ANY),
     cmd_fixup(c"ka_add_destination", w_add_destination, 2, fixup_spve, fixup_free_spve, ANY),
     cmd_fixup(c"ka_del_destination", w_del_destination, 2, fixup_spve, fixup_free_spve, ANY),
-    cmd_export_only(c"bind_keepalive", bind_keepalive_as_cmd()),
+    crate::host::ka::bind_export(c"bind_keepalive", super::api::bind_keepalive),
 ];

@@ -7,8 +7,7 @@ use core::ffi::{c_int, c_void};
 use crate::entry;
 use crate::host::export::{kemi, kemi_register, HostCell, KemiExport};
 use crate::host::export::{KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
-use crate::host::kstr;
-use crate::host::raw;
+use crate::host::entry::{MsgArg, StrArg};
 
 const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> KemiExport {
     kemi(c"keepalive", fname, func, p)
@@ -28,27 +27,22 @@ pub fn register() -> Result<(), ()> {
 }
 
 entry! {
-    c fn ki_is_alive(_msg: *mut raw::sip_msg, dst: *mut raw::str_) -> c_int ["keepalive.is_alive", -1] {
-        // SAFETY: [I2] KEMI passes a str valid for the call.
-        let Some(d) = (unsafe { kstr::opt_bytes(dst) }) else { return -1 };
+    c fn ki_is_alive(_msg: MsgArg, dst: StrArg) -> c_int ["keepalive.is_alive", -1] {
+        let Some(d) = dst.get() else { return -1 };
         super::cmds::is_alive_code(super::destination_state(d))
     }
 }
 
 entry! {
-    c fn ki_add_destination(_msg: *mut raw::sip_msg, uri: *mut raw::str_, owner: *mut raw::str_) -> c_int
-    ["keepalive.add_destination", -1] {
-        // SAFETY: [I2] KEMI passes strs valid for the call.
-        let (Some(u), Some(o)) = (unsafe { kstr::opt_bytes(uri) }, unsafe { kstr::opt_bytes(owner) }) else { return -1 };
+    c fn ki_add_destination(_msg: MsgArg, uri: StrArg, owner: StrArg) -> c_int ["keepalive.add_destination", -1] {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else { return -1 };
         super::add_code(&super::add_destination(u, o, 0, None, None))
     }
 }
 
 entry! {
-    c fn ki_del_destination(_msg: *mut raw::sip_msg, uri: *mut raw::str_, owner: *mut raw::str_) -> c_int
-    ["keepalive.del_destination", -1] {
-        // SAFETY: [I2] KEMI passes strs valid for the call.
-        let (Some(u), Some(o)) = (unsafe { kstr::opt_bytes(uri) }, unsafe { kstr::opt_bytes(owner) }) else { return -1 };
+    c fn ki_del_destination(_msg: MsgArg, uri: StrArg, owner: StrArg) -> c_int ["keepalive.del_destination", -1] {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else { return -1 };
         if super::del_destination(u, o) {
             1
         } else {

@@ -14,16 +14,15 @@
 
 use core::cell::Cell;
 use core::ffi::c_void;
-use core::ptr::{null_mut, NonNull};
+use core::ptr::null_mut;
 use std::sync::OnceLock;
 
 use sca_core::keepalive::{Added, AliveCodes, Config as EngineConfig, Engine, Now, State, Table};
 use sca_core::sync::Locked;
 
-use crate::host::export::HostCell;
 use crate::host::lock::KLock;
 use crate::host::log::B;
-use crate::host::shm::{self, Shm};
+use crate::host::shm::{self, SharedStatic, Shm};
 use crate::{lm_dbg, lm_err, lm_info, lm_warn};
 
 pub mod api;
@@ -56,7 +55,7 @@ impl Hooks {
     }
 }
 
-// SAFETY: see the type's doc: the pointers mean the same in every process;
+// SAFETY: [I11] see the type's doc: the pointers mean the same in every process;
 // the engine only stores and returns them.
 unsafe impl Send for Hooks {}
 
@@ -79,13 +78,11 @@ pub struct Settings {
     pub list_stats: bool,
 }
 
-static KA: HostCell<*mut KaShared> = HostCell::new(null_mut());
+static KA: SharedStatic<KaShared> = SharedStatic::new();
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
 pub fn shared() -> Option<&'static KaShared> {
-    // SAFETY: written once in mod_init before fork; points to shm that
-    // lives until mod_destroy.
-    unsafe { KA.read().as_ref() }
+    KA.get()
 }
 
 pub fn settings() -> Option<&'static Settings> {
@@ -104,7 +101,7 @@ thread_local! {
 pub fn with_table<R>(f: impl FnOnce(&mut KaTable) -> R) -> Option<R> {
     let ka = shared()?;
     if API_LOCKED.with(Cell::get) {
-        // SAFETY: this process holds the raw lock (lock_destination_list);
+        // SAFETY: [I4] this process holds the raw lock (lock_destination_list);
         // `f` gets the only reference, for the duration of the call.
         Some(f(unsafe { ka.engine.table_held() }))
     } else {
@@ -238,15 +235,13 @@ pub fn init() -> Result<(), String> {
         alive,
         max_events: 4096,
     };
-    let ka: NonNull<KaShared> =
-        shm::into_shared(KaShared { engine: Engine::new_in(cfg, Shm), dispatch: Locked::new(()) })
+    let st: &'static KaShared =
+        shm::into_shared_ref(KaShared { engine: Engine::new_in(cfg, Shm), dispatch: Locked::new(()) })
             .map_err(|_| "out of shared memory creating the keepalive state".to_string())?;
-    // SAFETY: just created, not shared yet.
-    let st = unsafe { ka.as_ref() };
     if !st.engine.init() || !st.dispatch.init() {
         return Err("cannot initialise the keepalive locks".into());
     }
-    KA.write(ka.as_ptr());
+    KA.set(st);
 
     let route = crate::host::ka::route_lookup;
     let settings = Settings {
@@ -286,17 +281,11 @@ pub fn init() -> Result<(), String> {
 
 /// Free the shared state (mod_destroy: main process, workers gone).
 pub fn destroy() {
-    let p = KA.read();
-    if let Some(nn) = NonNull::new(p) {
-        KA.write(null_mut());
-        // SAFETY: mod_destroy runs once after every other process ended;
-        // nobody uses the state any more. The shm itself is not freed:
-        // Kamailio unmaps it right after, and a worker killed in the middle
-        // of shm_malloc may have left the allocator's lock held.
-        unsafe {
-            nn.as_ref().engine.destroy();
-            nn.as_ref().dispatch.destroy();
-        }
+    if let Some(ka) = KA.take() {
+        // mod_destroy runs once after every other process ended; nobody
+        // uses the state any more. The shm itself is not freed (SAFETY.md I3).
+        ka.engine.destroy();
+        ka.dispatch.destroy();
     }
 }
 
@@ -329,7 +318,7 @@ pub(crate) fn api_lock() -> bool {
         // already held by this process: a second lock_get would deadlock
         return true;
     }
-    // SAFETY: released by api_unlock; meanwhile with_table uses table_held.
+    // SAFETY: [I4] released by api_unlock; meanwhile with_table uses table_held.
     unsafe { ka.engine.lock_raw() };
     API_LOCKED.with(|c| c.set(true));
     true
@@ -341,7 +330,7 @@ pub(crate) fn api_unlock() -> bool {
         return false;
     }
     API_LOCKED.with(|c| c.set(false));
-    // SAFETY: this process took it in api_lock.
+    // SAFETY: [I4] this process took it in api_lock.
     unsafe { ka.engine.unlock_raw() };
     true
 }

@@ -3,11 +3,12 @@
 //! `delete_counter`, same defaults) and sca_rs extensions starting with
 //! `ka_`, whose defaults keep the C behaviour.
 
-use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ffi::{c_int, c_void};
 use std::sync::Mutex;
 
 use crate::entry;
 use crate::host::export::{param, HostCell, ParamExport, StrParam, PARAM_INT, PARAM_STR, PARAM_STRING, PARAM_USE_FUNC};
+use crate::host::entry::CStrArg;
 use crate::host::raw;
 
 pub static PING_INTERVAL: HostCell<c_int> = HostCell::new(30);
@@ -43,12 +44,9 @@ entry! {
     /// shared memory and timers are ready; the C module's crash #2476 came
     /// from doing it here). Called by Kamailio's config parser with a
     /// NUL-terminated string.
-    c fn param_destination(_type: raw::modparam_t, val: *mut c_void) -> c_int ["modparam destination", -1] {
-        if val.is_null() {
-            return -1;
-        }
-        // SAFETY: [I1] PARAM_STRING: a NUL-terminated string from the config.
-        let v = unsafe { CStr::from_ptr(val as *const c_char) }.to_bytes().to_vec();
+    c fn param_destination(_type: raw::modparam_t, val: CStrArg) -> c_int ["modparam destination", -1] {
+        // PARAM_STRING: a NUL-terminated string from the config
+        let Some(v) = val.get().map(<[u8]>::to_vec) else { return -1 };
         match INITIAL.lock() {
             Ok(mut l) => {
                 l.push(v);

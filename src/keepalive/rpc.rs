@@ -45,29 +45,7 @@ fn int(s: &RpcStruct<'_>, name: &str, v: i64) {
     let _ = s.int(name, v.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
 }
 
-/// `ctime_r()`'s text (local time, ending in a newline), as the C module
-/// shows times.
-pub fn ctime(t: i64) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let tt = t as libc::time_t;
-    // SAFETY: an all-zero tm is a valid value to be overwritten.
-    let mut tm: libc::tm = unsafe { core::mem::zeroed() };
-    // SAFETY: localtime_r reads tt and writes tm, both ours.
-    if unsafe { libc::localtime_r(&tt, &mut tm) }.is_null() {
-        return "?\n".into();
-    }
-    format!(
-        "{} {}{:3} {:02}:{:02}:{:02} {}\n",
-        DAYS.get(tm.tm_wday as usize).unwrap_or(&"???"),
-        MONTHS.get(tm.tm_mon as usize).unwrap_or(&"???"),
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        tm.tm_year as i64 + 1900
-    )
-}
+pub use crate::host::clock::ctime;
 
 fn list_entry(r: &Rpc, d: &DestInfo<Hooks>, stats: bool) {
     let Some(s) = r.add_struct().ok() else { return };

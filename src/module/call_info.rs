@@ -12,7 +12,7 @@ use sca_core::parse::appearance::AppearanceState;
 use sca_core::parse::callinfo::{self, AppearanceIndex};
 use sca_core::parse::{format, sdp, uri};
 
-use crate::host::raw;
+use crate::host::entry::MsgArg;
 use crate::host::log::B;
 use crate::host::msg::{bflag_set, NameAddr, SipMsg};
 use crate::host::{sl, tm};
@@ -715,10 +715,10 @@ entry! {
 /// tm: the end-to-end ACK of an INVITE we saw (C: `sca_call_info_ack_cb`).
 /// Called by the shim with the message tm/sl hands to its callback.
 #[no_mangle]
-c pub fn sca_rs_on_e2e_ack(ack: *mut raw::sip_msg) ["ACK callback"] {
+c pub fn sca_rs_on_e2e_ack(ack: MsgArg) ["ACK callback"] {
         let (Some(st), Some(cfg)) = (shared(), config()) else { return };
-        // SAFETY: tm passes the ACK being processed.
-        let Some(mut msg) = (unsafe { SipMsg::from_raw(ack) }) else { return };
+        let mut ack = ack;
+        let Some(mut msg) = ack.get() else { return };
         let now = now();
         let contact = msg.contact_uri().ok().flatten();
         let (Some(from), Some(to), Some(call_id)) = (msg.from(), msg.to(), msg.call_id()) else {
@@ -767,13 +767,13 @@ c pub fn sca_rs_on_e2e_ack(ack: *mut raw::sip_msg) ["ACK callback"] {
 
 /// A failed INVITE from a shared line, answered locally (t_reply / sl):
 /// end the line-seize and free the line.
-fn local_error_reply(req: *mut raw::sip_msg, code: i32, also_unlink: bool) {
+fn local_error_reply(req: &mut MsgArg, code: i32, also_unlink: bool) {
     if code < 400 {
         return;
     }
     let (Some(st), Some(cfg)) = (shared(), config()) else { return };
-    // SAFETY: the INVITE the reply is for, valid during the callback.
-    let Some(mut msg) = (unsafe { SipMsg::from_raw(req) }) else { return };
+    // the INVITE the reply is for
+    let Some(mut msg) = req.get() else { return };
     if msg.method() != b"INVITE" {
         return;
     }
@@ -803,8 +803,8 @@ entry! {
     /// tm: a locally generated reply (t_reply) for an INVITE from a shared
     /// line. Called by the shim with the message tm hands to its callback.
     #[no_mangle]
-    c pub fn sca_rs_on_response_ready(req: *mut raw::sip_msg, code: i32) ["t_reply callback"] {
-        local_error_reply(req, code, true)
+    c pub fn sca_rs_on_response_ready(req: MsgArg, code: i32) ["t_reply callback"] {
+        local_error_reply(&mut { req }, code, true)
     }
 }
 
@@ -812,11 +812,11 @@ entry! {
     /// sl: a stateless reply is about to be sent. Called by the shim with
     /// the message sl hands to its callback.
     #[no_mangle]
-    c pub fn sca_rs_on_sl_reply(req: *mut raw::sip_msg, code: i32) ["sl reply callback"] {
+    c pub fn sca_rs_on_sl_reply(req: MsgArg, code: i32) ["sl reply callback"] {
         // auth challenges are part of a normal call set-up
         if code == 401 || code == 407 {
             return;
         }
-        local_error_reply(req, code, false)
+        local_error_reply(&mut { req }, code, false)
     }
 }

@@ -20,7 +20,6 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
-use core::ptr::null_mut;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
@@ -32,13 +31,12 @@ use sca_core::store::AorGuard;
 use sca_core::sync::Locked;
 
 use crate::host::dmq::{self, NodeRef};
-use crate::host::export::HostCell;
 use crate::host::guard::guard_or;
+use crate::host::entry::{Out, StrArg};
 use crate::host::raw;
-use crate::host::kstr;
 use crate::host::lock::KLock;
 use crate::host::log::B;
-use crate::host::shm::{self, Shm};
+use crate::host::shm::{self, SharedStatic, Shm};
 use crate::module::params::{Config, DmqConfig};
 use crate::module::{config, notify, shared, subscribe::now, Shared};
 use crate::{entry, lm_dbg, lm_err, lm_info, lm_notice};
@@ -244,12 +242,10 @@ pub struct ClusterShared {
     seq: AtomicU32,
 }
 
-static CLUSTER: HostCell<*mut ClusterShared> = HostCell::new(null_mut());
+static CLUSTER: SharedStatic<ClusterShared> = SharedStatic::new();
 
 fn cluster() -> Option<&'static ClusterShared> {
-    // SAFETY: written once in mod_init before fork; shm that lives until
-    // Kamailio exits.
-    unsafe { CLUSTER.read().as_ref() }
+    CLUSTER.get()
 }
 
 use crate::host::clock::now_ms;
@@ -288,7 +284,7 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         progress_ms: 0,
         finished_ms: 0,
     };
-    let p = shm::into_shared(ClusterShared {
+    let c = shm::into_shared_ref(ClusterShared {
         tombs: Locked::new(tombs),
         sync: Locked::new(sync),
         peers: Locked::new([PeerSlot::default(); MAX_PEERS]),
@@ -296,12 +292,10 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         seq: AtomicU32::new(0),
     })
     .map_err(|_| "out of shared memory creating the cluster state".to_string())?;
-    // SAFETY: just created, not shared yet.
-    let c = unsafe { p.as_ref() };
     if !c.tombs.init() || !c.sync.init() || !c.peers.init() {
         return Err("cannot initialise the cluster locks".into());
     }
-    CLUSTER.write(p.as_ptr());
+    CLUSTER.set(c);
     if crate::host::proc::register_timer(sync_timer, 1).is_err() {
         return Err("cannot register the cluster sync timer".into());
     }
@@ -457,7 +451,7 @@ impl Drop for ReplGuard<'_> {
             Some(snap) if !std::thread::panicking() => capture(&snap, &mut self.g),
             _ => Vec::new(),
         };
-        // SAFETY: dropped exactly once, here; not used afterwards.
+        // SAFETY: [I3] dropped exactly once, here; not used afterwards.
         unsafe { ManuallyDrop::drop(&mut self.g) };
         if !msgs.is_empty() {
             broadcast(msgs);
@@ -785,43 +779,31 @@ fn on_request(body: &[u8], ctype: &[u8], from: &[u8]) -> (c_int, &'static core::
 }
 
 entry! {
-    /// dmq: a peer's KDMQ for `sca_rs` (DMQ worker process).
-    ///
-    /// # Safety
-    /// Called by the shim with valid `str`s for the duration of the call and
-    /// writable `code`, `reason` and `reply_body`.
-#[no_mangle]
-c pub fn sca_rs_dmq_on_request(
-    body: *const raw::str_,
-    content_type: *const raw::str_,
-    from_uri: *const raw::str_,
-    code: *mut c_int,
-    reason: *mut *const c_char,
-    reply_body: *mut raw::str_,
-) ["dmq request"] {
-    if code.is_null() || reason.is_null() || reply_body.is_null() {
-        return;
-    }
-    let (rc, rr, rb) = guard_or("dmq request", (500, c"Server Internal Error", None), || {
-        // SAFETY: per the function contract; views used within this call.
-        let (b, ct, from) = unsafe {
-            (
-                body.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-                content_type.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-                from_uri.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-            )
-        };
-        on_request(b, ct, from)
-    });
-    // SAFETY: checked non-null above; the shim owns these out-parameters.
-    unsafe {
-        *code = rc;
-        *reason = rr.as_ptr();
+    /// dmq: a peer's KDMQ for `sca_rs` (DMQ worker process). Called by the
+    /// shim with `str`s valid for the call and writable `code`, `reason`
+    /// and `reply_body` (a body in pkg memory, I12).
+    #[no_mangle]
+    c pub fn sca_rs_dmq_on_request(
+        body: StrArg,
+        content_type: StrArg,
+        from_uri: StrArg,
+        code: Out<c_int>,
+        reason: Out<*const c_char>,
+        reply_body: Out<raw::str_>,
+    ) ["dmq request"] {
+        let (mut code, mut reason, mut reply_body) = (code, reason, reply_body);
+        if code.is_null() || reason.is_null() || reply_body.is_null() {
+            return;
+        }
+        let (rc, rr, rb) = guard_or("dmq request", (500, c"Server Internal Error", None), || {
+            on_request(body.bytes(), content_type.bytes(), from_uri.bytes())
+        });
+        code.set(rc);
+        reason.set(rr.as_ptr());
         if let Some(p) = rb.as_deref().and_then(dmq::pkg_copy) {
-            *reply_body = p;
+            reply_body.set(p);
         }
     }
-}
 }
 
 // ---------------------------------------------------------------- sync
@@ -1033,19 +1015,12 @@ entry! {
     c pub fn sca_rs_dmq_on_reply(
         param: *mut c_void,
         code: c_int,
-        body: *const raw::str_,
-        node_uri: *const raw::str_,
-        node: *mut c_void,
+        body: StrArg,
+        node_uri: StrArg,
+        node: dmq::NodeArg,
     ) ["dmq reply"] {
         let Some(c) = cluster() else { return };
-        // SAFETY: per the function contract.
-        let (b, uri, nd) = unsafe {
-            (
-                body.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-                node_uri.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-                NodeRef::from_raw(node),
-            )
-        };
+        let (b, uri, nd) = (body.bytes(), node_uri.bytes(), node.get());
         with_peer(c, uri, |p| {
             if (200..300).contains(&code) {
                 p.tx_ok += 1;

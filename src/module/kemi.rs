@@ -6,9 +6,7 @@ use core::ffi::{c_char, c_int, c_void};
 use crate::entry;
 use crate::host::export::{kemi, kemi_register, HostCell, KemiExport};
 use crate::host::export::{KEMIP_INT as INT, KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
-use crate::host::kstr;
-use crate::host::msg::SipMsg;
-use crate::host::raw;
+use crate::host::entry::{MsgArg, StrArg};
 use crate::module::{call_info, config, shared, subscribe};
 
 const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> KemiExport {
@@ -45,45 +43,40 @@ entry! {
 }
 
 entry! {
-    c fn ki_handle_subscribe(msg: *mut raw::sip_msg) -> c_int ["sca.handle_subscribe", -1] {
-        // SAFETY: [I2] KEMI passes the message being routed.
-        let Some(mut m) = (unsafe { SipMsg::from_raw(msg) }) else { return -1 };
+    c fn ki_handle_subscribe(msg: MsgArg) -> c_int ["sca.handle_subscribe", -1] {
+        let mut msg = msg;
+        let Some(mut m) = msg.get() else { return -1 };
         let (Some(st), Some(cfg)) = (shared(), config()) else { return -1 };
         subscribe::handle_subscribe(st, cfg, &mut m, subscribe::now())
     }
 }
 
-fn ciu(msg: *mut raw::sip_msg, mask: c_int, to: *mut raw::str_, from: *mut raw::str_) -> c_int {
-    // SAFETY: [I2] KEMI passes the message being routed and str arguments
-    // (or NULL) that live for the call.
-    let Some(mut m) = (unsafe { SipMsg::from_raw(msg) }) else { return -1 };
+fn ciu(msg: &mut MsgArg, mask: c_int, to: Option<&[u8]>, from: Option<&[u8]>) -> c_int {
+    let Some(mut m) = msg.get() else { return -1 };
     let (Some(st), Some(cfg)) = (shared(), config()) else { return -1 };
-    // SAFETY: [I2] as above.
-    let (to, from) = unsafe { (kstr::opt_bytes(to), kstr::opt_bytes(from)) };
     call_info::update(st, cfg, &mut m, mask, to, from, subscribe::now())
 }
 
 entry! {
-    c fn ki_ciu_default(msg: *mut raw::sip_msg) -> c_int ["sca.call_info_update_default", -1] {
-        ciu(msg, 0, core::ptr::null_mut(), core::ptr::null_mut())
+    c fn ki_ciu_default(msg: MsgArg) -> c_int ["sca.call_info_update_default", -1] {
+        ciu(&mut { msg }, 0, None, None)
     }
 }
 
 entry! {
-    c fn ki_ciu_mask(msg: *mut raw::sip_msg, mask: c_int) -> c_int ["sca.call_info_update_mask", -1] {
-        ciu(msg, mask, core::ptr::null_mut(), core::ptr::null_mut())
+    c fn ki_ciu_mask(msg: MsgArg, mask: c_int) -> c_int ["sca.call_info_update_mask", -1] {
+        ciu(&mut { msg }, mask, None, None)
     }
 }
 
 entry! {
-    c fn ki_ciu_turi(msg: *mut raw::sip_msg, mask: c_int, to: *mut raw::str_) -> c_int ["sca.call_info_update_turi", -1] {
-        ciu(msg, mask, to, core::ptr::null_mut())
+    c fn ki_ciu_turi(msg: MsgArg, mask: c_int, to: StrArg) -> c_int ["sca.call_info_update_turi", -1] {
+        ciu(&mut { msg }, mask, to.get(), None)
     }
 }
 
 entry! {
-    c fn ki_ciu(msg: *mut raw::sip_msg, mask: c_int, to: *mut raw::str_, from: *mut raw::str_) -> c_int
-    ["sca.call_info_update", -1] {
-        ciu(msg, mask, to, from)
+    c fn ki_ciu(msg: MsgArg, mask: c_int, to: StrArg, from: StrArg) -> c_int ["sca.call_info_update", -1] {
+        ciu(&mut { msg }, mask, to.get(), from.get())
     }
 }

@@ -3,7 +3,6 @@
 //! commands to the logic in `sca_core`.
 
 use core::ffi::{c_char, c_int};
-use core::ptr::{null_mut, NonNull};
 use std::sync::OnceLock;
 
 use sca_core::model::EventType;
@@ -17,7 +16,7 @@ use crate::host::export::{
 };
 use crate::host::guard::install_panic_hook;
 use crate::host::lock::KLock;
-use crate::host::shm::{self, Shm};
+use crate::host::shm::{self, SharedStatic, Shm};
 use crate::host::{proc, sl, tm};
 use crate::{entry, lm_err, lm_info};
 
@@ -96,14 +95,12 @@ impl Shared {
     }
 }
 
-static SHARED: HostCell<*mut Shared> = HostCell::new(null_mut());
+static SHARED: SharedStatic<Shared> = SharedStatic::new();
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
 /// The shared state (None before mod_init succeeded).
 pub fn shared() -> Option<&'static Shared> {
-    // SAFETY: SHARED is written once in mod_init before fork and points to
-    // shm that lives until mod_destroy.
-    unsafe { SHARED.read().as_ref() }
+    SHARED.get()
 }
 
 pub fn config() -> Option<&'static Config> {
@@ -193,7 +190,7 @@ fn init() -> Result<(), String> {
         .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
     let tombstones = Locked::new(allocator_api2::vec::Vec::new_in(Shm));
     let persist = cfg.db_url.is_some();
-    let p: NonNull<Shared> = shm::into_shared(Shared {
+    let st: &'static Shared = shm::into_shared_ref(Shared {
         store,
         tombstones,
         persist,
@@ -202,12 +199,10 @@ fn init() -> Result<(), String> {
         liveness: liveness::Stats::default(),
     })
         .map_err(|_| "out of shared memory creating the SCA state".to_string())?;
-    // SAFETY: p was just created and is not shared yet.
-    let st = unsafe { p.as_ref() };
     if !st.store.init_locks() || !st.tombstones.init() {
         return Err("cannot initialise the SCA table locks".into());
     }
-    SHARED.write(p.as_ptr());
+    SHARED.set(st);
     cluster::init(&cfg)?;
     timer::register(cfg.purge_expired_interval)?;
     liveness::register(cfg.subscriber_keepalive_interval)?;
@@ -278,20 +273,16 @@ entry! {
     c fn mod_destroy() ["mod_destroy"] {
         // keepalive
         crate::keepalive::destroy();
-        let p = SHARED.read();
         if let (Some(st), Some(cfg)) = (shared(), config()) {
             if cfg.db_url.is_some() {
                 db::flush_at_exit(cfg, st);
             }
         }
-        if let Some(nn) = NonNull::new(p) {
-            SHARED.write(null_mut());
-            // SAFETY: mod_destroy runs once in the main process after the
-            // workers are gone; nobody uses the shared state any more.
-            // The shm itself is not freed: Kamailio unmaps it right after,
-            // and a worker killed in the middle of shm_malloc may have left
-            // the allocator's lock held (freeing would then hang shutdown).
-            unsafe { nn.as_ref().store.destroy_locks() };
+        if let Some(st) = SHARED.take() {
+            // mod_destroy runs once in the main process after the workers
+            // are gone; nobody uses the shared state any more. The shm
+            // itself is not freed (SAFETY.md I3).
+            st.store.destroy_locks();
         }
     }
 }

@@ -712,10 +712,11 @@ fn cancel(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
 // ---------------------------------------------------------------- callbacks
 
 entry! {
-/// tm: the end-to-end ACK of an INVITE we saw (C: `sca_call_info_ack_cb`).
-/// Called by the shim with the message tm/sl hands to its callback.
-#[no_mangle]
-c pub fn sca_rs_on_e2e_ack(ack: MsgArg) ["ACK callback"] {
+    /// tm: the end-to-end ACK of an INVITE we saw (C:
+    /// `sca_call_info_ack_cb`). Called by the shim with the message tm
+    /// hands to its callback.
+    #[no_mangle]
+    c pub fn sca_rs_on_e2e_ack(ack: MsgArg) ["ACK callback"] {
         let (Some(st), Some(cfg)) = (shared(), config()) else { return };
         let mut ack = ack;
         let Some(mut msg) = ack.get() else { return };
@@ -762,7 +763,7 @@ c pub fn sca_rs_on_e2e_ack(ack: MsgArg) ["ACK callback"] {
             }
             notify_group(cfg, e, now);
         }
-}
+    }
 }
 
 /// A failed INVITE from a shared line, answered locally (t_reply / sl):

@@ -53,18 +53,15 @@ pub fn request_within(method: &str, headers: &[u8], body: &[u8], d: &Dialog<'_>)
     }
 }
 
-/// Called by the shim's tm callback with the final status of a request
-/// sent by [`request_within`].
-///
-/// # Safety
-/// Called by the shim only; `_param` is not dereferenced.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) {
-    crate::host::guard::guard_or("tm reply callback", (), || {
+crate::entry! {
+    /// Called by the shim's tm callback with the final status of a request
+    /// sent by [`request_within`]; `_param` is not dereferenced.
+    #[no_mangle]
+    c pub fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) ["tm reply callback"] {
         if !(200..300).contains(&status) {
             crate::lm_dbg!("in-dialog request got final status {status}");
         }
-    })
+    }
 }
 
 /// On an INVITE being relayed: have tm call back on its end-to-end ACK

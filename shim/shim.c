@@ -290,16 +290,27 @@ int sca_rs_add_header(struct sip_msg *msg, const char *hdr, int len)
 	return 0;
 }
 
-int sca_rs_rewrite_ruri(struct sip_msg *msg, const str *uri)
+int sca_rs_rewrite_ruri(struct sip_msg *msg, const str *uri, char **detached)
 {
 	str u;
+	str old;
 
 	sca_rs_str_from_rust(&u, uri);
+	*detached = NULL;
 	/* drop other branches first: clear_branches() also marks the R-URI
 	 * as consumed, and rewrite_uri() makes it the one new branch again */
 	clear_branches();
-	if(rewrite_uri(msg, &u) < 0)
+	/* rewrite_uri() frees new_uri, or overwrites it in place when it is
+	 * long enough; a slice of it may still be alive in Rust (SAFETY.md I2):
+	 * detach it, so that rewrite_uri() allocates a new buffer */
+	old = msg->new_uri;
+	msg->new_uri.s = NULL;
+	msg->new_uri.len = 0;
+	if(rewrite_uri(msg, &u) < 0) {
+		msg->new_uri = old;
 		return -1;
+	}
+	*detached = old.s;
 	ruri_mark_new();
 	return 0;
 }

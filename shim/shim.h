@@ -75,7 +75,10 @@ void sca_rs_on_sl_reply(struct sip_msg *req, int code);
 int sca_rs_remove_headers(struct sip_msg *msg, int hdr_type);
 int sca_rs_add_header(struct sip_msg *msg, const char *hdr, int len);
 /* rewrite the R-URI and drop extra branches */
-int sca_rs_rewrite_ruri(struct sip_msg *msg, const str *uri);
+/* the R-URI buffer before the rewrite (new_uri.s, pkg memory, or NULL) is
+ * detached into *detached instead of being freed or overwritten: Rust may
+ * still view it; it pkg_frees it when the entry point returns */
+int sca_rs_rewrite_ruri(struct sip_msg *msg, const str *uri, char **detached);
 int sca_rs_isbflagset(int flag);
 /* fixed-up parameters (fixup_get_[is]value are macros in 5.6) */
 int sca_rs_fixup_get_ivalue(struct sip_msg *msg, void *gp, int *val);

@@ -17,4 +17,4 @@ pub mod host;
 // keepalive (the C keepalive module's job): src/keepalive/
 pub mod keepalive;
 pub mod module;
-pub mod sys;
+

@@ -10,17 +10,17 @@ use core::ffi::{c_char, c_int};
 use std::ffi::CStr;
 
 use crate::host::kstr;
-use crate::sys;
+use crate::host::sys;
 
 #[derive(Clone, Copy)]
 pub struct DbApi {
     f: sys::db_func_t,
 }
 
-// SAFETY: the function table is plain function pointers, the same in every
-// process; connections (not Send) are separate. (SAFETY.md §1)
+// SAFETY: [I1] the function table is plain function pointers, the same in every
+// process; connections (not Send) are separate.
 unsafe impl Send for DbApi {}
-// SAFETY: see above. (SAFETY.md §1)
+// SAFETY: [I1] see above.
 unsafe impl Sync for DbApi {}
 
 /// A value to write or compare with.
@@ -76,8 +76,8 @@ fn read_val(v: &sys::db_val_t) -> Value {
     if v.nul != 0 {
         return Value::Null;
     }
-    // SAFETY: the union member read is the one `type_` names; string
-    // pointers are valid until the result is freed (we copy them). (SAFETY.md §9)
+    // SAFETY: [I6] the union member read is the one `type_` names; string
+    // pointers are valid until the result is freed (we copy them).
     unsafe {
         match v.type_ {
             t if t == sys::db_type_t_DB1_INT => Value::Int(v.val.int_val as i64),
@@ -104,7 +104,7 @@ impl DbApi {
     pub fn bind(url: &[u8]) -> Result<DbApi, String> {
         let mut f = sys::db_func_t::default();
         let u = kstr::from_bytes(url);
-        // SAFETY: db_bind_mod fills the table from the loaded db_* module. (SAFETY.md §9)
+        // SAFETY: [I6] db_bind_mod fills the table from the loaded db_* module.
         if unsafe { sys::db_bind_mod(&u, &mut f) } < 0 {
             return Err(format!(
                 "cannot bind a DB module for {}: is its db_* module loaded?",
@@ -133,7 +133,7 @@ impl DbApi {
     pub fn connect(&self, url: &[u8]) -> Result<DbConn<'_>, String> {
         let u = kstr::from_bytes(url);
         let init = self.f.init.ok_or("no init")?;
-        // SAFETY: init copies the URL and returns a connection or NULL. (SAFETY.md §9)
+        // SAFETY: [I6] init copies the URL and returns a connection or NULL.
         let con = unsafe { init(&u) };
         if con.is_null() {
             return Err(format!("cannot connect to {}", String::from_utf8_lossy(url)));
@@ -171,8 +171,8 @@ impl DbConn<'_> {
         let mut b = Box::new((table.to_vec(), sys::str_ { s: core::ptr::null_mut(), len: 0 }));
         b.1 = kstr::from_bytes(&b.0);
         let f = self.api.f.use_table.ok_or("no use_table")?;
-        // SAFETY: a live connection; the str and its bytes live in the box,
-        // kept in self until the next use_table or close. (SAFETY.md §9)
+        // SAFETY: [I6] a live connection; the str and its bytes live in the box,
+        // kept in self until the next use_table or close.
         if unsafe { f(self.con, &b.1) } < 0 {
             return Err(format!("cannot use table {}", String::from_utf8_lossy(table)));
         }
@@ -185,7 +185,7 @@ impl DbConn<'_> {
     pub fn check_version(&mut self, table: &[u8], version: u32) -> Result<(), String> {
         let t = kstr::from_bytes(table);
         let mut f = self.api.f;
-        // SAFETY: a live connection and this process's copy of the table. (SAFETY.md §9)
+        // SAFETY: [I6] a live connection and this process's copy of the table.
         if unsafe { sys::db_check_table_version(&mut f, self.con, &t, version) } < 0 {
             return Err(format!(
                 "table {} is missing or not at version {version} (create it from Kamailio's sca-create.sql)",
@@ -200,7 +200,7 @@ impl DbConn<'_> {
         let kptr = keys.ptrs();
         let vals: Vec<sys::db_val_t> = values.iter().map(db_val).collect();
         let f = self.api.f.insert.ok_or("no insert")?;
-        // SAFETY: keys and values have the same length; strings outlive the call. (SAFETY.md §9)
+        // SAFETY: [I6] keys and values have the same length; strings outlive the call.
         if unsafe { f(self.con, kptr.as_ptr(), vals.as_ptr(), vals.len().min(kptr.len()) as c_int) } < 0 {
             return Err("insert failed".into());
         }
@@ -215,7 +215,7 @@ impl DbConn<'_> {
         let optr: Vec<*const c_char> = ops.iter().map(|o| o.as_ptr()).collect();
         let f = self.api.f.delete.ok_or("no delete")?;
         let n = kptr.len().min(vals.len()).min(optr.len());
-        // SAFETY: the three arrays hold at least n entries; strings outlive the call. (SAFETY.md §9)
+        // SAFETY: [I6] the three arrays hold at least n entries; strings outlive the call.
         if unsafe { f(self.con, kptr.as_ptr(), optr.as_ptr() as *const sys::db_op_t, vals.as_ptr(), n as c_int) } < 0 {
             return Err("delete failed".into());
         }
@@ -244,14 +244,14 @@ impl DbConn<'_> {
         let free = self.api.f.free_result.ok_or("no free_result")?;
         let q = kstr::from_bytes(sql.as_bytes());
         let mut res: *mut sys::db1_res_t = core::ptr::null_mut();
-        // SAFETY: a live connection; the SQL bytes outlive the call; the
-        // driver allocates `res` (or leaves it NULL), freed below (SAFETY.md §9).
+        // SAFETY: [I6] a live connection; the SQL bytes outlive the call; the
+        // driver allocates `res` (or leaves it NULL), freed below.
         let rc = unsafe { f(self.con, &q, &mut res) };
         let out = if res.is_null() {
             Vec::new()
         } else {
-            // SAFETY: res is this connection's result until freed:
-            // rows[0..n] exist, each with values[0..row.n]; values are copied. (SAFETY.md §9)
+            // SAFETY: [I6] res is this connection's result until freed:
+            // rows[0..n] exist, each with values[0..row.n]; values are copied.
             unsafe {
                 let r = &*res;
                 let mut out = Vec::with_capacity(r.n.max(0) as usize);
@@ -292,8 +292,8 @@ impl DbConn<'_> {
         let optr: Vec<*const c_char> = ops.iter().map(|o| o.as_ptr()).collect();
         let n = kptr.len().min(v.len()).min(optr.len());
         let un = ukptr.len().min(uv.len());
-        // SAFETY: each array holds at least its count of entries; the
-        // strings they point to outlive the call. (SAFETY.md §9)
+        // SAFETY: [I6] each array holds at least its count of entries; the
+        // strings they point to outlive the call.
         let rc = unsafe {
             f(
                 self.con,
@@ -315,7 +315,7 @@ impl DbConn<'_> {
     /// Start a transaction, the best way the driver offers.
     pub fn begin(&self) -> Tx {
         if let Some(f) = self.api.f.start_transaction {
-            // SAFETY: a live connection; no table locking requested. (SAFETY.md §9)
+            // SAFETY: [I6] a live connection; no table locking requested.
             if unsafe { f(self.con, sys::db_locking_t_DB_LOCKING_NONE) } == 0 {
                 return Tx::Api;
             }
@@ -328,7 +328,7 @@ impl DbConn<'_> {
 
     pub fn commit(&self, tx: Tx) -> Result<(), String> {
         let ok = match tx {
-            // SAFETY: a live connection with a transaction started by begin(). (SAFETY.md §9)
+            // SAFETY: [I6] a live connection with a transaction started by begin().
             Tx::Api => self.api.f.end_transaction.is_some_and(|f| unsafe { f(self.con) } == 0),
             Tx::Sql => self.raw("COMMIT").is_ok(),
             Tx::None => true,
@@ -340,7 +340,7 @@ impl DbConn<'_> {
         match tx {
             Tx::Api => {
                 if let Some(f) = self.api.f.abort_transaction {
-                    // SAFETY: a live connection with a transaction started by begin(). (SAFETY.md §9)
+                    // SAFETY: [I6] a live connection with a transaction started by begin().
                     unsafe { f(self.con) };
                 }
             }
@@ -355,7 +355,7 @@ impl DbConn<'_> {
 impl Drop for DbConn<'_> {
     fn drop(&mut self) {
         if let Some(close) = self.api.f.close {
-            // SAFETY: a connection opened by connect() and not used afterwards. (SAFETY.md §9)
+            // SAFETY: [I6] a connection opened by connect() and not used afterwards.
             unsafe { close(self.con) }
         }
     }

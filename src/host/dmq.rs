@@ -6,18 +6,18 @@
 use core::ffi::c_void;
 
 use crate::host::kstr;
-use crate::sys;
+use crate::host::sys;
 
 /// Bind dmq and register the `sca_rs` peer (mod_init, before fork).
 /// Returns dmq's `server_address`: this node's address.
 pub fn init() -> Result<Vec<u8>, String> {
     let mut uri = sys::str_ { s: core::ptr::null_mut(), len: 0 };
-    // SAFETY: mod_init, main process; the shim fills `uri` with a pointer
+    // SAFETY: [I1] mod_init, main process; the shim fills `uri` with a pointer
     // into dmq's modparam storage, which lives as long as the process.
     let rc = unsafe { sys::sca_rs_dmq_init(&mut uri) };
     match rc {
         0 => {
-            // SAFETY: as above; copied at once.
+            // SAFETY: [I1] as above; copied at once.
             Ok(unsafe { kstr::as_bytes(&uri) }.to_vec())
         }
         -2 => Err("dmq peer \"sca_rs\" is already registered".into()),
@@ -38,11 +38,23 @@ impl NodeRef {
     }
 }
 
+/// The node argument of `sca_rs_dmq_on_reply` (an entry point's parameter
+/// type, created only by C): NULL or dmq's node for that reply [I2].
+#[repr(transparent)]
+pub struct NodeArg(*mut c_void);
+
+impl NodeArg {
+    /// The node, for use during the callback only.
+    pub fn get(&self) -> Option<NodeRef> {
+        (!self.0.is_null()).then_some(NodeRef(self.0))
+    }
+}
+
 /// Broadcast `body` to every active node; `tag` comes back to
 /// `sca_rs_dmq_on_reply` with each node's final reply.
 pub fn bcast(body: &[u8], tag: usize) -> Result<(), ()> {
     let b = kstr::from_bytes(body);
-    // SAFETY: dmq (through tm) copies the body before returning; the tag
+    // SAFETY: [I9] dmq (through tm) copies the body before returning; the tag
     // is an integer carried as a pointer and never dereferenced.
     let rc = unsafe { sys::sca_rs_dmq_bcast(&b, tag as *mut c_void) };
     if rc < 0 { Err(()) } else { Ok(()) }
@@ -51,7 +63,7 @@ pub fn bcast(body: &[u8], tag: usize) -> Result<(), ()> {
 /// Send `body` to `node` (inside the reply callback that handed it over).
 pub fn send(body: &[u8], node: NodeRef, tag: usize) -> Result<(), ()> {
     let b = kstr::from_bytes(body);
-    // SAFETY: as bcast; `node` is valid for the callback we are in.
+    // SAFETY: [I9] as bcast; `node` is valid for the callback we are in.
     let rc = unsafe { sys::sca_rs_dmq_send(&b, node.0, tag as *mut c_void) };
     if rc < 0 { Err(()) } else { Ok(()) }
 }
@@ -62,12 +74,12 @@ pub fn pkg_copy(bytes: &[u8]) -> Option<sys::str_> {
     if bytes.is_empty() || bytes.len() > i32::MAX as usize {
         return None;
     }
-    // SAFETY: plain allocation of bytes.len() bytes.
+    // SAFETY: [I12] plain allocation of bytes.len() bytes.
     let p = unsafe { sys::sca_rs_pkg_malloc(bytes.len()) } as *mut u8;
     if p.is_null() {
         return None;
     }
-    // SAFETY: p has room for bytes.len() bytes and does not overlap `bytes`.
+    // SAFETY: [I12] p has room for bytes.len() bytes and does not overlap `bytes`.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
     Some(sys::str_ { s: p as *mut _, len: bytes.len() as i32 })
 }

@@ -5,7 +5,7 @@
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_void, CStr};
 
-use crate::sys;
+use crate::host::sys;
 
 /// A static that Kamailio's C code reads or writes (module parameters,
 /// export tables). Kamailio writes parameters while parsing the config, in
@@ -14,7 +14,7 @@ use crate::sys;
 #[repr(transparent)]
 pub struct HostCell<T>(UnsafeCell<T>);
 
-// SAFETY: see the type's doc: writes happen single-threaded before fork.
+// SAFETY: [I1] see the type's doc: writes happen single-threaded before fork.
 unsafe impl<T> Sync for HostCell<T> {}
 
 impl<T> HostCell<T> {
@@ -29,12 +29,12 @@ impl<T> HostCell<T> {
 impl<T: Copy> HostCell<T> {
     /// Read the value (after config parsing, it no longer changes).
     pub fn read(&self) -> T {
-        // SAFETY: see the type's doc.
+        // SAFETY: [I1] see the type's doc.
         unsafe { *self.0.get() }
     }
     /// Write the value: only in mod_init / single-threaded set-up.
     pub fn write(&self, v: T) {
-        // SAFETY: see the type's doc.
+        // SAFETY: [I1] see the type's doc.
         unsafe { *self.0.get() = v }
     }
 }
@@ -85,7 +85,7 @@ pub type CmdFn3 = unsafe extern "C" fn(*mut sys::sip_msg, *mut c_char, *mut c_ch
 /// 2-parameter one): Kamailio calls it with `param_no` parameters, as the
 /// C modules' casts rely on.
 pub const fn cmd3_as_cmd(f: CmdFn3) -> CmdFn {
-    // SAFETY: same ABI (all pointer arguments, int return); the core passes
+    // SAFETY: [I7] same ABI (all pointer arguments, int return); the core passes
     // exactly param_no + 1 arguments to functions registered with param_no 3.
     unsafe { core::mem::transmute::<CmdFn3, CmdFn>(f) }
 }
@@ -155,3 +155,90 @@ pub const KEMI_END: sys::sr_kemi_t = sys::sr_kemi_t {
     func: core::ptr::null_mut(),
     ptypes: [0; 6],
 };
+
+/// Table entry types (layer 1's, named for the tables' statics).
+pub type CmdExport = sys::cmd_export_t;
+pub type ParamExport = sys::param_export_t;
+pub type RpcExport = sys::rpc_export_t;
+pub type KemiExport = sys::sr_kemi_t;
+pub type ModuleExports = sys::module_exports;
+
+/// Route masks for [`cmd`].
+pub const ANY_ROUTE: u32 = sys::ANY_ROUTE;
+
+/// `SER_FULL_VERSION` and `SER_COMPILE_FLAGS` as the shim compiled them
+/// with the binary's defines (for the `module_version` / `module_flags`
+/// symbols the loader checks).
+pub const FULL_VERSION: *const c_char = &raw const sys::sca_rs_full_version as *const c_char;
+pub const COMPILE_FLAGS: *const c_char = &raw const sys::sca_rs_compile_flags as *const c_char;
+
+pub type InitFn = unsafe extern "C" fn() -> core::ffi::c_int;
+pub type ChildInitFn = unsafe extern "C" fn(core::ffi::c_int) -> core::ffi::c_int;
+pub type DestroyFn = unsafe extern "C" fn();
+
+/// The `exports` struct the loader reads.
+pub const fn module_exports(
+    name: &'static CStr,
+    cmds: *mut CmdExport,
+    params: *mut ParamExport,
+    rpcs: *mut RpcExport,
+    init: InitFn,
+    child_init: ChildInitFn,
+    destroy: DestroyFn,
+) -> ModuleExports {
+    sys::module_exports {
+        name: name.as_ptr() as *mut c_char,
+        dlflags: 0,
+        cmds,
+        params,
+        rpc_methods: rpcs,
+        pv_items: core::ptr::null_mut(),
+        response_f: None,
+        init_mod_f: Some(init),
+        init_child_f: Some(child_init),
+        destroy_mod_f: Some(destroy),
+    }
+}
+
+/// A command whose function is not a script function: the pointer is
+/// handed to `find_export()` callers, who call it as what it is (C modules
+/// register their `bind_*` functions the same way).
+pub const fn cmd_export_only(name: &'static CStr, f: CmdFn) -> CmdExport {
+    sys::cmd_export_t { name: name.as_ptr() as *mut c_char, function: Some(f), param_no: 0, fixup: None, free_fixup: None, flags: 0 }
+}
+
+/// Register a KEMI table (mod_register only). The core keeps the pointer:
+/// the table is a static.
+pub fn kemi_register<const N: usize>(table: &'static HostCell<[KemiExport; N]>) -> Result<(), ()> {
+    // SAFETY: [I1] called from mod_register; the table is a static that
+    // lives for the process, ending in KEMI_END.
+    if unsafe { sys::sr_kemi_modules_add(table.get() as *mut sys::sr_kemi_t) } < 0 { Err(()) } else { Ok(()) }
+}
+
+/// A `PARAM_STR` module parameter: the core writes a `str` pointing to
+/// config-lifetime pkg memory while parsing the config.
+#[repr(transparent)]
+pub struct StrParam(HostCell<sys::str_>);
+
+impl StrParam {
+    pub const fn new() -> Self {
+        StrParam(HostCell::new(sys::str_ { s: core::ptr::null_mut(), len: 0 }))
+    }
+    /// For the parameter table.
+    pub const fn ptr(&self) -> *mut c_void {
+        self.0.get() as *mut c_void
+    }
+    /// The value, None when unset or empty (copied).
+    pub fn value(&self) -> Option<Vec<u8>> {
+        // SAFETY: [I1] the core wrote a str pointing to config-lifetime pkg
+        // memory before mod_init (or left ours, NULL); read only since.
+        let b = unsafe { crate::host::kstr::as_bytes(&self.0.read()) };
+        (!b.is_empty()).then(|| b.to_vec())
+    }
+}
+
+impl Default for StrParam {
+    fn default() -> Self {
+        Self::new()
+    }
+}

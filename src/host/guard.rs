@@ -7,14 +7,30 @@
 //! error value is -1, never 0.
 
 use std::panic::{self, AssertUnwindSafe};
+use std::cell::Cell;
 use std::sync::Once;
+
+thread_local! {
+    /// Entry points running in this process (nested ones included).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
 
 /// Run `f`; on panic log it and return `on_panic`.
 ///
 /// `AssertUnwindSafe`: after a panic the module's shared state is only
 /// what the store's guards left, and guards release their locks on unwind.
 pub fn guard_or<R>(entry: &str, on_panic: R, f: impl FnOnce() -> R) -> R {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
+    // entry points nest (an sl reply sent by a script function runs the sl
+    // reply callback): per-call resources are released by the outermost
+    DEPTH.with(|d| d.set(d.get() + 1));
+    let r = panic::catch_unwind(AssertUnwindSafe(f));
+    if DEPTH.with(|d| {
+        d.set(d.get() - 1);
+        d.get() == 0
+    }) {
+        crate::host::msg::release_detached();
+    }
+    match r {
         Ok(r) => r,
         Err(_) => {
             // the hook already logged message and location

@@ -9,7 +9,7 @@ use core::ptr::null_mut;
 
 use sca_core::sync::RawLock;
 
-use crate::sys;
+use crate::host::sys;
 
 pub struct KLock(UnsafeCell<sys::gen_lock_t>);
 
@@ -27,7 +27,7 @@ thread_local! {
 }
 
 fn exit_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully.
+    // SAFETY: [I5] sigset_t is plain data; sigemptyset initialises it fully.
     unsafe {
         let mut set: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -42,9 +42,9 @@ fn defer_exit_signals() {
     DEPTH.with(|d| {
         if d.get() == 0 {
             let set = exit_signals();
-            // SAFETY: a valid set and a place for the old mask.
+            // SAFETY: [I5] a valid set and a place for the old mask.
             let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
-            // SAFETY: as above; pthread_sigmask only reads/writes these.
+            // SAFETY: [I5] as above; pthread_sigmask only reads/writes these.
             if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) } == 0 {
                 SAVED.with(|s| s.set(Some(old)));
             }
@@ -61,38 +61,38 @@ fn allow_exit_signals() {
         d.set(n);
         if n == 0 {
             if let Some(old) = SAVED.with(|s| s.take()) {
-                // SAFETY: restores the mask saved by the outermost defer.
+                // SAFETY: [I5] restores the mask saved by the outermost defer.
                 unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, null_mut()) };
             }
         }
     });
 }
 
-// SAFETY: gen_lock_t is designed to be shared between processes and
+// SAFETY: [I4] gen_lock_t is designed to be shared between processes and
 // threads; all access goes through Kamailio's lock functions.
 unsafe impl Sync for KLock {}
-// SAFETY: moving an uninitialised or unheld lock is fine; the store never
+// SAFETY: [I4] moving an uninitialised or unheld lock is fine; the store never
 // moves a lock after init (its slots vector is never resized).
 unsafe impl Send for KLock {}
 
-// SAFETY: lock_get/lock_release are Kamailio's mutual exclusion primitives
+// SAFETY: [I4] lock_get/lock_release are Kamailio's mutual exclusion primitives
 // for processes sharing the lock's memory.
 unsafe impl RawLock for KLock {
     fn uninit() -> Self {
         KLock(UnsafeCell::new(sys::gen_lock_t::default()))
     }
     fn init(&self) -> bool {
-        // SAFETY: the lock sits at its final address and nobody holds it.
+        // SAFETY: [I4] the lock sits at its final address and nobody holds it.
         unsafe { sys::sca_rs_lock_init(self.0.get()) == 0 }
     }
     fn lock(&self) {
         defer_exit_signals();
-        // SAFETY: initialised by init() (the store guarantees it).
+        // SAFETY: [I4] initialised by init() (the store guarantees it).
         unsafe { sys::sca_rs_lock_get(self.0.get()) }
     }
     fn try_lock(&self) -> bool {
         defer_exit_signals();
-        // SAFETY: initialised by init(); lock_try never waits.
+        // SAFETY: [I4] initialised by init(); lock_try never waits.
         let taken = unsafe { sys::sca_rs_lock_try(self.0.get()) == 0 };
         if !taken {
             allow_exit_signals();
@@ -100,12 +100,26 @@ unsafe impl RawLock for KLock {
         taken
     }
     fn unlock(&self) {
-        // SAFETY: called by the guard that holds the lock.
+        // SAFETY: [I4] called by the guard that holds the lock.
         unsafe { sys::sca_rs_lock_release(self.0.get()) };
         allow_exit_signals();
     }
     fn destroy(&self) {
-        // SAFETY: at shutdown, nobody uses the lock any more.
+        // SAFETY: [I4] at shutdown, nobody uses the lock any more.
         unsafe { sys::sca_rs_lock_destroy(self.0.get()) }
     }
+}
+
+/// `gen_lock_t`'s size in C against the bindings' (mod_init): a mismatch
+/// means the headers do not match the build.
+pub fn check_layout() -> Result<(), String> {
+    // SAFETY: [I0] a size query without side effects.
+    let c_lock = unsafe { sys::sca_rs_gen_lock_size() };
+    if c_lock != core::mem::size_of::<sys::gen_lock_t>() {
+        return Err(format!(
+            "gen_lock_t is {c_lock} bytes in C but {} in the bindings: headers do not match the build",
+            core::mem::size_of::<sys::gen_lock_t>()
+        ));
+    }
+    Ok(())
 }

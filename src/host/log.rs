@@ -7,7 +7,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::sys;
+use crate::host::sys;
 
 pub const L_ALERT: i32 = -5;
 pub const L_BUG: i32 = -4;
@@ -41,7 +41,7 @@ impl Write for LineBuf {
 }
 
 pub fn enabled(level: i32) -> bool {
-    // SAFETY: reads Kamailio's debug level; no preconditions.
+    // SAFETY: [I0] reads Kamailio's debug level; no preconditions.
     unsafe { sys::sca_rs_log_enabled(level) != 0 }
 }
 
@@ -58,7 +58,7 @@ pub fn write(level: i32, prefix: &'static str, func: &'static str, args: fmt::Ar
         line.len += 3;
     }
     debug_assert!(prefix.ends_with('\0') && func.ends_with('\0'));
-    // SAFETY: prefix and func are NUL-terminated 'static strings (the
+    // SAFETY: [I14] prefix and func are NUL-terminated 'static strings (the
     // macros append "\0"); msg/len describe initialised bytes of `line`.
     unsafe {
         sys::sca_rs_log(

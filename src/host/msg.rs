@@ -6,7 +6,7 @@
 //! host's own parsers are used for From/To/Contact, as the C module does.
 
 use crate::host::kstr::as_bytes;
-use crate::sys;
+use crate::host::sys;
 
 pub const SIP_REQUEST: i16 = 1;
 pub const SIP_REPLY: i16 = 2;
@@ -31,8 +31,14 @@ impl<'a> SipMsg<'a> {
     /// `p` is the message Kamailio passed to the current callback, alive
     /// and not used elsewhere for the returned lifetime.
     pub unsafe fn from_raw(p: *mut sys::sip_msg) -> Option<Self> {
-        // SAFETY: per the function contract.
+        // SAFETY: [I2] per the function contract.
         unsafe { p.as_mut() }.map(|raw| SipMsg { raw })
+    }
+
+    /// The same message with a shorter lifetime (for values that borrow
+    /// from locals of the current call).
+    pub fn reborrow(&mut self) -> SipMsg<'_> {
+        SipMsg { raw: &mut *self.raw }
     }
 
     pub fn as_ptr(&mut self) -> *mut sys::sip_msg {
@@ -48,7 +54,7 @@ impl<'a> SipMsg<'a> {
         if !self.is_request() {
             return &[];
         }
-        // SAFETY: for a request, `request` is the active union member and
+        // SAFETY: [I2] for a request, `request` is the active union member and
         // its strs point into the message buffer.
         unsafe { as_bytes(&self.raw.first_line.u.request.method) }
     }
@@ -58,16 +64,19 @@ impl<'a> SipMsg<'a> {
         if self.is_request() {
             return 0;
         }
-        // SAFETY: for a reply, `reply` is the active union member.
+        // SAFETY: [I2] for a reply, `reply` is the active union member.
         unsafe { self.raw.first_line.u.reply.statuscode }
     }
 
     /// The Request-URI as the script sees it now ($ru: rewritten or not).
+    /// Valid for the message's lifetime even across
+    /// [`SipMsg::rewrite_ruri`], which keeps the buffer this may point to
+    /// until the entry point returns.
     pub fn ruri(&self) -> &'a [u8] {
         if !self.is_request() {
             return &[];
         }
-        // SAFETY: new_uri is set by the core when the R-URI was rewritten;
+        // SAFETY: [I2] new_uri is set by the core when the R-URI was rewritten;
         // else the first line's URI, both inside message-lifetime buffers.
         unsafe {
             let nu = as_bytes(&self.raw.new_uri);
@@ -82,7 +91,7 @@ impl<'a> SipMsg<'a> {
     /// Parse every header (Kamailio's HDR_EOH_F). Err on a malformed message.
     pub fn parse_all(&mut self) -> Result<(), ()> {
         let eoh: sys::hdr_flags_t = 1 << sys::_hdr_types_t_HDR_EOH_T;
-        // SAFETY: raw is a valid message; the core parser is re-entrant per message.
+        // SAFETY: [I2] raw is a valid message; the core parser is re-entrant per message.
         if unsafe { sys::parse_headers(self.raw, eoh, 0) } < 0 {
             Err(())
         } else {
@@ -91,13 +100,13 @@ impl<'a> SipMsg<'a> {
     }
 
     fn hdr(&self, h: *mut sys::hdr_field) -> Option<&'a sys::hdr_field> {
-        // SAFETY: header pointers of sip_msg are NULL or point to parsed
+        // SAFETY: [I2] header pointers of sip_msg are NULL or point to parsed
         // headers that live as long as the message.
         unsafe { h.as_ref() }
     }
 
     fn hdr_body(&self, h: *mut sys::hdr_field) -> Option<&'a [u8]> {
-        // SAFETY: a hdr_field's body points into the message buffer.
+        // SAFETY: [I2] a hdr_field's body points into the message buffer.
         self.hdr(h).map(|h| trim(unsafe { as_bytes(&h.body) }))
     }
 
@@ -105,10 +114,10 @@ impl<'a> SipMsg<'a> {
     pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         let mut cur: *mut sys::hdr_field = self.raw.headers;
         core::iter::from_fn(move || {
-            // SAFETY: the header list is NULL-terminated, built by the parser.
+            // SAFETY: [I2] the header list is NULL-terminated, built by the parser.
             let h = unsafe { cur.as_ref() }?;
             cur = h.next;
-            // SAFETY: name and body point into the message buffer.
+            // SAFETY: [I2] name and body point into the message buffer.
             Some(unsafe { (as_bytes(&h.name), trim(as_bytes(&h.body))) })
         })
     }
@@ -168,12 +177,12 @@ impl<'a> SipMsg<'a> {
 
     /// The parsed From header (parsed on demand).
     pub fn from(&mut self) -> Option<NameAddr<'a>> {
-        // SAFETY: raw is valid; parse_from_header stores the result in the message.
+        // SAFETY: [I2] raw is valid; parse_from_header stores the result in the message.
         if self.raw.from.is_null() || unsafe { sys::parse_from_header(self.raw) } < 0 {
             return None;
         }
         let h = self.hdr(self.raw.from)?;
-        // SAFETY: after a successful parse, `parsed` is a to_body that lives
+        // SAFETY: [I2] after a successful parse, `parsed` is a to_body that lives
         // with the message.
         let tb = unsafe { (h.parsed as *const sys::to_body).as_ref() }?;
         Some(Self::name_addr(tb))
@@ -181,12 +190,12 @@ impl<'a> SipMsg<'a> {
 
     /// The parsed To header (parsed on demand).
     pub fn to(&mut self) -> Option<NameAddr<'a>> {
-        // SAFETY: as for from().
+        // SAFETY: [I2] as for from().
         if self.raw.to.is_null() || unsafe { sys::parse_to_header(self.raw) } < 0 {
             return None;
         }
         let h = self.hdr(self.raw.to)?;
-        // SAFETY: after a successful parse, `parsed` is a to_body.
+        // SAFETY: [I2] after a successful parse, `parsed` is a to_body.
         let tb = unsafe { (h.parsed as *const sys::to_body).as_ref() }?;
         if tb.error != 1 {
             return None; // PARSE_OK is 1
@@ -195,7 +204,7 @@ impl<'a> SipMsg<'a> {
     }
 
     fn name_addr(tb: &'a sys::to_body) -> NameAddr<'a> {
-        // SAFETY: to_body strs point into the message buffer.
+        // SAFETY: [I2] to_body strs point into the message buffer.
         unsafe {
             NameAddr { uri: as_bytes(&tb.uri), tag: as_bytes(&tb.tag_value), body: as_bytes(&tb.body) }
         }
@@ -207,19 +216,19 @@ impl<'a> SipMsg<'a> {
         if self.raw.contact.is_null() {
             return Ok(None);
         }
-        // SAFETY: contact is a parsed header of this message.
+        // SAFETY: [I2] contact is a parsed header of this message.
         if unsafe { sys::parse_contact(self.raw.contact) } < 0 {
             return Err(());
         }
         let h = self.hdr(self.raw.contact).ok_or(())?;
-        // SAFETY: parse_contact stored a contact_body in `parsed`.
+        // SAFETY: [I2] parse_contact stored a contact_body in `parsed`.
         let cb = unsafe { (h.parsed as *const sys::contact_body).as_ref() }.ok_or(())?;
         if cb.star != 0 {
             return Err(());
         }
-        // SAFETY: contacts is NULL or a parsed contact list of this message.
+        // SAFETY: [I2] contacts is NULL or a parsed contact list of this message.
         let c = unsafe { cb.contacts.as_ref() }.ok_or(())?;
-        // SAFETY: uri points into the message buffer.
+        // SAFETY: [I2] uri points into the message buffer.
         let uri = unsafe { as_bytes(&c.uri) };
         if uri.is_empty() {
             return Err(());
@@ -229,7 +238,7 @@ impl<'a> SipMsg<'a> {
 
     /// The message body (empty if none).
     pub fn body(&mut self) -> &'a [u8] {
-        // SAFETY: get_body returns a pointer into the message buffer or NULL.
+        // SAFETY: [I2] get_body returns a pointer into the message buffer or NULL.
         let p = unsafe { sys::get_body(self.raw) };
         if p.is_null() {
             return &[];
@@ -240,7 +249,7 @@ impl<'a> SipMsg<'a> {
         if start < buf || start > buf + len {
             return &[];
         }
-        // SAFETY: [p, buf+len) lies inside the message buffer.
+        // SAFETY: [I2] [p, buf+len) lies inside the message buffer.
         unsafe { core::slice::from_raw_parts(p as *const u8, buf + len - start) }
     }
 }
@@ -249,7 +258,7 @@ impl<'a> SipMsg<'a> {
 impl<'a> SipMsg<'a> {
     /// Remove every Call-Info header; how many.
     pub fn remove_call_info_headers(&mut self) -> Result<usize, ()> {
-        // SAFETY: raw is the current message; the shim parses all headers
+        // SAFETY: [I2] raw is the current message; the shim parses all headers
         // first and adds delete lumps for headers of this type.
         let n = unsafe { sys::sca_rs_remove_headers(self.raw, sys::_hdr_types_t_HDR_CALLINFO_T) };
         usize::try_from(n).map_err(|_| ())
@@ -258,7 +267,7 @@ impl<'a> SipMsg<'a> {
     /// Add a header line (CRLF-terminated) at the end of the headers.
     pub fn add_header(&mut self, line: &[u8]) -> Result<(), ()> {
         let len = i32::try_from(line.len()).map_err(|_| ())?;
-        // SAFETY: the shim copies `line` into pkg memory owned by the lump.
+        // SAFETY: [I2] the shim copies `line` into pkg memory owned by the lump.
         if unsafe { sys::sca_rs_add_header(self.raw, line.as_ptr().cast(), len) } < 0 {
             Err(())
         } else {
@@ -267,14 +276,22 @@ impl<'a> SipMsg<'a> {
     }
 
     /// Send the request to `uri` (and only there: other branches dropped).
+    ///
+    /// The previous R-URI buffer stays allocated until the outermost entry
+    /// point of this process returns ([`release_detached`]), so a slice
+    /// from an earlier [`SipMsg::ruri`] (which has the message's lifetime)
+    /// never dangles (SAFETY.md I2).
     pub fn rewrite_ruri(&mut self, uri: &[u8]) -> Result<(), ()> {
         let s = crate::host::kstr::from_bytes(uri);
-        // SAFETY: rewrite_uri copies the URI into the message's new_uri.
-        if unsafe { sys::sca_rs_rewrite_ruri(self.raw, &s) } < 0 {
-            Err(())
-        } else {
-            Ok(())
+        let mut old: *mut core::ffi::c_char = core::ptr::null_mut();
+        // SAFETY: [I2] self.raw is the message of the current call; the
+        // shim copies the URI into a new new_uri buffer and hands the old
+        // one (pkg memory of this process, or NULL) to us.
+        let rc = unsafe { sys::sca_rs_rewrite_ruri(self.raw, &s, &mut old) };
+        if !old.is_null() {
+            DETACHED.with(|d| d.borrow_mut().push(old));
         }
+        if rc < 0 { Err(()) } else { Ok(()) }
     }
 
     /// The method a message is about: the request method, or for a reply
@@ -290,6 +307,27 @@ impl<'a> SipMsg<'a> {
 
 /// Is branch flag `flag` set for the current message (branch 0)?
 pub fn bflag_set(flag: i32) -> bool {
-    // SAFETY: reads the core's per-process branch flags.
+    // SAFETY: [I2] reads the core's per-process branch flags.
     (0..32).contains(&flag) && unsafe { sys::sca_rs_isbflagset(flag) } != 0
+}
+
+thread_local! {
+    /// R-URI buffers [`SipMsg::rewrite_ruri`] replaced, still possibly
+    /// viewed by slices of the running entry point.
+    static DETACHED: core::cell::RefCell<Vec<*mut core::ffi::c_char>> =
+        const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// Free the R-URI buffers replaced during the entry point that is
+/// returning (called by the panic guard when the outermost entry point of
+/// this process ends: no message view of it is left).
+pub(crate) fn release_detached() {
+    let v = DETACHED.with(|d| core::mem::take(&mut *d.borrow_mut()));
+    for p in v {
+        // SAFETY: [I2] a new_uri buffer rewrite_uri allocated with
+        // pkg_malloc in this process, detached from the message by the
+        // shim, freed once (taken from the list); the entry point whose
+        // slices could view it has returned.
+        unsafe { sys::sca_rs_pkg_free(p.cast()) };
+    }
 }

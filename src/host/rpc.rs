@@ -6,7 +6,7 @@ use core::ffi::{c_char, c_int, c_void};
 use std::ffi::CString;
 
 use crate::host::kstr;
-use crate::sys;
+use crate::host::sys;
 
 pub struct Rpc {
     api: *mut sys::rpc_t,
@@ -34,14 +34,14 @@ impl Rpc {
     }
 
     fn api(&self) -> &sys::rpc_t {
-        // SAFETY: checked non-null in new(); valid during the call.
+        // SAFETY: [I2] checked non-null in new(); valid during the call.
         unsafe { &*self.api }
     }
 
     pub fn fault(&self, code: i32, msg: &str) {
         let m = cstring(msg.as_bytes());
         if let Some(f) = self.api().fault {
-            // SAFETY: "%s" with one NUL-terminated string argument.
+            // SAFETY: [I14] "%s" with one NUL-terminated string argument.
             unsafe { f(self.ctx, code as c_int, c"%s".as_ptr() as *mut c_char, m.as_ptr()) }
         }
     }
@@ -50,7 +50,7 @@ impl Rpc {
     pub fn printf(&self, line: &str) -> Result<(), ()> {
         let m = cstring(line.as_bytes());
         let f = self.api().rpl_printf.ok_or(())?;
-        // SAFETY: "%s" with one NUL-terminated string argument.
+        // SAFETY: [I14] "%s" with one NUL-terminated string argument.
         let rc = unsafe { f(self.ctx, c"%s".as_ptr() as *mut c_char, m.as_ptr()) };
         if rc < 0 { Err(()) } else { Ok(()) }
     }
@@ -58,14 +58,14 @@ impl Rpc {
     pub fn add_str(&self, v: &[u8]) -> Result<(), ()> {
         let s = kstr::from_bytes(v);
         let f = self.api().add.ok_or(())?;
-        // SAFETY: "S" takes a str*; the transport copies it.
+        // SAFETY: [I14] "S" takes a str*; the transport copies it.
         let rc = unsafe { f(self.ctx, c"S".as_ptr() as *mut c_char, &s as *const sys::str_) };
         if rc < 0 { Err(()) } else { Ok(()) }
     }
 
     pub fn add_int(&self, v: i32) -> Result<(), ()> {
         let f = self.api().add.ok_or(())?;
-        // SAFETY: "d" takes an int.
+        // SAFETY: [I14] "d" takes an int.
         let rc = unsafe { f(self.ctx, c"d".as_ptr() as *mut c_char, v as c_int) };
         if rc < 0 { Err(()) } else { Ok(()) }
     }
@@ -73,7 +73,7 @@ impl Rpc {
     pub fn add_struct(&self) -> Result<RpcStruct<'_>, ()> {
         let f = self.api().add.ok_or(())?;
         let mut h: *mut c_void = core::ptr::null_mut();
-        // SAFETY: "{" takes a void** that receives the struct handle.
+        // SAFETY: [I14] "{" takes a void** that receives the struct handle.
         let rc = unsafe { f(self.ctx, c"{".as_ptr() as *mut c_char, &mut h as *mut *mut c_void) };
         if rc < 0 || h.is_null() { Err(()) } else { Ok(RpcStruct { rpc: self, handle: h }) }
     }
@@ -83,20 +83,33 @@ impl Rpc {
     pub fn scan_str(&self) -> Option<Vec<u8>> {
         let f = self.api().scan?;
         let mut s = sys::str_ { s: core::ptr::null_mut(), len: 0 };
-        // SAFETY: "*S": optional argument, written to a str*.
+        // SAFETY: [I14] "*S": optional argument, written to a str*.
         let rc = unsafe { f(self.ctx, c"*S".as_ptr() as *mut c_char, &mut s as *mut sys::str_) };
         if rc != 1 {
             return None;
         }
-        // SAFETY: the transport keeps the argument alive during the call; copied here.
+        // SAFETY: [I2] the transport keeps the argument alive during the call; copied here.
         Some(unsafe { kstr::as_bytes(&s) }.to_vec())
+    }
+
+    /// `scan("SS")` as the C keepalive module does it: how many were
+    /// read, and the two (empty when not read).
+    pub fn scan_two_strs(&self) -> (c_int, Vec<u8>, Vec<u8>) {
+        let Some(f) = self.api().scan else { return (0, Vec::new(), Vec::new()) };
+        let mut a = sys::str_ { s: core::ptr::null_mut(), len: 0 };
+        let mut b = sys::str_ { s: core::ptr::null_mut(), len: 0 };
+        // SAFETY: [I2] "SS": two str* out-parameters.
+        let n = unsafe { f(self.ctx, c"SS".as_ptr() as *mut c_char, &mut a as *mut sys::str_, &mut b as *mut sys::str_) };
+        // SAFETY: [I2] the transport keeps the arguments alive during the call; copied.
+        let (a, b) = unsafe { (kstr::as_bytes(&a).to_vec(), kstr::as_bytes(&b).to_vec()) };
+        (n, a, b)
     }
 
     /// Next argument as an integer; None when absent or not a number.
     pub fn scan_int(&self) -> Option<i32> {
         let f = self.api().scan?;
         let mut v: c_int = 0;
-        // SAFETY: "*d": optional argument, written to an int*.
+        // SAFETY: [I14] "*d": optional argument, written to an int*.
         let rc = unsafe { f(self.ctx, c"*d".as_ptr() as *mut c_char, &mut v as *mut c_int) };
         (rc == 1).then_some(v)
     }
@@ -107,7 +120,7 @@ impl RpcStruct<'_> {
         let n = cstring(name.as_bytes());
         let s = kstr::from_bytes(v);
         let f = self.rpc.api().struct_add.ok_or(())?;
-        // SAFETY: "S" member: name (char*) then str*.
+        // SAFETY: [I14] "S" member: name (char*) then str*.
         let rc = unsafe { f(self.handle, c"S".as_ptr() as *mut c_char, n.as_ptr(), &s as *const sys::str_) };
         if rc < 0 { Err(()) } else { Ok(()) }
     }
@@ -115,7 +128,7 @@ impl RpcStruct<'_> {
     pub fn int(&self, name: &str, v: i32) -> Result<(), ()> {
         let n = cstring(name.as_bytes());
         let f = self.rpc.api().struct_add.ok_or(())?;
-        // SAFETY: "d" member: name (char*) then int.
+        // SAFETY: [I14] "d" member: name (char*) then int.
         let rc = unsafe { f(self.handle, c"d".as_ptr() as *mut c_char, n.as_ptr(), v as c_int) };
         if rc < 0 { Err(()) } else { Ok(()) }
     }

@@ -13,7 +13,7 @@
 use allocator_api2::alloc::{AllocError, Allocator, Layout};
 use core::ptr::NonNull;
 
-use crate::sys;
+use crate::host::sys;
 
 /// What every shm block is aligned to, whatever the memory manager.
 const SHM_ALIGN: usize = 8;
@@ -22,11 +22,11 @@ const SHM_ALIGN: usize = 8;
 pub struct Shm;
 
 fn raw_alloc(size: usize) -> Option<NonNull<u8>> {
-    // SAFETY: any size is acceptable to shm_malloc; NULL means no memory.
+    // SAFETY: [I3] any size is acceptable to shm_malloc; NULL means no memory.
     NonNull::new(unsafe { sys::sca_rs_shm_malloc(size) } as *mut u8)
 }
 
-// SAFETY: blocks come from shm_malloc and go back to shm_free only; every
+// SAFETY: [I3] blocks come from shm_malloc and go back to shm_free only; every
 // returned pointer is aligned to `layout.align()` and has `layout.size()`
 // bytes after it inside the block.
 unsafe impl Allocator for Shm {
@@ -39,7 +39,7 @@ unsafe impl Allocator for Shm {
         if layout.align() <= SHM_ALIGN {
             let p = raw_alloc(layout.size()).ok_or(AllocError)?;
             if !(p.as_ptr() as usize).is_multiple_of(layout.align()) {
-                // SAFETY: p was just returned by shm_malloc and is not used.
+                // SAFETY: [I3] p was just returned by shm_malloc and is not used.
                 unsafe { sys::sca_rs_shm_free(p.as_ptr().cast()) };
                 return Err(AllocError);
             }
@@ -51,7 +51,7 @@ unsafe impl Allocator for Shm {
         let base = raw_alloc(total).ok_or(AllocError)?;
         let start = base.as_ptr() as usize + core::mem::size_of::<usize>();
         let aligned = (start + layout.align() - 1) & !(layout.align() - 1);
-        // SAFETY: aligned - size_of::<usize>() >= base and aligned + size
+        // SAFETY: [I3] aligned - size_of::<usize>() >= base and aligned + size
         // <= base + total by construction; the slot before `aligned` is
         // 8-aligned (aligned is a multiple of align > 8) and ours.
         unsafe { ((aligned - core::mem::size_of::<usize>()) as *mut usize).write(base.as_ptr() as usize) };
@@ -66,10 +66,10 @@ unsafe impl Allocator for Shm {
         let block = if layout.align() <= SHM_ALIGN {
             ptr.as_ptr()
         } else {
-            // SAFETY: allocate() stored the block start right before ptr.
+            // SAFETY: [I3] allocate() stored the block start right before ptr.
             unsafe { ((ptr.as_ptr() as usize - core::mem::size_of::<usize>()) as *const usize).read() as *mut u8 }
         };
-        // SAFETY: the caller passes a block that allocate() returned.
+        // SAFETY: [I3] the caller passes a block that allocate() returned.
         unsafe { sys::sca_rs_shm_free(block.cast()) }
     }
 }
@@ -82,4 +82,44 @@ pub fn into_shared<T>(value: T) -> Result<NonNull<T>, AllocError> {
     let b = allocator_api2::boxed::Box::try_new_in(value, Shm).map_err(|_| AllocError)?;
     let (raw, _) = allocator_api2::boxed::Box::into_raw_with_allocator(b);
     NonNull::new(raw).ok_or(AllocError)
+}
+
+/// Like [`into_shared`], as a reference for the rest of the process's life
+/// (the value is never freed, I3).
+pub fn into_shared_ref<T>(value: T) -> Result<&'static T, AllocError> {
+    // SAFETY: [I3] a fresh, initialised allocation in shm that is never
+    // freed (it lives until Kamailio unmaps shared memory at exit).
+    into_shared(value).map(|p| unsafe { p.as_ref() })
+}
+
+/// A static pointing to state in shared memory: set once in mod_init,
+/// before fork, then read by every process (I1, I3).
+pub struct SharedStatic<T: 'static>(crate::host::export::HostCell<*const T>);
+
+impl<T: 'static> SharedStatic<T> {
+    pub const fn new() -> Self {
+        SharedStatic(crate::host::export::HostCell::new(core::ptr::null()))
+    }
+    /// Publish the state (mod_init only).
+    pub fn set(&self, v: &'static T) {
+        self.0.write(v)
+    }
+    /// The state; None before mod_init published it or after `take`.
+    pub fn get(&self) -> Option<&'static T> {
+        // SAFETY: [I1] written in mod_init before fork (or cleared in
+        // mod_destroy, single process); [I3] points to shm never freed.
+        unsafe { self.0.read().as_ref() }
+    }
+    /// Unpublish the state (mod_destroy), returning it a last time.
+    pub fn take(&self) -> Option<&'static T> {
+        let v = self.get();
+        self.0.write(core::ptr::null());
+        v
+    }
+}
+
+impl<T: 'static> Default for SharedStatic<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }

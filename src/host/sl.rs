@@ -3,12 +3,12 @@
 
 use crate::host::kstr;
 use crate::host::msg::SipMsg;
-use crate::sys;
+use crate::host::sys;
 
 
 /// Bind sl (in mod_init). Err when the sl module is not loaded.
 pub fn bind() -> Result<(), ()> {
-    // SAFETY: called once in mod_init, before fork.
+    // SAFETY: [I1] called once in mod_init, before fork.
     if unsafe { sys::sca_rs_sl_bind() } == 0 {
         Ok(())
     } else {
@@ -19,7 +19,7 @@ pub fn bind() -> Result<(), ()> {
 /// Send `code reason` with `extra_headers` (each line ending in CRLF).
 pub fn reply(msg: &mut SipMsg<'_>, code: u16, reason: &str, extra_headers: &[u8]) -> Result<(), ()> {
     if !extra_headers.is_empty() {
-        // SAFETY: add_lump_rpl2 copies the bytes (flags without LUMP_RPL_NODUP)
+        // SAFETY: [I9] add_lump_rpl2 copies the bytes (flags without LUMP_RPL_NODUP)
         // into pkg memory attached to the message.
         let lump = unsafe {
             sys::add_lump_rpl2(
@@ -35,7 +35,7 @@ pub fn reply(msg: &mut SipMsg<'_>, code: u16, reason: &str, extra_headers: &[u8]
         }
     }
     let r = kstr::from_bytes(reason.as_bytes());
-    // SAFETY: msg is the current request; sl copies the reason.
+    // SAFETY: [I9] msg is the current request; sl copies the reason.
     if unsafe { sys::sca_rs_sl_reply(msg.as_ptr(), code as i32, &r) } < 0 {
         crate::lm_err!("failed to send {code} {reason} reply");
         return Err(());
@@ -46,19 +46,19 @@ pub fn reply(msg: &mut SipMsg<'_>, code: u16, reason: &str, extra_headers: &[u8]
 /// The To-tag that sl puts (or put) in a reply to this request.
 pub fn reply_totag<'a>(msg: &mut SipMsg<'a>) -> Option<&'a [u8]> {
     let mut s = sys::str_ { s: core::ptr::null_mut(), len: 0 };
-    // SAFETY: sl writes a str pointing to its static per-process tag buffer,
+    // SAFETY: [I14] sl writes a str pointing to its static per-process tag buffer,
     // valid until the next request is processed by this process.
     if unsafe { sys::sca_rs_sl_get_totag(msg.as_ptr(), &mut s) } < 0 {
         return None;
     }
-    // SAFETY: see above; the caller copies it before the next message.
+    // SAFETY: [I14] see above; the caller copies it before the next message.
     let t = unsafe { kstr::as_bytes(&s) };
     (!t.is_empty()).then_some(t)
 }
 
 /// Have sl call back (`sca_rs_on_sl_reply`) before it sends a reply.
 pub fn register_reply_callback() -> Result<(), ()> {
-    // SAFETY: called once in mod_init, after bind().
+    // SAFETY: [I1] called once in mod_init, after bind().
     if unsafe { sys::sca_rs_sl_register_reply_cb() } < 0 {
         Err(())
     } else {

@@ -1,11 +1,11 @@
 //! In-dialog requests (NOTIFY) through the `tm` module.
 
 use crate::host::kstr::from_bytes;
-use crate::sys;
+use crate::host::sys;
 
 /// Bind tm (in mod_init). Err when the tm module is not loaded first.
 pub fn bind() -> Result<(), ()> {
-    // SAFETY: called once in mod_init, before fork.
+    // SAFETY: [I1] called once in mod_init, before fork.
     if unsafe { sys::sca_rs_tm_bind() } == 0 {
         Ok(())
     } else {
@@ -41,7 +41,7 @@ pub fn request_within(method: &str, headers: &[u8], body: &[u8], d: &Dialog<'_>)
         remote_uri: from_bytes(d.remote_uri),
         route_set: from_bytes(d.route_set),
     };
-    // SAFETY: every str borrows memory that outlives the call; tm copies
+    // SAFETY: [I9] every str borrows memory that outlives the call; tm copies
     // what it keeps into the transaction.
     let rc = unsafe {
         sys::sca_rs_tm_request_within(&m, &h, if body.is_empty() { core::ptr::null() } else { &b }, &dlg, core::ptr::null_mut())
@@ -53,24 +53,21 @@ pub fn request_within(method: &str, headers: &[u8], body: &[u8], d: &Dialog<'_>)
     }
 }
 
-/// Called by the shim's tm callback with the final status of a request
-/// sent by [`request_within`].
-///
-/// # Safety
-/// Called by the shim only; `_param` is not dereferenced.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) {
-    crate::host::guard::guard_or("tm reply callback", (), || {
+crate::entry! {
+    /// Called by the shim's tm callback with the final status of a request
+    /// sent by [`request_within`]; `_param` is not dereferenced.
+    #[no_mangle]
+    c pub fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) ["tm reply callback"] {
         if !(200..300).contains(&status) {
             crate::lm_dbg!("in-dialog request got final status {status}");
         }
-    })
+    }
 }
 
 /// On an INVITE being relayed: have tm call back on its end-to-end ACK
 /// and, when `caller_shared`, on locally generated error replies.
 pub fn register_invite_callbacks(msg: &mut crate::host::msg::SipMsg<'_>, caller_shared: bool) -> Result<(), ()> {
-    // SAFETY: msg is the INVITE being processed; tm creates or finds its
+    // SAFETY: [I2] msg is the INVITE being processed; tm creates or finds its
     // transaction and keeps the callbacks with it.
     if unsafe { sys::sca_rs_tm_register_invite_cbs(msg.as_ptr(), caller_shared as i32) } < 0 {
         Err(())

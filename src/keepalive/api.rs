@@ -16,57 +16,55 @@ use core::ptr::null_mut;
 
 use sca_core::keepalive::{Added, DestInfo, State};
 
-use crate::host::guard::guard;
+use crate::entry;
+use crate::host::ka;
 use crate::host::kstr;
-use crate::sys;
+use crate::host::entry::{Out, StrArg};
+use crate::host::raw;
 
 use super::Hooks;
 
-/// # Safety
-/// `s` is NULL or a `str` valid for the call.
-unsafe fn bytes<'a>(s: *mut sys::str_) -> Option<&'a [u8]> {
-    // SAFETY: per the contract.
-    unsafe { s.as_ref().map(|s| kstr::as_bytes(s)) }
-}
-
-/// Fill `api` with the keepalive functions. 0 on success, -1 for a NULL
-/// pointer (as C).
-///
-/// # Safety
-/// `api` is NULL or points to a writable `keepalive_api_t`.
-#[no_mangle]
-pub unsafe extern "C" fn bind_keepalive(api: *mut sys::keepalive_api_t) -> c_int {
-    guard("bind_keepalive", || {
-        // SAFETY: per the contract.
-        let Some(api) = (unsafe { api.as_mut() }) else {
+entry! {
+    /// Fill `api` with the keepalive functions. 0 on success, -1 for a NULL
+    /// pointer (as C).
+    ///
+    /// `api` is NULL or points to a writable `keepalive_api_t`.
+    #[no_mangle]
+    c pub fn bind_keepalive(api: Out<raw::keepalive_api_t>) -> c_int ["bind_keepalive", -1] {
+        let mut api = api;
+        let Some(api) = api.get_mut() else {
             crate::lm_err!("Invalid parameter value");
             return -1;
         };
-        api.add_destination = Some(api_add_destination);
-        api.destination_state = Some(api_destination_state);
-        api.del_destination = Some(api_del_destination);
-        api.find_destination = Some(api_find_destination);
-        api.lock_destination_list = Some(api_lock_destination_list);
-        api.unlock_destination_list = Some(api_unlock_destination_list);
+        ka::fill_api(
+            api,
+            ka::ApiFns {
+                add_destination: api_add_destination,
+                destination_state: api_destination_state,
+                del_destination: api_del_destination,
+                find_destination: api_find_destination,
+                lock_destination_list: api_lock_destination_list,
+                unlock_destination_list: api_unlock_destination_list,
+            },
+        );
         0
-    })
+    }
 }
 
-/// `add_destination(uri, owner, flags, ping_interval, statechanged_clb,
-/// response_clb, user_attr)`: 1 added, -2 there already, -1 error.
-/// `ping_interval` in seconds, 0 for the module's `ping_interval`.
-unsafe extern "C" fn api_add_destination(
-    uri: *mut sys::str_,
-    owner: *mut sys::str_,
-    flags: c_int,
-    ping_interval: c_int,
-    statechanged_clb: sys::ka_statechanged_f,
-    response_clb: sys::ka_response_f,
-    user_attr: *mut c_void,
-) -> c_int {
-    guard("keepalive API add_destination", || {
-        // SAFETY: the caller passes valid strs (or NULL).
-        let (Some(u), Some(o)) = (unsafe { bytes(uri) }, unsafe { bytes(owner) }) else {
+entry! {
+    /// `add_destination(uri, owner, flags, ping_interval, statechanged_clb,
+    /// response_clb, user_attr)`: 1 added, -2 there already, -1 error.
+    /// `ping_interval` in seconds, 0 for the module's `ping_interval`.
+    c fn api_add_destination(
+        uri: StrArg,
+        owner: StrArg,
+        flags: c_int,
+        ping_interval: c_int,
+        statechanged_clb: raw::ka_statechanged_f,
+        response_clb: raw::ka_response_f,
+        user_attr: *mut c_void,
+    ) -> c_int ["keepalive API add_destination", -1] {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else {
             return -1;
         };
         let hooks = Hooks { statechanged: statechanged_clb, response: response_clb, user_attr };
@@ -75,31 +73,26 @@ unsafe extern "C" fn api_add_destination(
         if let Ok(Added::Exists { uri, state, replaced: Some(_), .. }) = &r {
             // the owner's new object learns the state it would otherwise
             // only hear of at the next change
-            if let (Some(cb), State::Up | State::Down) = (statechanged_clb, state) {
-                let mut s = super::kstr_of(uri);
-                // SAFETY: the caller's callback, with its own user_attr and
-                // a str valid for the call.
-                unsafe { cb(&mut s, state.code(), user_attr) };
+            if let State::Up | State::Down = state {
+                ka::call_statechanged(statechanged_clb, uri, state.code(), user_attr);
             }
         }
         super::add_code(&r)
-    })
+    }
 }
 
-/// The state of the destination `uri` names (see docs/keepalive.md for the
-/// matching rule), -1 when none.
-unsafe extern "C" fn api_destination_state(uri: *mut sys::str_) -> sys::ka_state {
-    guard("keepalive API destination_state", || {
-        // SAFETY: the caller passes a valid str (or NULL).
-        let Some(u) = (unsafe { bytes(uri) }) else { return -1 };
+entry! {
+    /// The state of the destination `uri` names (see docs/keepalive.md for the
+    /// matching rule), -1 when none.
+    c fn api_destination_state(uri: StrArg) -> raw::ka_state ["keepalive API destination_state", -1] {
+        let Some(u) = uri.get() else { return -1 };
         super::destination_state(u).map_or(-1, State::code)
-    })
+    }
 }
 
-unsafe extern "C" fn api_del_destination(uri: *mut sys::str_, owner: *mut sys::str_) -> c_int {
-    guard("keepalive API del_destination", || {
-        // SAFETY: the caller passes valid strs (or NULL).
-        let (Some(u), Some(o)) = (unsafe { bytes(uri) }, unsafe { bytes(owner) }) else {
+entry! {
+    c fn api_del_destination(uri: StrArg, owner: StrArg) -> c_int ["keepalive API del_destination", -1] {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else {
             return -1;
         };
         if super::del_destination(u, o) {
@@ -107,12 +100,12 @@ unsafe extern "C" fn api_del_destination(uri: *mut sys::str_, owner: *mut sys::s
         } else {
             -1
         }
-    })
+    }
 }
 
 /// A destination as a `ka_dest_t`, owned by this process.
 struct Snapshot {
-    dest: sys::ka_dest_t,
+    dest: raw::ka_dest_t,
     uri: Vec<u8>,
     owner: Vec<u8>,
     uuid: Vec<u8>,
@@ -122,9 +115,9 @@ thread_local! {
     static SNAPSHOT: RefCell<Option<Box<Snapshot>>> = const { RefCell::new(None) };
 }
 
-fn fill(info: &DestInfo<Hooks>) -> *mut sys::ka_dest_t {
+fn fill(info: &DestInfo<Hooks>) -> *mut raw::ka_dest_t {
     let mut snap = Box::new(Snapshot {
-        dest: sys::ka_dest_t::default(),
+        dest: raw::ka_dest_t::default(),
         uri: info.uri.clone(),
         owner: info.owner.clone(),
         uuid: format!("ka-{}", info.id).into_bytes(),
@@ -144,48 +137,46 @@ fn fill(info: &DestInfo<Hooks>) -> *mut sys::ka_dest_t {
     d.user_attr = info.hooks.user_attr;
     d.statechanged_clb = info.hooks.statechanged;
     d.response_clb = info.hooks.response;
-    let p: *mut sys::ka_dest_t = &mut snap.dest;
+    let p: *mut raw::ka_dest_t = &mut snap.dest;
     SNAPSHOT.with(|s| *s.borrow_mut() = Some(snap));
     p
 }
 
-/// `find_destination(uri, owner, &target, &head)`: 1 and `*target` when
-/// found, 0 otherwise. `*target` is a copy owned by this process, valid
-/// until its next `find_destination` call; writing to it changes nothing.
-/// `*head` is always NULL (there is no list to unlink from).
-unsafe extern "C" fn api_find_destination(
-    uri: *mut sys::str_,
-    owner: *mut sys::str_,
-    target: *mut *mut sys::ka_dest_t,
-    head: *mut *mut sys::ka_dest_t,
-) -> c_int {
-    guard("keepalive API find_destination", || {
-        // SAFETY: the caller passes valid strs (or NULL).
-        let (Some(u), Some(o)) = (unsafe { bytes(uri) }, unsafe { bytes(owner) }) else {
+entry! {
+    /// `find_destination(uri, owner, &target, &head)`: 1 and `*target` when
+    /// found, 0 otherwise. `*target` is a copy owned by this process, valid
+    /// until its next `find_destination` call; writing to it changes nothing.
+    /// `*head` is always NULL (there is no list to unlink from).
+    c fn api_find_destination(
+        uri: StrArg,
+        owner: StrArg,
+        target: Out<*mut raw::ka_dest_t>,
+        head: Out<*mut raw::ka_dest_t>,
+    ) -> c_int ["keepalive API find_destination", -1] {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else {
             return 0;
         };
         let Some(info) = super::with_table(|t| t.get(u, o)).flatten() else { return 0 };
         let p = fill(&info);
-        // SAFETY: out-pointers of the caller (NULL tolerated).
-        unsafe {
-            if let Some(t) = target.as_mut() {
-                *t = p;
-            }
-            if let Some(h) = head.as_mut() {
-                *h = null_mut();
-            }
-        }
+        // out-pointers of the caller (NULL tolerated)
+        let (mut target, mut head) = (target, head);
+        target.set(p);
+        head.set(null_mut());
         1
-    })
+    }
 }
 
-/// Take the destinations lock (API users that read several things at
-/// once). While this process holds it, its own keepalive calls do not
-/// take it again.
-unsafe extern "C" fn api_lock_destination_list() -> c_int {
-    guard("keepalive API lock_destination_list", || if super::api_lock() { 1 } else { 0 })
+entry! {
+    /// Take the destinations lock (API users that read several things at
+    /// once). While this process holds it, its own keepalive calls do not
+    /// take it again.
+    c fn api_lock_destination_list() -> c_int ["keepalive API lock_destination_list", -1] {
+        if super::api_lock() { 1 } else { 0 }
+    }
 }
 
-unsafe extern "C" fn api_unlock_destination_list() -> c_int {
-    guard("keepalive API unlock_destination_list", || if super::api_unlock() { 1 } else { 0 })
+entry! {
+    c fn api_unlock_destination_list() -> c_int ["keepalive API unlock_destination_list", -1] {
+        if super::api_unlock() { 1 } else { 0 }
+    }
 }

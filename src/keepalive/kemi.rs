@@ -4,18 +4,16 @@
 
 use core::ffi::{c_int, c_void};
 
-use crate::host::export::HostCell;
-use crate::host::guard::guard;
-use crate::host::kstr;
-use crate::sys;
+use crate::entry;
+use crate::host::export::{kemi, kemi_register, HostCell, KemiExport};
+use crate::host::export::{KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
+use crate::host::entry::{MsgArg, StrArg};
 
-use crate::host::export::{kemi, KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
-
-const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> sys::sr_kemi_t {
+const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> KemiExport {
     kemi(c"keepalive", fname, func, p)
 }
 
-static KEMI: HostCell<[sys::sr_kemi_t; 4]> = HostCell::new([
+static KEMI: HostCell<[KemiExport; 4]> = HostCell::new([
     item(c"is_alive", ki_is_alive as *mut c_void, [STR, NONE, NONE, NONE, NONE, NONE]),
     item(c"add_destination", ki_add_destination as *mut c_void, [STR, STR, NONE, NONE, NONE, NONE]),
     item(c"del_destination", ki_del_destination as *mut c_void, [STR, STR, NONE, NONE, NONE, NONE]),
@@ -25,46 +23,30 @@ static KEMI: HostCell<[sys::sr_kemi_t; 4]> = HostCell::new([
 /// Register the `keepalive` KEMI module (from mod_register; the core
 /// accepts one table per module name, several per .so).
 pub fn register() -> Result<(), ()> {
-    // SAFETY: the table is a static that lives for the process; the core
-    // keeps a pointer to it.
-    if unsafe { sys::sr_kemi_modules_add(KEMI.get() as *mut sys::sr_kemi_t) } < 0 {
-        Err(())
-    } else {
-        Ok(())
+    kemi_register(&KEMI)
+}
+
+entry! {
+    c fn ki_is_alive(_msg: MsgArg, dst: StrArg) -> c_int ["keepalive.is_alive", -1] {
+        let Some(d) = dst.get() else { return -1 };
+        super::cmds::is_alive_code(super::destination_state(d))
     }
 }
 
-/// # Safety
-/// `s` is NULL or a str valid for the call.
-unsafe fn arg<'a>(s: *mut sys::str_) -> Option<&'a [u8]> {
-    // SAFETY: per the contract.
-    unsafe { s.as_ref().map(|s| kstr::as_bytes(s)) }
-}
-
-unsafe extern "C" fn ki_is_alive(_msg: *mut sys::sip_msg, dst: *mut sys::str_) -> c_int {
-    guard("keepalive.is_alive", || {
-        // SAFETY: KEMI passes a str valid for the call.
-        let Some(d) = (unsafe { arg(dst) }) else { return -1 };
-        super::cmds::is_alive_code(super::destination_state(d))
-    })
-}
-
-unsafe extern "C" fn ki_add_destination(_msg: *mut sys::sip_msg, uri: *mut sys::str_, owner: *mut sys::str_) -> c_int {
-    guard("keepalive.add_destination", || {
-        // SAFETY: KEMI passes strs valid for the call.
-        let (Some(u), Some(o)) = (unsafe { arg(uri) }, unsafe { arg(owner) }) else { return -1 };
+entry! {
+    c fn ki_add_destination(_msg: MsgArg, uri: StrArg, owner: StrArg) -> c_int ["keepalive.add_destination", -1] {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else { return -1 };
         super::add_code(&super::add_destination(u, o, 0, None, None))
-    })
+    }
 }
 
-unsafe extern "C" fn ki_del_destination(_msg: *mut sys::sip_msg, uri: *mut sys::str_, owner: *mut sys::str_) -> c_int {
-    guard("keepalive.del_destination", || {
-        // SAFETY: KEMI passes strs valid for the call.
-        let (Some(u), Some(o)) = (unsafe { arg(uri) }, unsafe { arg(owner) }) else { return -1 };
+entry! {
+    c fn ki_del_destination(_msg: MsgArg, uri: StrArg, owner: StrArg) -> c_int ["keepalive.del_destination", -1] {
+        let (Some(u), Some(o)) = (uri.get(), owner.get()) else { return -1 };
         if super::del_destination(u, o) {
             1
         } else {
             -1
         }
-    })
+    }
 }

@@ -14,18 +14,16 @@
 
 use core::cell::Cell;
 use core::ffi::c_void;
-use core::ptr::{null_mut, NonNull};
+use core::ptr::null_mut;
 use std::sync::OnceLock;
 
 use sca_core::keepalive::{Added, AliveCodes, Config as EngineConfig, Engine, Now, State, Table};
 use sca_core::sync::Locked;
 
-use crate::host::export::HostCell;
-use crate::host::kstr;
 use crate::host::lock::KLock;
 use crate::host::log::B;
-use crate::host::shm::{self, Shm};
-use crate::{lm_dbg, lm_err, lm_info, lm_warn, sys};
+use crate::host::shm::{self, SharedStatic, Shm};
+use crate::{lm_dbg, lm_err, lm_info, lm_warn};
 
 pub mod api;
 pub mod cmds;
@@ -40,8 +38,8 @@ pub mod rpc;
 /// same in every process.
 #[derive(Clone, Copy, Debug)]
 pub struct Hooks {
-    pub statechanged: sys::ka_statechanged_f,
-    pub response: sys::ka_response_f,
+    pub statechanged: crate::host::ka::StateChangedFn,
+    pub response: crate::host::ka::ResponseFn,
     pub user_attr: *mut c_void,
 }
 
@@ -57,7 +55,7 @@ impl Hooks {
     }
 }
 
-// SAFETY: see the type's doc: the pointers mean the same in every process;
+// SAFETY: [I11] see the type's doc: the pointers mean the same in every process;
 // the engine only stores and returns them.
 unsafe impl Send for Hooks {}
 
@@ -80,13 +78,11 @@ pub struct Settings {
     pub list_stats: bool,
 }
 
-static KA: HostCell<*mut KaShared> = HostCell::new(null_mut());
+static KA: SharedStatic<KaShared> = SharedStatic::new();
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
 pub fn shared() -> Option<&'static KaShared> {
-    // SAFETY: written once in mod_init before fork; points to shm that
-    // lives until mod_destroy.
-    unsafe { KA.read().as_ref() }
+    KA.get()
 }
 
 pub fn settings() -> Option<&'static Settings> {
@@ -105,7 +101,7 @@ thread_local! {
 pub fn with_table<R>(f: impl FnOnce(&mut KaTable) -> R) -> Option<R> {
     let ka = shared()?;
     if API_LOCKED.with(Cell::get) {
-        // SAFETY: this process holds the raw lock (lock_destination_list);
+        // SAFETY: [I4] this process holds the raw lock (lock_destination_list);
         // `f` gets the only reference, for the duration of the call.
         Some(f(unsafe { ka.engine.table_held() }))
     } else {
@@ -115,12 +111,7 @@ pub fn with_table<R>(f: impl FnOnce(&mut KaTable) -> R) -> Option<R> {
 
 /// The current time: wall clock for people, monotonic for scheduling.
 pub fn now() -> Now {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    // SAFETY: time(NULL) has no preconditions.
-    let wall = unsafe { libc::time(null_mut()) } as i64;
-    Now { wall, mono_ms: ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000 }
+    Now { wall: crate::host::clock::now(), mono_ms: crate::host::clock::mono_ms() }
 }
 
 /// Why an add failed.
@@ -133,12 +124,7 @@ pub enum AddError {
 
 /// Is `uri` (with a scheme) a SIP URI Kamailio can parse?
 pub fn parses_as_sip_uri(uri: &[u8]) -> bool {
-    let mut buf = uri.to_vec();
-    buf.push(0);
-    let mut u = sys::sip_uri::default();
-    // SAFETY: parse_uri reads `len` bytes of the buffer and fills `u`,
-    // whose str fields then point into `buf` (dropped right after).
-    unsafe { sys::parse_uri(buf.as_mut_ptr().cast(), uri.len() as i32, &mut u) == 0 }
+    crate::host::ka::parses_as_sip_uri(uri)
 }
 
 /// Add (uri, owner), as every entry point does: `sip:` for a URI without
@@ -249,20 +235,15 @@ pub fn init() -> Result<(), String> {
         alive,
         max_events: 4096,
     };
-    let ka: NonNull<KaShared> =
-        shm::into_shared(KaShared { engine: Engine::new_in(cfg, Shm), dispatch: Locked::new(()) })
+    let st: &'static KaShared =
+        shm::into_shared_ref(KaShared { engine: Engine::new_in(cfg, Shm), dispatch: Locked::new(()) })
             .map_err(|_| "out of shared memory creating the keepalive state".to_string())?;
-    // SAFETY: just created, not shared yet.
-    let st = unsafe { ka.as_ref() };
     if !st.engine.init() || !st.dispatch.init() {
         return Err("cannot initialise the keepalive locks".into());
     }
-    KA.write(ka.as_ptr());
+    KA.set(st);
 
-    let route = |name: &core::ffi::CStr| {
-        // SAFETY: the config is parsed (mod_init); the name is a C string.
-        unsafe { sys::sca_rs_ka_route_lookup(name.as_ptr()) }
-    };
+    let route = crate::host::ka::route_lookup;
     let settings = Settings {
         ping_from: p.ping_from.clone(),
         default_interval_s: interval_s,
@@ -287,8 +268,7 @@ pub fn init() -> Result<(), String> {
             Err(e) => return Err(format!("modparam destination '{}': {e:?}", B(&d))),
         }
     }
-    // SAFETY: mod_init is where core timers are set up.
-    if unsafe { sys::sca_rs_ka_timer_start(ping::TICK_MAX_MS) } < 0 {
+    if crate::host::ka::start_timer(ping::TICK_MAX_MS).is_err() {
         return Err("cannot start the keepalive timer".into());
     }
     lm_info!(
@@ -301,17 +281,11 @@ pub fn init() -> Result<(), String> {
 
 /// Free the shared state (mod_destroy: main process, workers gone).
 pub fn destroy() {
-    let p = KA.read();
-    if let Some(nn) = NonNull::new(p) {
-        KA.write(null_mut());
-        // SAFETY: mod_destroy runs once after every other process ended;
-        // nobody uses the state any more. The shm itself is not freed:
-        // Kamailio unmaps it right after, and a worker killed in the middle
-        // of shm_malloc may have left the allocator's lock held.
-        unsafe {
-            nn.as_ref().engine.destroy();
-            nn.as_ref().dispatch.destroy();
-        }
+    if let Some(ka) = KA.take() {
+        // mod_destroy runs once after every other process ended; nobody
+        // uses the state any more. The shm itself is not freed (SAFETY.md I3).
+        ka.engine.destroy();
+        ka.dispatch.destroy();
     }
 }
 
@@ -336,10 +310,6 @@ pub fn dispatch_events() {
     }
 }
 
-/// A `str` view of bytes, for callbacks that take `str *`.
-pub(crate) fn kstr_of(b: &[u8]) -> sys::str_ {
-    kstr::from_bytes(b)
-}
 
 /// Mark this process as holding the engine lock through the C API.
 pub(crate) fn api_lock() -> bool {
@@ -348,7 +318,7 @@ pub(crate) fn api_lock() -> bool {
         // already held by this process: a second lock_get would deadlock
         return true;
     }
-    // SAFETY: released by api_unlock; meanwhile with_table uses table_held.
+    // SAFETY: [I4] released by api_unlock; meanwhile with_table uses table_held.
     unsafe { ka.engine.lock_raw() };
     API_LOCKED.with(|c| c.set(true));
     true
@@ -360,7 +330,7 @@ pub(crate) fn api_unlock() -> bool {
         return false;
     }
     API_LOCKED.with(|c| c.set(false));
-    // SAFETY: this process took it in api_lock.
+    // SAFETY: [I4] this process took it in api_lock.
     unsafe { ka.engine.unlock_raw() };
     true
 }

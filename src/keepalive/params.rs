@@ -3,23 +3,20 @@
 //! `delete_counter`, same defaults) and sca_rs extensions starting with
 //! `ka_`, whose defaults keep the C behaviour.
 
-use core::ffi::{c_char, c_int, c_void, CStr};
-use core::ptr::null_mut;
+use core::ffi::{c_int, c_void};
 use std::sync::Mutex;
 
-use crate::host::export::{param, HostCell, PARAM_INT, PARAM_STR, PARAM_STRING, PARAM_USE_FUNC};
-use crate::host::guard::guard;
-use crate::host::kstr;
-use crate::sys;
-
-const NO_STR: sys::str_ = sys::str_ { s: null_mut(), len: 0 };
+use crate::entry;
+use crate::host::export::{param, HostCell, ParamExport, StrParam, PARAM_INT, PARAM_STR, PARAM_STRING, PARAM_USE_FUNC};
+use crate::host::entry::CStrArg;
+use crate::host::raw;
 
 pub static PING_INTERVAL: HostCell<c_int> = HostCell::new(30);
-pub static PING_FROM: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static PING_FROM: StrParam = StrParam::new();
 pub static DELETE_COUNTER: HostCell<c_int> = HostCell::new(5);
 pub static DOWN_THRESHOLD: HostCell<c_int> = HostCell::new(1);
 pub static UP_THRESHOLD: HostCell<c_int> = HostCell::new(1);
-pub static ALIVE_CODES: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static ALIVE_CODES: StrParam = StrParam::new();
 pub static LIST_STATS: HostCell<c_int> = HostCell::new(0);
 
 /// `destination` values in config order; read once by mod_init. Written
@@ -30,31 +27,26 @@ static INITIAL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 pub const DEFAULT_PING_FROM: &[u8] = b"sip:keepalive@kamailio.org";
 
 /// Entries for the module's parameter table (src/module/params.rs).
-pub const PARAMS: [sys::param_export_t; 8] = [
+pub const PARAMS: [ParamExport; 8] = [
     param(c"ping_interval", PARAM_INT, PING_INTERVAL.get() as *mut c_void),
     param(c"destination", PARAM_STRING | PARAM_USE_FUNC, param_destination as *mut c_void),
-    param(c"ping_from", PARAM_STR, PING_FROM.get() as *mut c_void),
+    param(c"ping_from", PARAM_STR, PING_FROM.ptr()),
     param(c"delete_counter", PARAM_INT, DELETE_COUNTER.get() as *mut c_void),
     param(c"ka_down_threshold", PARAM_INT, DOWN_THRESHOLD.get() as *mut c_void),
     param(c"ka_up_threshold", PARAM_INT, UP_THRESHOLD.get() as *mut c_void),
-    param(c"ka_alive_codes", PARAM_STR, ALIVE_CODES.get() as *mut c_void),
+    param(c"ka_alive_codes", PARAM_STR, ALIVE_CODES.ptr()),
     param(c"ka_list_stats", PARAM_INT, LIST_STATS.get() as *mut c_void),
 ];
 
-/// `modparam("sca_rs", "destination", "...")`: one more destination,
-/// monitored from start-up with owner `_params` (added in mod_init, when
-/// shared memory and timers are ready; the C module's crash #2476 came from
-/// doing it here).
-///
-/// # Safety
-/// Called by Kamailio's config parser with a NUL-terminated string.
-unsafe extern "C" fn param_destination(_type: sys::modparam_t, val: *mut c_void) -> c_int {
-    guard("modparam destination", || {
-        if val.is_null() {
-            return -1;
-        }
-        // SAFETY: PARAM_STRING: a NUL-terminated string from the config.
-        let v = unsafe { CStr::from_ptr(val as *const c_char) }.to_bytes().to_vec();
+entry! {
+    /// `modparam("sca_rs", "destination", "...")`: one more destination,
+    /// monitored from start-up with owner `_params` (added in mod_init, when
+    /// shared memory and timers are ready; the C module's crash #2476 came
+    /// from doing it here). Called by Kamailio's config parser with a
+    /// NUL-terminated string.
+    c fn param_destination(_type: raw::modparam_t, val: CStrArg) -> c_int ["modparam destination", -1] {
+        // PARAM_STRING: a NUL-terminated string from the config
+        let Some(v) = val.get().map(<[u8]>::to_vec) else { return -1 };
         match INITIAL.lock() {
             Ok(mut l) => {
                 l.push(v);
@@ -62,7 +54,7 @@ unsafe extern "C" fn param_destination(_type: sys::modparam_t, val: *mut c_void)
             }
             Err(_) => -1,
         }
-    })
+    }
 }
 
 pub(crate) fn take_initial_destinations() -> Vec<Vec<u8>> {
@@ -80,11 +72,8 @@ pub struct Raw {
     pub list_stats: i32,
 }
 
-fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
-    // SAFETY: the core wrote a str pointing to config-lifetime memory (or
-    // left ours, empty).
-    let b = unsafe { kstr::as_bytes(&c.read()) };
-    (!b.is_empty()).then(|| b.to_vec())
+fn opt_str(c: &StrParam) -> Option<Vec<u8>> {
+    c.value()
 }
 
 pub fn read() -> Result<Raw, String> {

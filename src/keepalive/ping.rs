@@ -5,14 +5,14 @@
 //! routes and API callbacks.
 
 use core::ffi::{c_int, c_uint, c_void};
+use std::sync::OnceLock;
 
 use sca_core::keepalive::table::decode_param;
 use sca_core::keepalive::{Event, PingResult, State};
 
-use crate::host::guard::guard_or;
-use crate::host::kstr;
+use crate::host::ka;
 use crate::host::log::B;
-use crate::{lm_dbg, lm_err, lm_info, sys};
+use crate::{entry, lm_dbg, lm_err, lm_info};
 
 /// Longest wait between ticks: how late a ping may start after it is due
 /// (and after a destination is added in another process).
@@ -25,33 +25,20 @@ const TICK_MIN_MS: u64 = 60;
 /// ping_interval 1 s.
 const MAX_PINGS_PER_TICK: usize = 1000;
 
-/// Called by the shim's timer (slow timer process); returns the
-/// milliseconds until the next call.
-#[no_mangle]
-pub extern "C" fn sca_rs_ka_on_tick() -> c_uint {
-    guard_or("keepalive timer", TICK_MAX_MS, || {
+entry! {
+    /// Called by the shim's timer (slow timer process); returns the
+    /// milliseconds until the next call.
+    #[no_mangle]
+    c pub fn sca_rs_ka_on_tick() -> c_uint ["keepalive timer", TICK_MAX_MS] {
         let Some(settings) = super::settings() else { return TICK_MAX_MS };
         let now = super::now();
         let mut due = Vec::new();
         super::with_table(|t| t.due(now, MAX_PINGS_PER_TICK, &mut due));
-        let from = kstr::from_bytes(&settings.ping_from);
         for p in &due {
-            let uri = kstr::from_bytes(&p.uri);
             // the parameter is a number, not a pointer: nothing to free,
-            // nothing to dangle when the destination goes meanwhile
-            let param = p.param() as usize as *mut c_void;
-            let rc = if p.route.is_empty() {
-                // SAFETY: uri and from outlive the call; tm copies them.
-                unsafe { sys::sca_rs_ka_ping(&uri, &from, param) }
-            } else {
-                // an SCA subscriber's phone, over its subscription's route set
-                let route = kstr::from_bytes(&p.route);
-                // SAFETY: uri, from and route outlive the call; the shim
-                // parses the route set into its own copy and tm copies the
-                // rest.
-                unsafe { sys::sca_rs_ka_ping_routed(&uri, &from, &route, param) }
-            };
-            if rc < 0 {
+            // nothing to dangle when the destination goes meanwhile; a
+            // route set (an SCA subscriber's phone) goes with the ping
+            if ka::ping(&p.uri, &settings.ping_from, &p.route, p.param() as usize).is_err() {
                 lm_err!("unable to ping [{}]", B(&p.uri));
                 let r = super::with_table(|t| t.on_result(p.id, p.seq, PingResult::SendError, super::now())).flatten();
                 if let Some(a) = r {
@@ -62,7 +49,7 @@ pub extern "C" fn sca_rs_ka_on_tick() -> c_uint {
         super::dispatch_events();
         let next = super::with_table(|t| t.next_due_in(super::now())).flatten();
         next.unwrap_or(TICK_MAX_MS as u64).clamp(TICK_MIN_MS, TICK_MAX_MS as u64) as c_uint
-    })
+    }
 }
 
 fn log_applied(a: &sca_core::keepalive::Applied<super::Hooks>) {
@@ -76,14 +63,12 @@ fn log_applied(a: &sca_core::keepalive::Applied<super::Hooks>) {
     }
 }
 
-/// The final outcome of a ping (shim tm callback).
-///
-/// # Safety
-/// Called by the shim only: `param` is the value given to
-/// `sca_rs_ka_ping`, `ps` the callback's `struct tmcb_params *`.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_ka_on_reply(param: *mut c_void, code: c_int, local: c_int, ps: *mut c_void) {
-    guard_or("keepalive reply", (), || {
+entry! {
+    /// The final outcome of a ping (shim tm callback). Called by the shim
+    /// only: `param` is the value given to `sca_rs_ka_ping`, `ps` the
+    /// callback's `struct tmcb_params *` (passed through, never read here).
+    #[no_mangle]
+    c pub fn sca_rs_ka_on_reply(param: *mut c_void, code: c_int, local: c_int, ps: *mut c_void) ["keepalive reply"] {
         let (id, seq) = decode_param(param as usize as u64);
         let code = code.max(0) as u32;
         let result = if local != 0 { PingResult::Local(code) } else { PingResult::Reply(code) };
@@ -101,13 +86,21 @@ pub unsafe extern "C" fn sca_rs_ka_on_reply(param: *mut c_void, code: c_int, loc
         // state changes first (the C module's order: event route, state
         // callback, then the response callback)
         super::dispatch_events();
-        if let Some(cb) = a.hooks.response {
-            let mut uri = kstr::from_bytes(&a.uri);
-            // SAFETY: the API user's callback with its user_attr; `ps` is
-            // tm's callback parameter block, valid during this callback.
-            unsafe { cb(&mut uri, ps as *mut sys::tmcb_params, a.hooks.user_attr) };
-        }
-    })
+        ka::call_response(a.hooks.response, &a.uri, ps, a.hooks.user_attr);
+    }
+}
+
+/// A state handler for the destinations of one owner (see
+/// [`set_owner_handler`]).
+pub type OwnerHandler = fn(uri: &[u8], state: State);
+
+static OWNER_HANDLER: OnceLock<(&'static [u8], OwnerHandler)> = OnceLock::new();
+
+/// Deliver the state changes of `owner`'s destinations to `f` instead of
+/// the event routes and API callbacks (the module's subscriber liveness:
+/// set in mod_init, before fork, so every process has it). One owner.
+pub fn set_owner_handler(owner: &'static [u8], f: OwnerHandler) -> Result<(), ()> {
+    OWNER_HANDLER.set((owner, f)).map_err(|_| ())
 }
 
 /// Deliver one state change: the event route, then the owner's callback.
@@ -122,10 +115,12 @@ pub fn deliver(ev: &Event<super::Hooks>) {
             State::Unknown => "unknown",
         }
     );
-    if ev.owner == crate::module::liveness::OWNER {
-        // an SCA subscriber's phone: no event route, no API callback
-        crate::module::liveness::on_state(&ev.uri, ev.to);
-        return;
+    if let Some((owner, f)) = OWNER_HANDLER.get() {
+        if ev.owner == *owner {
+            // e.g. an SCA subscriber's phone: no event route, no API callback
+            f(&ev.uri, ev.to);
+            return;
+        }
     }
     if let Some(s) = super::settings() {
         let rt = match ev.to {
@@ -134,17 +129,10 @@ pub fn deliver(ev: &Event<super::Hooks>) {
             State::Unknown => -1,
         };
         if rt >= 0 {
-            let uri = kstr::from_bytes(&ev.uri);
-            // SAFETY: a route index looked up in mod_init; uri is copied.
-            unsafe { sys::sca_rs_ka_run_route(rt, &uri) };
+            ka::run_route(rt, &ev.uri);
         }
     }
     if let Some(h) = ev.hooks {
-        if let Some(cb) = h.statechanged {
-            let mut uri = kstr::from_bytes(&ev.uri);
-            // SAFETY: the API user's callback with its user_attr and a str
-            // valid for the call.
-            unsafe { cb(&mut uri, ev.to.code(), h.user_attr) };
-        }
+        ka::call_statechanged(h.statechanged, &ev.uri, ev.to.code(), h.user_attr);
     }
 }

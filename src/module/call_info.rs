@@ -6,21 +6,19 @@
 //! differ). Locking: one AoR's slot lock at a time, never two, and never
 //! while a reply is sent (sl calls back into this module).
 
-use core::ffi::{c_char, c_int, c_void};
-
 use sca_core::appearance::{DialogRef, StrUpdate, FLAG_CALLEE_PENDING, FLAG_OWNER_PENDING};
 use sca_core::model::{EventType, SubState};
 use sca_core::parse::appearance::AppearanceState;
 use sca_core::parse::callinfo::{self, AppearanceIndex};
 use sca_core::parse::{format, sdp, uri};
 
-use crate::host::guard::{guard, guard_or};
+use crate::host::entry::MsgArg;
 use crate::host::log::B;
 use crate::host::msg::{bflag_set, NameAddr, SipMsg};
 use crate::host::{sl, tm};
 use crate::module::params::Config;
 use crate::module::{config, effects, shared, subscribe::now, Shared};
-use crate::{lm_dbg, lm_err, lm_info, sys};
+use crate::{entry, lm_dbg, lm_err, lm_info};
 
 pub const SHARED_CALLER: u8 = 1 << 0;
 pub const SHARED_CALLEE: u8 = 1 << 1;
@@ -66,110 +64,58 @@ impl Ctx<'_> {
 
 // ---------------------------------------------------------------- script API
 
-unsafe fn int_param(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
-    let mut v: c_int = 0;
-    // SAFETY: p was fixed up by fixup_igp_null (gparam_t).
-    (unsafe { sys::sca_rs_fixup_get_ivalue(msg, p.cast(), &mut v) } == 0).then_some(v)
-}
-
-unsafe fn str_param(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<Vec<u8>> {
-    let mut s = sys::str_ { s: core::ptr::null_mut(), len: 0 };
-    // SAFETY: p was fixed up by fixup_spve_null (gparam_t); the value is
-    // valid during this call and copied.
-    if unsafe { sys::sca_rs_fixup_get_svalue(msg, p.cast(), &mut s) } != 0 {
-        return None;
-    }
-    // SAFETY: see above.
-    Some(unsafe { crate::host::kstr::as_bytes(&s) }.to_vec())
-}
-
-fn run(msg: *mut sys::sip_msg, mask: i32, to: Option<Vec<u8>>, from: Option<Vec<u8>>) -> i32 {
-    // SAFETY: Kamailio passes the message being routed; it outlives `to`
-    // and `from`, which the message view may borrow for this call.
-    let Some(mut m) = (unsafe { SipMsg::from_raw(msg) }) else { return -1 };
+fn run(m: &mut SipMsg<'_>, mask: i32, to: Option<Vec<u8>>, from: Option<Vec<u8>>) -> i32 {
     let (Some(st), Some(cfg)) = (shared(), config()) else {
         lm_err!("sca_call_info_update called before the module was initialised");
         return -1;
     };
-    update(st, cfg, &mut m, mask, to.as_deref(), from.as_deref(), now())
+    update(st, cfg, &mut m.reborrow(), mask, to.as_deref(), from.as_deref(), now())
 }
 
-/// # Safety
-/// Called by Kamailio with the message being routed.
-pub unsafe extern "C" fn w_ciu0(msg: *mut sys::sip_msg, _p1: *mut c_char, _p2: *mut c_char) -> i32 {
-    guard("sca_call_info_update", || run(msg, 0, None, None))
+entry! {
+    script pub fn w_ciu0("sca_call_info_update", msg) {
+        run(msg, 0, None, None)
+    }
 }
 
-/// # Safety
-/// Called by Kamailio with the message and its fixed-up parameter.
-pub unsafe extern "C" fn w_ciu1(msg: *mut sys::sip_msg, p1: *mut c_char, _p2: *mut c_char) -> i32 {
-    guard("sca_call_info_update", || {
-        // SAFETY: fixed-up parameter of this call.
-        let Some(mask) = (unsafe { int_param(msg, p1) }) else {
+entry! {
+    script pub fn w_ciu1("sca_call_info_update", msg, p1) {
+        let Some(mask) = p1.and_then(|p| p.int(msg)) else {
             lm_err!("sca_call_info_update: cannot get the mask parameter");
             return -1;
         };
         run(msg, mask, None, None)
-    })
+    }
 }
 
-/// # Safety
-/// Called by Kamailio with the message and its fixed-up parameters.
-pub unsafe extern "C" fn w_ciu2(msg: *mut sys::sip_msg, p1: *mut c_char, p2: *mut c_char) -> i32 {
-    guard("sca_call_info_update", || {
-        // SAFETY: fixed-up parameters of this call.
-        let (Some(mask), Some(to)) = (unsafe { int_param(msg, p1) }, unsafe { str_param(msg, p2) }) else {
+entry! {
+    script pub fn w_ciu2("sca_call_info_update", msg, p1, p2) {
+        let (Some(mask), Some(to)) = (p1.and_then(|p| p.int(msg)), p2.and_then(|p| p.str(msg))) else {
             lm_err!("sca_call_info_update: cannot get the parameters");
             return -1;
         };
         run(msg, mask, Some(to), None)
-    })
+    }
 }
 
-/// # Safety
-/// Called by Kamailio with the message and its fixed-up parameters.
-pub unsafe extern "C" fn w_ciu3(
-    msg: *mut sys::sip_msg,
-    p1: *mut c_char,
-    p2: *mut c_char,
-    p3: *mut c_char,
-) -> i32 {
-    guard("sca_call_info_update", || {
-        // SAFETY: fixed-up parameters of this call.
-        let params = unsafe { (int_param(msg, p1), str_param(msg, p2), str_param(msg, p3)) };
+entry! {
+    script pub fn w_ciu3("sca_call_info_update", msg, p1, p2, p3) {
+        let params = (p1.and_then(|p| p.int(msg)), p2.and_then(|p| p.str(msg)), p3.and_then(|p| p.str(msg)));
         let (Some(mask), Some(to), Some(from)) = params else {
             lm_err!("sca_call_info_update: cannot get the parameters");
             return -1;
         };
         run(msg, mask, Some(to), Some(from))
-    })
+    }
 }
 
-/// Fixup: parameter 1 is an int (or variable), 2 and 3 strings with
-/// variables.
-///
-/// # Safety
-/// Called by Kamailio with the parameter slot to fix up.
-pub unsafe extern "C" fn fixup_ciu(param: *mut *mut c_void, param_no: c_int) -> c_int {
-    guard("sca_call_info_update fixup", || match param_no {
-        // SAFETY: Kamailio passes the parameter slot to fix up.
-        1 => unsafe { sys::fixup_igp_null(param, 1) },
-        // SAFETY: as above.
-        2 | 3 => unsafe { sys::fixup_spve_null(param, 1) },
-        _ => -1,
-    })
-}
-
-/// # Safety
-/// Called by Kamailio with a slot fixup_ciu fixed up.
-pub unsafe extern "C" fn fixup_free_ciu(param: *mut *mut c_void, param_no: c_int) -> c_int {
-    guard("sca_call_info_update fixup", || match param_no {
-        // SAFETY: frees what fixup_ciu made for this slot.
-        1 => unsafe { sys::fixup_free_igp_null(param, 1) },
-        // SAFETY: as above.
-        2 | 3 => unsafe { sys::fixup_free_spve_null(param, 1) },
-        _ => -1,
-    })
+entry! {
+    /// Fixup: parameter 1 is an int (or variable), 2 and 3 strings with
+    /// variables.
+    fixup pub fn fixup_ciu, fixup_free_ciu("sca_call_info_update fixup") {
+        1 => Fixup::Int,
+        2 | 3 => Fixup::Str,
+    }
 }
 
 // ---------------------------------------------------------------- dispatch
@@ -756,16 +702,15 @@ fn cancel(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
 
 // ---------------------------------------------------------------- callbacks
 
-/// tm: the end-to-end ACK of an INVITE we saw (C: `sca_call_info_ack_cb`).
-///
-/// # Safety
-/// Called by the shim with the message tm/sl hands to its callback.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
-    guard_or("ACK callback", (), || {
+entry! {
+    /// tm: the end-to-end ACK of an INVITE we saw (C:
+    /// `sca_call_info_ack_cb`). Called by the shim with the message tm
+    /// hands to its callback.
+    #[no_mangle]
+    c pub fn sca_rs_on_e2e_ack(ack: MsgArg) ["ACK callback"] {
         let (Some(st), Some(cfg)) = (shared(), config()) else { return };
-        // SAFETY: tm passes the ACK being processed.
-        let Some(mut msg) = (unsafe { SipMsg::from_raw(ack) }) else { return };
+        let mut ack = ack;
+        let Some(mut msg) = ack.get() else { return };
         let now = now();
         let contact = msg.contact_uri().ok().flatten();
         let (Some(from), Some(to), Some(call_id)) = (msg.from(), msg.to(), msg.call_id()) else {
@@ -809,18 +754,18 @@ pub unsafe extern "C" fn sca_rs_on_e2e_ack(ack: *mut sys::sip_msg) {
             }
             g.notify_group();
         }
-    })
+    }
 }
 
 /// A failed INVITE from a shared line, answered locally (t_reply / sl):
 /// end the line-seize and free the line.
-fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
+fn local_error_reply(req: &mut MsgArg, code: i32, also_unlink: bool) {
     if code < 400 {
         return;
     }
     let Some(st) = shared() else { return };
-    // SAFETY: the INVITE the reply is for, valid during the callback.
-    let Some(mut msg) = (unsafe { SipMsg::from_raw(req) }) else { return };
+    // the INVITE the reply is for
+    let Some(mut msg) = req.get() else { return };
     if msg.method() != b"INVITE" {
         return;
     }
@@ -844,26 +789,24 @@ fn local_error_reply(req: *mut sys::sip_msg, code: i32, also_unlink: bool) {
     }
 }
 
-/// tm: a locally generated reply (t_reply) for an INVITE from a shared line.
-///
-/// # Safety
-/// Called by the shim with the message tm/sl hands to its callback.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_on_response_ready(req: *mut sys::sip_msg, code: i32) {
-    guard_or("t_reply callback", (), || local_error_reply(req, code, true))
+entry! {
+    /// tm: a locally generated reply (t_reply) for an INVITE from a shared
+    /// line. Called by the shim with the message tm hands to its callback.
+    #[no_mangle]
+    c pub fn sca_rs_on_response_ready(req: MsgArg, code: i32) ["t_reply callback"] {
+        local_error_reply(&mut { req }, code, true)
+    }
 }
 
-/// sl: a stateless reply is about to be sent.
-///
-/// # Safety
-/// Called by the shim with the message tm/sl hands to its callback.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_on_sl_reply(req: *mut sys::sip_msg, code: i32) {
-    guard_or("sl reply callback", (), || {
+entry! {
+    /// sl: a stateless reply is about to be sent. Called by the shim with
+    /// the message sl hands to its callback.
+    #[no_mangle]
+    c pub fn sca_rs_on_sl_reply(req: MsgArg, code: i32) ["sl reply callback"] {
         // auth challenges are part of a normal call set-up
         if code == 401 || code == 407 {
             return;
         }
-        local_error_reply(req, code, false)
-    })
+        local_error_reply(&mut { req }, code, false)
+    }
 }

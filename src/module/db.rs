@@ -35,7 +35,7 @@ use crate::host::db::{DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
 use crate::host::log::B;
 use crate::module::params::Config;
 use crate::module::{Shared, Tombstone};
-use crate::{lm_err, lm_info, lm_notice, lm_warn, sys};
+use crate::{lm_err, lm_info, lm_notice, lm_warn};
 
 /// The table version Kamailio's sca-create.sql creates.
 const TABLE_VERSION: u32 = 2;
@@ -68,8 +68,7 @@ static API: OnceLock<DbApi> = OnceLock::new();
 static TABLE: OnceLock<String> = OnceLock::new();
 
 fn server_id() -> i32 {
-    // SAFETY: a core global set from the config before modules init (§1).
-    unsafe { sys::server_id }
+    crate::host::proc::server_id()
 }
 
 /// Bind the DB module for `db_url` (mod_init). Err is a config error.

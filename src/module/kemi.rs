@@ -3,19 +3,17 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-use crate::host::export::HostCell;
-use crate::host::guard::guard;
-use crate::host::kstr;
+use crate::entry;
+use crate::host::export::{kemi, kemi_register, HostCell, KemiExport};
+use crate::host::export::{KEMIP_INT as INT, KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
+use crate::host::entry::{MsgArg, StrArg};
 use crate::module::{call_info, config, shared, subscribe};
-use crate::sys;
 
-use crate::host::export::{kemi, KEMIP_INT as INT, KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
-
-const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> sys::sr_kemi_t {
+const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> KemiExport {
     kemi(c"sca", fname, func, p)
 }
 
-static KEMI: HostCell<[sys::sr_kemi_t; 6]> = HostCell::new([
+static KEMI: HostCell<[KemiExport; 6]> = HostCell::new([
     item(c"handle_subscribe", ki_handle_subscribe as *mut c_void, [NONE; 6]),
     item(c"call_info_update_default", ki_ciu_default as *mut c_void, [NONE; 6]),
     item(c"call_info_update_mask", ki_ciu_mask as *mut c_void, [INT, NONE, NONE, NONE, NONE, NONE]),
@@ -24,23 +22,14 @@ static KEMI: HostCell<[sys::sr_kemi_t; 6]> = HostCell::new([
     KEMI_END,
 ]);
 
-/// Called by Kamailio when it loads the module, before the config's
-/// modparams: registers the KEMI functions.
-///
-/// # Safety
-/// Called once by Kamailio's module loader.
-#[no_mangle]
-pub unsafe extern "C" fn mod_register(
-    _path: *mut c_char,
-    _dlflags: *mut c_int,
-    _p1: *mut c_void,
-    _p2: *mut c_void,
-) -> c_int {
-    crate::host::guard::install_panic_hook();
-    guard("mod_register", || {
-        // SAFETY: the table is a static that lives for the process; the
-        // core keeps a pointer to it.
-        if unsafe { sys::sr_kemi_modules_add(KEMI.get() as *mut sys::sr_kemi_t) } < 0 {
+entry! {
+    /// Called by Kamailio when it loads the module, before the config's
+    /// modparams: registers the KEMI functions.
+    #[no_mangle]
+    c pub fn mod_register(_path: *mut c_char, _dlflags: *mut c_int, _p1: *mut c_void, _p2: *mut c_void) -> c_int
+    ["mod_register", -1] {
+        crate::host::guard::install_panic_hook();
+        if kemi_register(&KEMI).is_err() {
             crate::lm_err!("cannot register the KEMI functions");
             return -1;
         }
@@ -50,42 +39,44 @@ pub unsafe extern "C" fn mod_register(
             return -1;
         }
         0
-    })
+    }
 }
 
-unsafe extern "C" fn ki_handle_subscribe(msg: *mut sys::sip_msg) -> c_int {
-    guard("sca.handle_subscribe", || {
-        // SAFETY: KEMI passes the message being routed.
-        let Some(mut m) = (unsafe { crate::host::msg::SipMsg::from_raw(msg) }) else { return -1 };
+entry! {
+    c fn ki_handle_subscribe(msg: MsgArg) -> c_int ["sca.handle_subscribe", -1] {
+        let mut msg = msg;
+        let Some(mut m) = msg.get() else { return -1 };
         let (Some(st), Some(cfg)) = (shared(), config()) else { return -1 };
         subscribe::handle_subscribe(st, cfg, &mut m, subscribe::now())
-    })
+    }
 }
 
-fn ciu(msg: *mut sys::sip_msg, mask: c_int, to: Option<&sys::str_>, from: Option<&sys::str_>) -> c_int {
-    // SAFETY: KEMI passes the message being routed and str arguments that
-    // live for the call.
-    let Some(mut m) = (unsafe { crate::host::msg::SipMsg::from_raw(msg) }) else { return -1 };
+fn ciu(msg: &mut MsgArg, mask: c_int, to: Option<&[u8]>, from: Option<&[u8]>) -> c_int {
+    let Some(mut m) = msg.get() else { return -1 };
     let (Some(st), Some(cfg)) = (shared(), config()) else { return -1 };
-    // SAFETY: as above.
-    let (to, from) = unsafe { (to.map(|t| kstr::as_bytes(t)), from.map(|f| kstr::as_bytes(f))) };
     call_info::update(st, cfg, &mut m, mask, to, from, subscribe::now())
 }
 
-unsafe extern "C" fn ki_ciu_default(msg: *mut sys::sip_msg) -> c_int {
-    guard("sca.call_info_update_default", || ciu(msg, 0, None, None))
+entry! {
+    c fn ki_ciu_default(msg: MsgArg) -> c_int ["sca.call_info_update_default", -1] {
+        ciu(&mut { msg }, 0, None, None)
+    }
 }
 
-unsafe extern "C" fn ki_ciu_mask(msg: *mut sys::sip_msg, mask: c_int) -> c_int {
-    guard("sca.call_info_update_mask", || ciu(msg, mask, None, None))
+entry! {
+    c fn ki_ciu_mask(msg: MsgArg, mask: c_int) -> c_int ["sca.call_info_update_mask", -1] {
+        ciu(&mut { msg }, mask, None, None)
+    }
 }
 
-unsafe extern "C" fn ki_ciu_turi(msg: *mut sys::sip_msg, mask: c_int, to: *mut sys::str_) -> c_int {
-    // SAFETY: NULL or a str valid for the call.
-    guard("sca.call_info_update_turi", || ciu(msg, mask, unsafe { to.as_ref() }, None))
+entry! {
+    c fn ki_ciu_turi(msg: MsgArg, mask: c_int, to: StrArg) -> c_int ["sca.call_info_update_turi", -1] {
+        ciu(&mut { msg }, mask, to.get(), None)
+    }
 }
 
-unsafe extern "C" fn ki_ciu(msg: *mut sys::sip_msg, mask: c_int, to: *mut sys::str_, from: *mut sys::str_) -> c_int {
-    // SAFETY: NULL or strs valid for the call.
-    guard("sca.call_info_update", || ciu(msg, mask, unsafe { to.as_ref() }, unsafe { from.as_ref() }))
+entry! {
+    c fn ki_ciu(msg: MsgArg, mask: c_int, to: StrArg, from: StrArg) -> c_int ["sca.call_info_update", -1] {
+        ciu(&mut { msg }, mask, to.get(), from.get())
+    }
 }

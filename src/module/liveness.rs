@@ -29,10 +29,9 @@ use sca_core::keepalive::table::{FLAG_ANY_REPLY_ALIVE, FLAG_NO_DELETE_COUNTER};
 use sca_core::keepalive::State;
 use sca_core::model::EventType;
 
-use crate::host::guard::guard_or;
 use crate::host::log::B;
 use crate::module::{config, effects, shared, subscribe::now};
-use crate::{keepalive, lm_dbg, lm_err, lm_notice, sys};
+use crate::{keepalive, lm_dbg, lm_err, lm_notice};
 
 /// The keepalive owner of subscribers' phones.
 pub const OWNER: &[u8] = b"sca-subscriber";
@@ -105,18 +104,22 @@ pub fn reconcile() {
     }
 }
 
-unsafe extern "C" fn reconcile_timer(_ticks: u32, _param: *mut core::ffi::c_void) {
-    guard_or("subscriber liveness timer", (), reconcile)
+crate::entry! {
+    timer fn reconcile_timer("subscriber liveness timer") {
+        reconcile()
+    }
 }
 
 /// Register the reconcile timer (mod_init), when the feature is on.
 pub fn register(interval_s: u32) -> Result<(), String> {
+    // keepalive delivers our phones' state changes here (it does not know
+    // the module)
+    keepalive::ping::set_owner_handler(OWNER, on_state)
+        .map_err(|_| "subscriber liveness registered twice".to_string())?;
     if interval_s == 0 {
         return Ok(());
     }
-    // SAFETY: called from mod_init, where timers must be registered.
-    let rc = unsafe { sys::register_timer(Some(reconcile_timer), core::ptr::null_mut(), interval_s) };
-    if rc < 0 {
+    if crate::host::proc::register_timer(reconcile_timer, interval_s).is_err() {
         return Err("cannot register the subscriber liveness timer".into());
     }
     Ok(())

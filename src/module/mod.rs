@@ -3,7 +3,6 @@
 //! commands to the logic in `sca_core`.
 
 use core::ffi::{c_char, c_int};
-use core::ptr::{null_mut, NonNull};
 use std::sync::OnceLock;
 
 use sca_core::model::EventType;
@@ -12,13 +11,14 @@ use sca_core::store::Store;
 use sca_core::sync::Locked;
 
 use crate::host::export::{
-    cmd, cmd3_as_cmd, cmd_fixup, HostCell, CMD_END, FAILURE_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE,
+    cmd, cmd3_as_cmd, cmd_fixup, module_exports, CmdExport, HostCell, ModuleExports, CMD_END, FAILURE_ROUTE,
+    ONREPLY_ROUTE, REQUEST_ROUTE,
 };
-use crate::host::guard::{guard, guard_or, install_panic_hook};
+use crate::host::guard::install_panic_hook;
 use crate::host::lock::KLock;
-use crate::host::shm::{self, Shm};
-use crate::host::{sl, tm};
-use crate::{lm_err, lm_info, sys};
+use crate::host::shm::{self, SharedStatic, Shm};
+use crate::host::{proc, sl, tm};
+use crate::{entry, lm_err, lm_info};
 
 pub mod call_info;
 pub mod cluster;
@@ -90,14 +90,12 @@ impl Shared {
     }
 }
 
-static SHARED: HostCell<*mut Shared> = HostCell::new(null_mut());
+static SHARED: SharedStatic<Shared> = SharedStatic::new();
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
 /// The shared state (None before mod_init succeeded).
 pub fn shared() -> Option<&'static Shared> {
-    // SAFETY: SHARED is written once in mod_init before fork and points to
-    // shm that lives until mod_destroy.
-    unsafe { SHARED.read().as_ref() }
+    SHARED.get()
 }
 
 pub fn config() -> Option<&'static Config> {
@@ -110,13 +108,13 @@ pub fn config() -> Option<&'static Config> {
 #[no_mangle]
 #[allow(non_upper_case_globals)]
 pub static module_version: HostCell<*const c_char> =
-    HostCell::new(&raw const sys::sca_rs_full_version as *const c_char);
+    HostCell::new(crate::host::export::FULL_VERSION);
 
 /// `SER_COMPILE_FLAGS` as compiled by the shim with the binary's defines.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
 pub static module_flags: HostCell<*const c_char> =
-    HostCell::new(&raw const sys::sca_rs_compile_flags as *const c_char);
+    HostCell::new(crate::host::export::COMPILE_FLAGS);
 
 #[no_mangle]
 #[allow(non_upper_case_globals)]
@@ -124,7 +122,7 @@ pub static module_interface_ver: HostCell<core::ffi::c_uint> = HostCell::new(4);
 
 const CIU_ROUTES: u32 = REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE;
 
-static CMDS: HostCell<[sys::cmd_export_t; 8 + 5]> = HostCell::new([
+static CMDS: HostCell<[CmdExport; 8 + 5]> = HostCell::new([
     cmd(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 0, REQUEST_ROUTE),
     cmd_fixup(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 1, subscribe::fixup_hs, subscribe::fixup_free_hs, REQUEST_ROUTE),
     cmd_fixup(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 2, subscribe::fixup_hs, subscribe::fixup_free_hs, REQUEST_ROUTE),
@@ -150,30 +148,29 @@ static CMDS: HostCell<[sys::cmd_export_t; 8 + 5]> = HostCell::new([
 
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static exports: HostCell<sys::module_exports> = HostCell::new(sys::module_exports {
-    name: c"sca_rs".as_ptr() as *mut c_char,
-    dlflags: 0,
-    cmds: CMDS.get() as *mut sys::cmd_export_t,
-    params: params::PARAMS.get() as *mut sys::param_export_t,
-    rpc_methods: rpc::RPCS.get() as *mut sys::rpc_export_t,
-    pv_items: null_mut(),
-    response_f: None,
-    init_mod_f: Some(mod_init),
-    init_child_f: Some(child_init),
-    destroy_mod_f: Some(mod_destroy),
-});
+pub static exports: HostCell<ModuleExports> = HostCell::new(module_exports(
+    c"sca_rs",
+    CMDS.get() as *mut CmdExport,
+    params::PARAMS.get() as *mut crate::host::export::ParamExport,
+    rpc::RPCS.get() as *mut crate::host::export::RpcExport,
+    mod_init,
+    child_init,
+    mod_destroy,
+));
 
 // ---------------------------------------------------------------- life cycle
 
-unsafe extern "C" fn mod_init() -> c_int {
-    install_panic_hook();
-    guard("mod_init", || match init() {
-        Ok(()) => 0,
-        Err(e) => {
-            lm_err!("sca_rs initialisation failed: {e}");
-            -1
+entry! {
+    c fn mod_init() -> c_int ["mod_init", -1] {
+        install_panic_hook();
+        match init() {
+            Ok(()) => 0,
+            Err(e) => {
+                lm_err!("sca_rs initialisation failed: {e}");
+                -1
+            }
         }
-    })
+    }
 }
 
 fn init() -> Result<(), String> {
@@ -181,21 +178,14 @@ fn init() -> Result<(), String> {
     tm::bind().map_err(|_| "cannot bind the tm API: load tm.so before sca_rs.so".to_string())?;
     sl::bind().map_err(|_| "cannot bind the sl API: load sl.so before sca_rs.so".to_string())?;
     sl::register_reply_callback().map_err(|_| "cannot register the sl reply callback".to_string())?;
-    // SAFETY: a size query without side effects.
-    let c_lock = unsafe { sys::sca_rs_gen_lock_size() };
-    if c_lock != core::mem::size_of::<sys::gen_lock_t>() {
-        return Err(format!(
-            "gen_lock_t is {c_lock} bytes in C but {} in the bindings: headers do not match the build",
-            core::mem::size_of::<sys::gen_lock_t>()
-        ));
-    }
+    crate::host::lock::check_layout()?;
     // keepalive: engine, config destinations, ping timer (needs tm)
     crate::keepalive::init()?;
     let store = Store::new_in(cfg.log2_slots, Shm)
         .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
     let tombstones = Locked::new(allocator_api2::vec::Vec::new_in(Shm));
     let persist = cfg.db_url.is_some();
-    let p: NonNull<Shared> = shm::into_shared(Shared {
+    let st: &'static Shared = shm::into_shared_ref(Shared {
         store,
         tombstones,
         persist,
@@ -204,12 +194,10 @@ fn init() -> Result<(), String> {
         liveness: liveness::Stats::default(),
     })
         .map_err(|_| "out of shared memory creating the SCA state".to_string())?;
-    // SAFETY: p was just created and is not shared yet.
-    let st = unsafe { p.as_ref() };
     if !st.store.init_locks() || !st.tombstones.init() {
         return Err("cannot initialise the SCA table locks".into());
     }
-    SHARED.write(p.as_ptr());
+    SHARED.set(st);
     cluster::init(&cfg)?;
     timer::register(cfg.purge_expired_interval)?;
     liveness::register(cfg.subscriber_keepalive_interval)?;
@@ -227,8 +215,7 @@ fn init() -> Result<(), String> {
                 st.restore_pending.store(true, core::sync::atomic::Ordering::Release);
             }
             // the write-behind process is forked in child_init(PROC_MAIN)
-            // SAFETY: mod_init is where extra timer processes are declared.
-            if unsafe { sys::register_basic_timers(1) } < 0 {
+            if proc::register_basic_timers(1).is_err() {
                 return Err("cannot register the DB writer process".into());
             }
             lm_info!(
@@ -249,61 +236,48 @@ fn init() -> Result<(), String> {
     Ok(())
 }
 
-unsafe extern "C" fn child_init(rank: c_int) -> c_int {
-    guard("child_init", || {
+entry! {
+    c fn child_init(rank: c_int) -> c_int ["child_init", -1] {
         let Some(cfg) = config() else { return -1 };
-        if rank == sys::PROC_MAIN as c_int && cfg.db_url.is_some() {
-            // SAFETY: PROC_MAIN child_init is where extra processes fork;
-            // the name is a static C string.
-            let rc = unsafe {
-                sys::fork_basic_timer(
-                    sys::PROC_TIMER,
-                    c"SCA DB SYNC PROCESS".as_ptr() as *mut c_char,
-                    0,
-                    Some(db_sync_timer),
-                    core::ptr::null_mut(),
-                    cfg.db_update_interval as c_int,
-                )
-            };
-            if rc < 0 {
+        if rank == proc::PROC_MAIN && cfg.db_url.is_some() {
+            let f = db_sync_timer;
+            if proc::fork_basic_timer(c"SCA DB SYNC PROCESS", f, cfg.db_update_interval as c_int).is_err() {
                 lm_err!("cannot fork the SCA DB writer process");
                 return -1;
             }
         }
         0
-    })
+    }
 }
 
-/// The DB writer process: one connection, one flush per interval.
-unsafe extern "C" fn db_sync_timer(_ticks: core::ffi::c_uint, _param: *mut core::ffi::c_void) {
-    thread_local! {
-        static CONN: core::cell::RefCell<Option<crate::host::db::DbConn<'static>>> =
-            const { core::cell::RefCell::new(None) };
-    }
-    guard_or("DB writer", (), || {
+thread_local! {
+    /// The DB writer process's connection (one per process, I6).
+    static CONN: core::cell::RefCell<Option<crate::host::db::DbConn<'static>>> =
+        const { core::cell::RefCell::new(None) };
+}
+
+entry! {
+    /// The DB writer process: one connection, one flush per interval.
+    timer fn db_sync_timer("DB writer") {
         let (Some(st), Some(cfg)) = (shared(), config()) else { return };
         CONN.with(|c| db::flush_with_reconnect(cfg, st, &mut c.borrow_mut(), subscribe::now()));
-    })
+    }
 }
 
-unsafe extern "C" fn mod_destroy() {
-    guard_or("mod_destroy", (), || {
+entry! {
+    c fn mod_destroy() ["mod_destroy"] {
         // keepalive
         crate::keepalive::destroy();
-        let p = SHARED.read();
         if let (Some(st), Some(cfg)) = (shared(), config()) {
             if cfg.db_url.is_some() {
                 db::flush_at_exit(cfg, st);
             }
         }
-        if let Some(nn) = NonNull::new(p) {
-            SHARED.write(null_mut());
-            // SAFETY: mod_destroy runs once in the main process after the
-            // workers are gone; nobody uses the shared state any more.
-            // The shm itself is not freed: Kamailio unmaps it right after,
-            // and a worker killed in the middle of shm_malloc may have left
-            // the allocator's lock held (freeing would then hang shutdown).
-            unsafe { nn.as_ref().store.destroy_locks() };
+        if let Some(st) = SHARED.take() {
+            // mod_destroy runs once in the main process after the workers
+            // are gone; nobody uses the shared state any more. The shm
+            // itself is not freed (SAFETY.md I3).
+            st.store.destroy_locks();
         }
-    })
+    }
 }

@@ -3,13 +3,8 @@
 //! [`Config::load`] validates them once in mod_init.
 
 use core::ffi::{c_int, c_void};
-use core::ptr::null_mut;
 
-use crate::host::export::{param, HostCell, PARAM_END, PARAM_INT, PARAM_STR};
-use crate::host::kstr;
-use crate::sys;
-
-const NO_STR: sys::str_ = sys::str_ { s: null_mut(), len: 0 };
+use crate::host::export::{param, HostCell, ParamExport, StrParam, PARAM_END, PARAM_INT, PARAM_STR};
 
 pub static HASH_TABLE_SIZE: HostCell<c_int> = HostCell::new(-1);
 pub static CALL_INFO_MAX_EXPIRES: HostCell<c_int> = HostCell::new(3600);
@@ -17,14 +12,14 @@ pub static LINE_SEIZE_MAX_EXPIRES: HostCell<c_int> = HostCell::new(15);
 pub static PURGE_EXPIRED_INTERVAL: HostCell<c_int> = HostCell::new(120);
 pub static DB_UPDATE_INTERVAL: HostCell<c_int> = HostCell::new(300);
 pub static ONHOLD_BFLAG: HostCell<c_int> = HostCell::new(-1);
-pub static DB_URL: HostCell<sys::str_> = HostCell::new(NO_STR);
-pub static SUBS_TABLE: HostCell<sys::str_> = HostCell::new(NO_STR);
-pub static STATE_TABLE: HostCell<sys::str_> = HostCell::new(NO_STR);
-pub static OUTBOUND_PROXY: HostCell<sys::str_> = HostCell::new(NO_STR);
-pub static SERVER_ADDRESS: HostCell<sys::str_> = HostCell::new(NO_STR);
-pub static CONTACT_FALLBACK: HostCell<sys::str_> = HostCell::new(NO_STR);
-pub static FROM_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
-pub static TO_URI_AVP: HostCell<sys::str_> = HostCell::new(NO_STR);
+pub static DB_URL: StrParam = StrParam::new();
+pub static SUBS_TABLE: StrParam = StrParam::new();
+pub static STATE_TABLE: StrParam = StrParam::new();
+pub static OUTBOUND_PROXY: StrParam = StrParam::new();
+pub static SERVER_ADDRESS: StrParam = StrParam::new();
+pub static CONTACT_FALLBACK: StrParam = StrParam::new();
+pub static FROM_URI_AVP: StrParam = StrParam::new();
+pub static TO_URI_AVP: StrParam = StrParam::new();
 /// sca_rs only: ping subscribers' phones every N seconds (0: off).
 pub static SUBSCRIBER_KEEPALIVE_INTERVAL: HostCell<c_int> = HostCell::new(0);
 /// sca_rs only: replicate SCA state to the other nodes over DMQ
@@ -48,21 +43,21 @@ pub static DMQ_SYNC_WAIT: HostCell<c_int> = HostCell::new(0);
 // + 8: keepalive (src/keepalive/params.rs)
 const N_PARAMS: usize = 23 + 8;
 
-pub static PARAMS: HostCell<[sys::param_export_t; N_PARAMS]> = HostCell::new([
+pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
     param(c"call_info_max_expires", PARAM_INT, CALL_INFO_MAX_EXPIRES.get() as *mut c_void),
     param(c"line_seize_max_expires", PARAM_INT, LINE_SEIZE_MAX_EXPIRES.get() as *mut c_void),
     param(c"purge_expired_interval", PARAM_INT, PURGE_EXPIRED_INTERVAL.get() as *mut c_void),
     param(c"db_update_interval", PARAM_INT, DB_UPDATE_INTERVAL.get() as *mut c_void),
     param(c"onhold_bflag", PARAM_INT, ONHOLD_BFLAG.get() as *mut c_void),
-    param(c"db_url", PARAM_STR, DB_URL.get() as *mut c_void),
-    param(c"subs_table", PARAM_STR, SUBS_TABLE.get() as *mut c_void),
-    param(c"state_table", PARAM_STR, STATE_TABLE.get() as *mut c_void),
-    param(c"outbound_proxy", PARAM_STR, OUTBOUND_PROXY.get() as *mut c_void),
-    param(c"server_address", PARAM_STR, SERVER_ADDRESS.get() as *mut c_void),
-    param(c"contact_fallback", PARAM_STR, CONTACT_FALLBACK.get() as *mut c_void),
-    param(c"from_uri_avp", PARAM_STR, FROM_URI_AVP.get() as *mut c_void),
-    param(c"to_uri_avp", PARAM_STR, TO_URI_AVP.get() as *mut c_void),
+    param(c"db_url", PARAM_STR, DB_URL.ptr()),
+    param(c"subs_table", PARAM_STR, SUBS_TABLE.ptr()),
+    param(c"state_table", PARAM_STR, STATE_TABLE.ptr()),
+    param(c"outbound_proxy", PARAM_STR, OUTBOUND_PROXY.ptr()),
+    param(c"server_address", PARAM_STR, SERVER_ADDRESS.ptr()),
+    param(c"contact_fallback", PARAM_STR, CONTACT_FALLBACK.ptr()),
+    param(c"from_uri_avp", PARAM_STR, FROM_URI_AVP.ptr()),
+    param(c"to_uri_avp", PARAM_STR, TO_URI_AVP.ptr()),
     param(c"subscriber_keepalive_interval", PARAM_INT, SUBSCRIBER_KEEPALIVE_INTERVAL.get() as *mut c_void),
     param(c"enable_dmq", PARAM_INT, ENABLE_DMQ.get() as *mut c_void),
     param(c"dmq_node_id", PARAM_INT, DMQ_NODE_ID.get() as *mut c_void),
@@ -123,14 +118,11 @@ pub struct DmqConfig {
     pub sync_wait: u32,
 }
 
-fn opt_str(c: &HostCell<sys::str_>) -> Option<Vec<u8>> {
-    // SAFETY: the core wrote a str pointing to config-lifetime pkg memory
-    // (or left ours, NULL).
-    let b = unsafe { kstr::as_bytes(&c.read()) };
-    (!b.is_empty()).then(|| b.to_vec())
+fn opt_str(c: &StrParam) -> Option<Vec<u8>> {
+    c.value()
 }
 
-fn avp(name: &str, c: &HostCell<sys::str_>) -> Result<Option<crate::host::avp::Avp>, String> {
+fn avp(name: &str, c: &StrParam) -> Result<Option<crate::host::avp::Avp>, String> {
     match opt_str(c) {
         None => Ok(None),
         Some(spec) => crate::host::avp::Avp::parse(&spec).map(Some).map_err(|e| format!("modparam {name}: {e}")),

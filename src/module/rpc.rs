@@ -1,15 +1,12 @@
 //! `kamcmd sca.*` commands.
 
-use core::ffi::c_void;
-
 use sca_core::model::EventType;
 use sca_core::parse::uri;
 
-use crate::host::export::{rpc, HostCell, RpcDoc, RPC_END};
-use crate::host::guard::guard_or;
+use crate::entry;
+use crate::host::export::{rpc, HostCell, RpcDoc, RpcExport, RPC_END};
 use crate::host::rpc::Rpc;
 use crate::module::shared;
-use crate::sys;
 
 static DOC_SUBSCRIPTION_COUNT: RpcDoc =
     RpcDoc::new(c"show count of call-info or line-seize subscriptions");
@@ -39,7 +36,7 @@ static DOC_CLUSTER: RpcDoc = RpcDoc::new(
 );
 static DOC_RELEASE: RpcDoc = RpcDoc::new(c"Release a seized or active SCA appearance");
 
-pub static RPCS: HostCell<[sys::rpc_export_t; 14 + 5]> = HostCell::new([
+pub static RPCS: HostCell<[RpcExport; 14 + 5]> = HostCell::new([
     rpc(c"sca.all_subscriptions", rpc_all_subscriptions, DOC_ALL_SUBSCRIPTIONS.ptr()),
     rpc(c"sca.subscription_count", rpc_subscription_count, DOC_SUBSCRIPTION_COUNT.ptr()),
     rpc(c"sca.show_subscription", rpc_show_subscription, DOC_SHOW_SUBSCRIPTION.ptr()),
@@ -66,10 +63,10 @@ fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
 
-/// One line per subscription, as the C module prints them:
-/// `<aor user> <subscriber host[:port]> <event> <seconds left> <state>`.
-unsafe extern "C" fn rpc_all_subscriptions(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.all_subscriptions", api, ctx, |r| {
+entry! {
+    /// One line per subscription, as the C module prints them:
+    /// `<aor user> <subscriber host[:port]> <event> <seconds left> <state>`.
+    rpc fn rpc_all_subscriptions("sca.all_subscriptions", r) {
         let Some(st) = shared() else {
             r.fault(500, "Empty subscription table!");
             return;
@@ -110,7 +107,7 @@ unsafe extern "C" fn rpc_all_subscriptions(api: *mut sys::rpc_t, ctx: *mut c_voi
                 return;
             }
         }
-    })
+    }
 }
 
 fn appearance_lines(e: &sca_core::store::AorEntry<crate::host::shm::Shm>, out: &mut Vec<String>) {
@@ -138,29 +135,31 @@ fn appearance_lines(e: &sca_core::store::AorEntry<crate::host::shm::Shm>, out: &
     }
 }
 
-/// `sca.subscriber_liveness`: `name value` lines.
-unsafe extern "C" fn rpc_liveness(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.subscriber_liveness", api, ctx, |r| {
+entry! {
+    /// `sca.subscriber_liveness`: `name value` lines.
+    rpc fn rpc_liveness("sca.subscriber_liveness", r) {
         if !crate::module::liveness::enabled() {
             r.fault(500, "subscriber liveness is off (modparam subscriber_keepalive_interval)");
             return;
         }
         print_lines(r, crate::module::liveness::rpc_lines());
-    })
+    }
 }
 
-/// `sca.cluster`: `name value` lines (docs/cluster.md).
-unsafe extern "C" fn rpc_cluster(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.cluster", api, ctx, |r| match crate::module::cluster::rpc_lines() {
-        Ok(lines) => print_lines(r, lines),
-        Err(e) => r.fault(500, e),
-    })
+entry! {
+    /// `sca.cluster`: `name value` lines (docs/cluster.md).
+    rpc fn rpc_cluster("sca.cluster", r) {
+        match crate::module::cluster::rpc_lines() {
+            Ok(lines) => print_lines(r, lines),
+            Err(e) => r.fault(500, e),
+        }
+    }
 }
 
-/// One line per in-use appearance, as the C module prints them:
-/// `<aor> <index> <state> <mtime> <owner> <callee> <call-id> <from-tag> <to-tag>`.
-unsafe extern "C" fn rpc_all_appearances(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.all_appearances", api, ctx, |r| {
+entry! {
+    /// One line per in-use appearance, as the C module prints them:
+    /// `<aor> <index> <state> <mtime> <owner> <callee> <call-id> <from-tag> <to-tag>`.
+    rpc fn rpc_all_appearances("sca.all_appearances", r) {
         let Some(st) = shared() else { return };
         let mut lines = Vec::new();
         st.store.for_each_aor(|e| appearance_lines(e, &mut lines));
@@ -169,13 +168,13 @@ unsafe extern "C" fn rpc_all_appearances(api: *mut sys::rpc_t, ctx: *mut c_void)
                 return;
             }
         }
-    })
+    }
 }
 
-/// The appearances of one AoR, in `sca.all_appearances`' format. (The C
-/// module 5.6.3 answers this command with a fault: not implemented.)
-unsafe extern "C" fn rpc_show_appearance(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.show_appearance", api, ctx, |r| {
+entry! {
+    /// The appearances of one AoR, in `sca.all_appearances`' format. (The C
+    /// module 5.6.3 answers this command with a fault: not implemented.)
+    rpc fn rpc_show_appearance("sca.show_appearance", r) {
         let Some(st) = shared() else { return };
         let Some(aor) = r.scan_str() else {
             r.fault(500, "usage: sca.show_appearance sip:user@domain");
@@ -195,21 +194,11 @@ unsafe extern "C" fn rpc_show_appearance(api: *mut sys::rpc_t, ctx: *mut c_void)
                 return;
             }
         }
-    })
+    }
 }
 
-/// Run an RPC body with the panic guard and a checked context.
-fn with_rpc(name: &str, api: *mut sys::rpc_t, ctx: *mut c_void, f: impl FnOnce(&Rpc)) {
-    guard_or(name, (), || {
-        // SAFETY: Kamailio passes its rpc_t and context for this call.
-        if let Some(r) = unsafe { Rpc::new(api, ctx) } {
-            f(&r)
-        }
-    })
-}
-
-unsafe extern "C" fn rpc_subscription_count(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.subscription_count", api, ctx, |r| {
+entry! {
+    rpc fn rpc_subscription_count("sca.subscription_count", r) {
         const USAGE: &str = "usage: sca.subscription_count {call-info | line-seize}";
         let Some(st) = shared() else {
             r.fault(500, "Empty subscription table!");
@@ -225,7 +214,7 @@ unsafe extern "C" fn rpc_subscription_count(api: *mut sys::rpc_t, ctx: *mut c_vo
         };
         let n = st.store.subscription_count(event);
         let _ = r.printf(&format!("{n} {}", String::from_utf8_lossy(&name)));
-    })
+    }
 }
 
 fn print_lines(r: &Rpc, lines: Vec<String>) {
@@ -236,11 +225,11 @@ fn print_lines(r: &Rpc, lines: Vec<String>) {
     }
 }
 
-/// `sca.show_subscription AOR EVENT [CONTACT]`: `<aor> <event> <subscriber>
-/// <expires>` per match, like the C module prints it (C 5.6.3 compares the
-/// AoR with the wrong field and rarely finds anything; we match properly).
-unsafe extern "C" fn rpc_show_subscription(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.show_subscription", api, ctx, |r| {
+entry! {
+    /// `sca.show_subscription AOR EVENT [CONTACT]`: `<aor> <event> <subscriber>
+    /// <expires>` per match, like the C module prints it (C 5.6.3 compares the
+    /// AoR with the wrong field and rarely finds anything; we match properly).
+    rpc fn rpc_show_subscription("sca.show_subscription", r) {
         const USAGE: &str = "usage: sca.show_subscription sip:user@domain {call-info | line-seize} [sip:user@IP]";
         let Some(st) = shared() else { return r.fault(500, "Empty subscription table!") };
         let (Some(aor), Some(ev)) = (r.scan_str(), r.scan_str()) else { return r.fault(500, USAGE) };
@@ -258,13 +247,13 @@ unsafe extern "C" fn rpc_show_subscription(api: *mut sys::rpc_t, ctx: *mut c_voi
             .unwrap_or_default();
         drop(g);
         print_lines(r, lines);
-    })
+    }
 }
 
-/// `sca.subscribers`: `<aor> <subscriber contact>` per call-info
-/// subscription (C 5.6.3: fault 600, not implemented).
-unsafe extern "C" fn rpc_subscribers(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.subscribers", api, ctx, |r| {
+entry! {
+    /// `sca.subscribers`: `<aor> <subscriber contact>` per call-info
+    /// subscription (C 5.6.3: fault 600, not implemented).
+    rpc fn rpc_subscribers("sca.subscribers", r) {
         let Some(st) = shared() else { return r.fault(500, "Empty subscription table!") };
         let mut lines = Vec::new();
         st.store.for_each_aor(|e| {
@@ -273,7 +262,7 @@ unsafe extern "C" fn rpc_subscribers(api: *mut sys::rpc_t, ctx: *mut c_void) {
             }
         });
         print_lines(r, lines);
-    })
+    }
 }
 
 /// End subscriptions with `terminated;reason=deactivated` (a last NOTIFY
@@ -295,17 +284,17 @@ fn deactivate(st: &crate::module::Shared, filter: impl Fn(&[u8], &[u8]) -> bool)
     lines
 }
 
-unsafe extern "C" fn rpc_deactivate_all(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.deactivate_all_subscriptions", api, ctx, |r| {
+entry! {
+    rpc fn rpc_deactivate_all("sca.deactivate_all_subscriptions", r) {
         let Some(st) = shared() else { return r.fault(500, "Empty subscription table!") };
         let lines = deactivate(st, |_, _| true);
         print_lines(r, lines);
-    })
+    }
 }
 
-/// `sca.deactivate_subscription AOR CONTACT` (C 5.6.3: not implemented).
-unsafe extern "C" fn rpc_deactivate(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.deactivate_subscription", api, ctx, |r| {
+entry! {
+    /// `sca.deactivate_subscription AOR CONTACT` (C 5.6.3: not implemented).
+    rpc fn rpc_deactivate("sca.deactivate_subscription", r) {
         const USAGE: &str = "usage: sca.deactivate_subscription sip:user@domain sip:user@IP";
         let Some(st) = shared() else { return r.fault(500, "Empty subscription table!") };
         let (Some(aor), Some(contact)) = (r.scan_str(), r.scan_str()) else { return r.fault(500, USAGE) };
@@ -314,7 +303,7 @@ unsafe extern "C" fn rpc_deactivate(api: *mut sys::rpc_t, ctx: *mut c_void) {
             return r.fault(404, &format!("no subscription of {} for {}", lossy(&contact), lossy(&aor)));
         }
         print_lines(r, lines);
-    })
+    }
 }
 
 /// Lock `aor`, run `f` on its entry if it is a shared appearance, then
@@ -339,8 +328,8 @@ fn with_shared_aor(
     Ok(line)
 }
 
-unsafe extern "C" fn rpc_seize_appearance(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.seize_appearance", api, ctx, |r| {
+entry! {
+    rpc fn rpc_seize_appearance("sca.seize_appearance", r) {
         let (Some(aor), Some(owner)) = (r.scan_str(), r.scan_str()) else {
             return r.fault(500, "usage: sca.seize_appearance sip:user@domain");
         };
@@ -352,11 +341,11 @@ unsafe extern "C" fn rpc_seize_appearance(api: *mut sys::rpc_t, ctx: *mut c_void
             Ok(l) => drop(r.printf(&l)),
             Err(e) => r.fault(500, &e),
         }
-    })
+    }
 }
 
-unsafe extern "C" fn rpc_update_appearance(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.update_appearance", api, ctx, |r| {
+entry! {
+    rpc fn rpc_update_appearance("sca.update_appearance", r) {
         const USAGE: &str = "Usage: sca.update_appearance sip:user@domain appearance-index appearance-state [appearance-uri]";
         let (Some(aor), Some(idx), Some(state)) = (r.scan_str(), r.scan_int(), r.scan_str()) else {
             return r.fault(500, USAGE);
@@ -382,11 +371,11 @@ unsafe extern "C" fn rpc_update_appearance(api: *mut sys::rpc_t, ctx: *mut c_voi
         if let Err(e) = res {
             r.fault(500, &e);
         }
-    })
+    }
 }
 
-unsafe extern "C" fn rpc_release_appearance(api: *mut sys::rpc_t, ctx: *mut c_void) {
-    with_rpc("sca.release_appearance", api, ctx, |r| {
+entry! {
+    rpc fn rpc_release_appearance("sca.release_appearance", r) {
         let (Some(aor), Some(idx)) = (r.scan_str(), r.scan_int()) else {
             return r.fault(500, "usage: sca.release_appearance user@domain appearance-index");
         };
@@ -403,5 +392,5 @@ unsafe extern "C" fn rpc_release_appearance(api: *mut sys::rpc_t, ctx: *mut c_vo
         if let Err(e) = res {
             r.fault(500, &e);
         }
-    })
+    }
 }

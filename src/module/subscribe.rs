@@ -4,105 +4,63 @@
 //! created, refreshed or ended) follow the C sca module; see
 //! docs/compat.md for where we deliberately differ.
 
-use core::ffi::c_char;
-
 use sca_core::model::{EventType, SubState};
 use sca_core::parse;
 use sca_core::appearance::SeizeError;
 use sca_core::store::{AorGuard, SubscriptionRec};
 
-use crate::host::guard::guard;
 use crate::host::log::B;
 use crate::host::lock::KLock;
 use crate::host::msg::SipMsg;
 use crate::host::shm::Shm;
 use crate::host::sl;
 use crate::module::{config, params::Config, shared, Shared};
-use crate::{lm_dbg, lm_err, lm_info, sys};
+use crate::{entry, lm_dbg, lm_err, lm_info};
 
 /// A failed SUBSCRIBE: the reply to send (the C module's codes/phrases).
 struct Reject(u16, &'static str);
 
 const BAD_SCA_REQUEST: Reject = Reject(400, "Bad Shared Call Appearance Request");
 
-/// # Safety
-/// Called by Kamailio with the message being routed.
-pub unsafe extern "C" fn w_sca_handle_subscribe(
-    msg: *mut sys::sip_msg,
-    p1: *mut c_char,
-    p2: *mut c_char,
-) -> i32 {
-    // a caught panic still answers the phone, which would otherwise
-    // retransmit into silence
-    const PANICKED: i32 = i32::MIN;
-    let rc = crate::host::guard::guard_or("sca_handle_subscribe", PANICKED, || {
-        // SAFETY: p1/p2 are NULL for the 0-parameter form, fixed-up
-        // (fixup_spve_null) string parameters otherwise.
-        let param = |p: *mut c_char| -> Result<Option<Vec<u8>>, ()> {
-            if p.is_null() {
-                return Ok(None);
+entry! {
+    /// `sca_handle_subscribe([to_uri[, from_uri]])`. A caught panic still
+    /// answers the phone (500), which would otherwise retransmit into
+    /// silence.
+    script pub fn w_sca_handle_subscribe("sca_handle_subscribe", msg, p1, p2)
+    on_panic = panic_reply; {
+        let param = |p: Option<crate::host::entry::Param>, msg: &mut SipMsg<'_>| -> Result<Option<Vec<u8>>, ()> {
+            match p {
+                None => Ok(None),
+                Some(p) => p.str(msg).map(Some).ok_or(()),
             }
-            let mut s = sys::str_ { s: core::ptr::null_mut(), len: 0 };
-            // SAFETY: see above.
-            if unsafe { sys::sca_rs_fixup_get_svalue(msg, p.cast(), &mut s) } != 0 {
-                return Err(());
-            }
-            // SAFETY: valid during this call; copied.
-            Ok(Some(unsafe { crate::host::kstr::as_bytes(&s) }.to_vec()))
         };
-        let (Ok(to), Ok(from)) = (param(p1), param(p2)) else {
+        let (Ok(to), Ok(from)) = (param(p1, msg), param(p2, msg)) else {
             lm_err!("sca_handle_subscribe: cannot get the URI parameters");
             return -1;
         };
-        // SAFETY: Kamailio passes the message being routed.
-        let Some(mut msg) = (unsafe { SipMsg::from_raw(msg) }) else { return -1 };
         let (Some(st), Some(cfg)) = (shared(), config()) else {
             lm_err!("sca_handle_subscribe called before the module was initialised");
             return -1;
         };
-        handle_subscribe_uris(st, cfg, &mut msg, to.as_deref(), from.as_deref(), now())
-    });
-    if rc != PANICKED {
-        return rc;
+        handle_subscribe_uris(st, cfg, &mut msg.reborrow(), to.as_deref(), from.as_deref(), now())
     }
-    crate::host::guard::guard("sca_handle_subscribe error reply", || {
-        // SAFETY: the message Kamailio passed is still the current one.
-        if let Some(mut m) = unsafe { SipMsg::from_raw(msg) } {
-            let _ = sl::reply(&mut m, 500, "Server Internal Error", b"");
-        }
-        -1
-    })
 }
 
-/// Fixup of `sca_handle_subscribe(to_uri[, from_uri])`: strings with
-/// variables.
-///
-/// # Safety
-/// Called by Kamailio with the parameter slot to fix up.
-pub unsafe extern "C" fn fixup_hs(param: *mut *mut core::ffi::c_void, param_no: core::ffi::c_int) -> core::ffi::c_int {
-    // SAFETY: Kamailio passes the slot of parameter 1 or 2.
-    guard("sca_handle_subscribe fixup", || match param_no {
-        1 | 2 => unsafe { sys::fixup_spve_null(param, 1) },
-        _ => -1,
-    })
+fn panic_reply(m: &mut SipMsg<'_>) -> i32 {
+    let _ = sl::reply(m, 500, "Server Internal Error", b"");
+    -1
 }
 
-/// # Safety
-/// Called by Kamailio with a slot fixup_hs fixed up.
-pub unsafe extern "C" fn fixup_free_hs(param: *mut *mut core::ffi::c_void, param_no: core::ffi::c_int) -> core::ffi::c_int {
-    // SAFETY: frees what fixup_hs made for this slot.
-    guard("sca_handle_subscribe fixup", || match param_no {
-        1 | 2 => unsafe { sys::fixup_free_spve_null(param, 1) },
-        _ => -1,
-    })
+entry! {
+    /// Fixup of `sca_handle_subscribe(to_uri[, from_uri])`: strings with
+    /// variables.
+    fixup pub fn fixup_hs, fixup_free_hs("sca_handle_subscribe fixup") {
+        1 | 2 => Fixup::Str,
+    }
 }
 
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+/// The module clock (wall-clock seconds).
+pub use crate::host::clock::now;
 
 fn reply_error(msg: &mut SipMsg<'_>, r: Reject) -> i32 {
     let extra: &[u8] = if r.0 == 480 { b"Retry-After: 1\r\n" } else { b"" };

@@ -2,25 +2,20 @@
 //! `purge_expired_interval` seconds, like the C module): expired
 //! subscriptions, and appearances stuck in seized or active-pending.
 
-use core::ffi::c_void;
-
-use crate::host::guard::guard_or;
 use crate::host::log::B;
 use crate::module::{config, effects, shared, subscribe::now};
-use crate::{lm_info, sys};
+use crate::{entry, lm_info};
 
 pub fn register(interval: u32) -> Result<(), String> {
-    // SAFETY: called from mod_init, where timers must be registered.
-    let rc = unsafe { sys::register_timer(Some(purge), core::ptr::null_mut(), interval) };
-    if rc < 0 {
+    if crate::host::proc::register_timer(purge, interval).is_err() {
         Err("cannot register the purge timer".into())
     } else {
         Ok(())
     }
 }
 
-unsafe extern "C" fn purge(_ticks: u32, _param: *mut c_void) {
-    guard_or("purge timer", (), || {
+entry! {
+    timer fn purge("purge timer") {
         let (Some(st), Some(cfg)) = (shared(), config()) else { return };
         let now = now();
         // every node expires its own copies at the same absolute times
@@ -35,5 +30,5 @@ unsafe extern "C" fn purge(_ticks: u32, _param: *mut c_void) {
                 lm_info!("purged stale appearances of {}", B(ed.entry().aor()));
             }
         });
-    })
+    }
 }

@@ -205,40 +205,30 @@ pub(super) fn on_request(body: &[u8], ctype: &[u8], from: &[u8]) -> (c_int, &'st
     }
 }
 
-/// dmq: a peer's KDMQ for `sca_rs` (DMQ worker process).
-///
-/// # Safety
-/// Called by the shim with valid `str`s for the duration of the call and
-/// writable `code`, `reason` and `reply_body`.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_dmq_on_request(
-    body: *const sys::str_,
-    content_type: *const sys::str_,
-    from_uri: *const sys::str_,
-    code: *mut c_int,
-    reason: *mut *const c_char,
-    reply_body: *mut sys::str_,
-) {
-    if code.is_null() || reason.is_null() || reply_body.is_null() {
-        return;
-    }
-    let (rc, rr, rb) = guard_or("dmq request", (500, c"Server Internal Error", None), || {
-        // SAFETY: per the function contract; views used within this call.
-        let (b, ct, from) = unsafe {
-            (
-                body.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-                content_type.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-                from_uri.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-            )
-        };
-        on_request(b, ct, from)
-    });
-    // SAFETY: checked non-null above; the shim owns these out-parameters.
-    unsafe {
-        *code = rc;
-        *reason = rr.as_ptr();
+entry! {
+    /// dmq: a peer's KDMQ for `sca_rs` (DMQ worker process). Called by the
+    /// shim with `str`s valid for the call and writable `code`, `reason`
+    /// and `reply_body` (a body in pkg memory, I12).
+    #[no_mangle]
+    c pub fn sca_rs_dmq_on_request(
+        body: StrArg,
+        content_type: StrArg,
+        from_uri: StrArg,
+        code: Out<c_int>,
+        reason: Out<*const c_char>,
+        reply_body: Out<raw::str_>,
+    ) ["dmq request"] {
+        let (mut code, mut reason, mut reply_body) = (code, reason, reply_body);
+        if code.is_null() || reason.is_null() || reply_body.is_null() {
+            return;
+        }
+        let (rc, rr, rb) = guard_or("dmq request", (500, c"Server Internal Error", None), || {
+            on_request(body.bytes(), content_type.bytes(), from_uri.bytes())
+        });
+        code.set(rc);
+        reason.set(rr.as_ptr());
         if let Some(p) = rb.as_deref().and_then(dmq::pkg_copy) {
-            *reply_body = p;
+            reply_body.set(p);
         }
     }
 }

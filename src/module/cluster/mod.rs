@@ -19,7 +19,6 @@
 //!   chunk (each chunk a 200 reply body), until it says it is done.
 
 use core::ffi::{c_char, c_int, c_void};
-use core::ptr::null_mut;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
@@ -31,15 +30,15 @@ use sca_core::store::AorGuard;
 use sca_core::sync::Locked;
 
 use crate::host::dmq::{self, NodeRef};
-use crate::host::export::HostCell;
+use crate::host::entry::{Out, StrArg};
 use crate::host::guard::guard_or;
-use crate::host::kstr;
+use crate::host::raw;
 use crate::host::lock::KLock;
 use crate::host::log::B;
-use crate::host::shm::{self, Shm};
+use crate::host::shm::{self, SharedStatic, Shm};
 use crate::module::params::{Config, DmqConfig};
 use crate::module::{config, effects, shared, subscribe::now, Shared};
-use crate::{lm_dbg, lm_err, lm_info, lm_notice, sys};
+use crate::{entry, lm_dbg, lm_err, lm_info, lm_notice};
 
 mod apply;
 mod capture;
@@ -223,20 +222,13 @@ pub struct ClusterShared {
     seq: AtomicU32,
 }
 
-static CLUSTER: HostCell<*mut ClusterShared> = HostCell::new(null_mut());
+static CLUSTER: SharedStatic<ClusterShared> = SharedStatic::new();
 
 fn cluster() -> Option<&'static ClusterShared> {
-    // SAFETY: written once in mod_init before fork; shm that lives until
-    // Kamailio exits.
-    unsafe { CLUSTER.read().as_ref() }
+    CLUSTER.get()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::host::clock::now_ms;
 
 /// The node id derived from dmq's address: a fixed-seed hash, so a
 /// restarted node keeps it.
@@ -272,7 +264,7 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         progress_ms: 0,
         finished_ms: 0,
     };
-    let p = shm::into_shared(ClusterShared {
+    let c = shm::into_shared_ref(ClusterShared {
         tombs: Locked::new(tombs),
         sync: Locked::new(sync),
         peers: Locked::new([PeerSlot::default(); MAX_PEERS]),
@@ -280,14 +272,11 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         seq: AtomicU32::new(0),
     })
     .map_err(|_| "out of shared memory creating the cluster state".to_string())?;
-    // SAFETY: just created, not shared yet.
-    let c = unsafe { p.as_ref() };
     if !c.tombs.init() || !c.sync.init() || !c.peers.init() {
         return Err("cannot initialise the cluster locks".into());
     }
-    CLUSTER.write(p.as_ptr());
-    // SAFETY: mod_init is where timers are registered.
-    if unsafe { sys::register_timer(Some(sync_timer), null_mut(), 1) } < 0 {
+    CLUSTER.set(c);
+    if crate::host::proc::register_timer(sync_timer, 1).is_err() {
         return Err("cannot register the cluster sync timer".into());
     }
     lm_info!(

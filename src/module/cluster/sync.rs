@@ -43,13 +43,13 @@ pub(super) fn start_sync(why: &str, retry: bool) {
     }
 }
 
-/// dmq: the node list arrived (a cluster formed): pull a full sync.
-#[no_mangle]
-pub extern "C" fn sca_rs_dmq_on_init() -> c_int {
-    guard_or("dmq init callback", 0, || {
+entry! {
+    /// dmq: the node list arrived (a cluster formed): pull a full sync.
+    #[no_mangle]
+    c pub fn sca_rs_dmq_on_init() -> c_int ["dmq init callback", 0] {
         start_sync("dmq node list received", false);
         0
-    })
+    }
 }
 
 /// `dmq_sync_wait`: a node that has not synced yet (no answer so far, or
@@ -72,11 +72,11 @@ pub fn refuse_seize_while_syncing() -> Option<u32> {
     Some((wait_ms - waited).div_ceil(1000) as u32)
 }
 
-/// Every second (timer process): a sync that got no usable answer within
-/// `dmq_sync_timeout` is asked again, up to `dmq_sync_retries` times,
-/// then given up (the node still converges through live changes).
-pub(super) unsafe extern "C" fn sync_timer(_ticks: u32, _param: *mut c_void) {
-    guard_or("cluster sync timer", (), || {
+entry! {
+    /// Every second (timer process): a sync that got no usable answer within
+    /// `dmq_sync_timeout` is asked again, up to `dmq_sync_retries` times,
+    /// then given up (the node still converges through live changes).
+    timer pub(super) fn sync_timer("cluster sync timer") {
         let (Some(c), Some(n)) = (cluster(), node()) else { return };
         let retry = {
             let mut s = c.sync.lock();
@@ -100,7 +100,7 @@ pub(super) unsafe extern "C" fn sync_timer(_ticks: u32, _param: *mut c_void) {
         if retry {
             start_sync("no answer in time, asking again", true);
         }
-    })
+    }
 }
 
 pub(super) fn on_sync_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
@@ -199,30 +199,20 @@ pub(super) fn notify_local_groups() {
     });
 }
 
-/// dmq: the final reply to a KDMQ we sent (a SIP worker, or tm's timer
-/// process for a timeout).
-///
-/// # Safety
-/// Called by the shim with valid `str`s for the duration of the call;
-/// `node` is dmq's node for this reply, valid during the call, or null.
-#[no_mangle]
-pub unsafe extern "C" fn sca_rs_dmq_on_reply(
-    param: *mut c_void,
-    code: c_int,
-    body: *const sys::str_,
-    node_uri: *const sys::str_,
-    node: *mut c_void,
-) {
-    guard_or("dmq reply", (), || {
+entry! {
+    /// dmq: the final reply to a KDMQ we sent (a SIP worker, or tm's timer
+    /// process for a timeout): `str`s valid for the call; `node` is dmq's
+    /// node for this reply, valid during the call, or null.
+    #[no_mangle]
+    c pub fn sca_rs_dmq_on_reply(
+        param: *mut c_void,
+        code: c_int,
+        body: StrArg,
+        node_uri: StrArg,
+        node: dmq::NodeArg,
+    ) ["dmq reply"] {
         let Some(c) = cluster() else { return };
-        // SAFETY: per the function contract.
-        let (b, uri, nd) = unsafe {
-            (
-                body.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-                node_uri.as_ref().map(|s| kstr::as_bytes(s)).unwrap_or_default(),
-                NodeRef::from_raw(node),
-            )
-        };
+        let (b, uri, nd) = (body.bytes(), node_uri.bytes(), node.get());
         with_peer(c, uri, |p| {
             if (200..300).contains(&code) {
                 p.tx_ok += 1;
@@ -245,7 +235,7 @@ pub unsafe extern "C" fn sca_rs_dmq_on_reply(
                 }
             }
         }
-    })
+    }
 }
 
 /// A SYNC_REQ: the store from slot `cursor` on, about `max_bytes` of it.

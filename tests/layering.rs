@@ -93,3 +93,38 @@ fn keepalive_does_not_import_the_module() {
     }
     assert!(bad.is_empty(), "keepalive depends on the SCA module:\n{}", bad.join("\n"));
 }
+
+/// Every `// SAFETY:` comment names the docs/SAFETY.md invariant it relies
+/// on (`[I<n>]`), and every invariant named exists there.
+#[test]
+fn every_safety_comment_names_an_invariant_of_safety_md() {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/SAFETY.md")).unwrap();
+    let mut all = Vec::new();
+    rust_files(&src(), &mut all);
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/sca-core/src"), &mut all);
+    let mut bad = Vec::new();
+    for f in all {
+        for (i, l) in fs::read_to_string(&f).unwrap().lines().enumerate() {
+            let Some(at) = l.find("SAFETY:") else { continue };
+            if !l.trim_start().starts_with("//") {
+                continue;
+            }
+            let rest = &l[at + "SAFETY:".len()..];
+            let named: Vec<&str> = rest
+                .split('[')
+                .skip(1)
+                .filter_map(|s| s.split(']').next())
+                .filter(|s| s.starts_with('I') && s[1..].chars().all(|c| c.is_ascii_digit()) && s.len() > 1)
+                .collect();
+            if named.is_empty() {
+                bad.push(format!("{}:{}: names no invariant: {}", f.display(), i + 1, l.trim()));
+            }
+            for n in named {
+                if !doc.contains(&format!("[{n}]")) {
+                    bad.push(format!("{}:{}: [{n}] is not in docs/SAFETY.md", f.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "SAFETY comments without a docs/SAFETY.md invariant:\n{}", bad.join("\n"));
+}

@@ -183,7 +183,7 @@ impl Drop for Edit<'_> {
                 msgs = cluster::capture(&snap, &mut self.g);
             }
         }
-        // SAFETY: dropped exactly once, here; not used afterwards.
+        // SAFETY: [I3] dropped exactly once, here; not used afterwards.
         unsafe { ManuallyDrop::drop(&mut self.g) };
         if !msgs.is_empty() {
             cluster::broadcast(msgs);

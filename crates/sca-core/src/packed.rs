@@ -22,10 +22,10 @@ pub struct Packed<A: Allocator, const N: usize> {
     alloc: A,
 }
 
-// SAFETY: Packed owns its buffer exclusively (like a Box<[u8]>); sending
+// SAFETY: [I16] Packed owns its buffer exclusively (like a Box<[u8]>); sending
 // or sharing it is as safe as sending or sharing its allocator.
 unsafe impl<A: Allocator + Send, const N: usize> Send for Packed<A, N> {}
-// SAFETY: as above; `&Packed` only reads the buffer.
+// SAFETY: [I16] as above; `&Packed` only reads the buffer.
 unsafe impl<A: Allocator + Sync, const N: usize> Sync for Packed<A, N> {}
 
 impl<A: Allocator, const N: usize> Packed<A, N> {
@@ -44,7 +44,7 @@ impl<A: Allocator, const N: usize> Packed<A, N> {
         let ptr = alloc.allocate(layout)?.cast::<u8>();
         let mut end = 0usize;
         for (i, p) in parts.iter().enumerate() {
-            // SAFETY: the buffer has HEADER + total bytes; offset 2 * i < HEADER
+            // SAFETY: [I17] the buffer has HEADER + total bytes; offset 2 * i < HEADER
             // and HEADER + end + p.len() <= HEADER + total; the source is a
             // separate slice, so the regions do not overlap.
             unsafe {
@@ -58,7 +58,7 @@ impl<A: Allocator, const N: usize> Packed<A, N> {
 
     fn end(&self, i: usize) -> usize {
         debug_assert!(i < N);
-        // SAFETY: i < N, so 2 * i + 2 <= HEADER, inside the buffer written
+        // SAFETY: [I17] i < N, so 2 * i + 2 <= HEADER, inside the buffer written
         // by new_in.
         unsafe { self.ptr.as_ptr().add(2 * i).cast::<u16>().read_unaligned() as usize }
     }
@@ -77,7 +77,7 @@ impl<A: Allocator, const N: usize> Packed<A, N> {
         if start > end {
             return &[];
         }
-        // SAFETY: new_in wrote non-decreasing ends <= total, and the bytes
+        // SAFETY: [I17] new_in wrote non-decreasing ends <= total, and the bytes
         // [HEADER, HEADER + total) are initialised; the slice lives as long
         // as &self, which owns the buffer.
         unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(Self::HEADER + start), end - start) }
@@ -91,7 +91,7 @@ impl<A: Allocator, const N: usize> Packed<A, N> {
 
 impl<A: Allocator, const N: usize> Drop for Packed<A, N> {
     fn drop(&mut self) {
-        // SAFETY: new_in allocated ptr with exactly this layout, which it
+        // SAFETY: [I17] new_in allocated ptr with exactly this layout, which it
         // checked (the total is read back from the header it wrote).
         unsafe {
             let layout = Layout::from_size_align_unchecked(Self::HEADER + self.total(), 2);

@@ -35,9 +35,9 @@ pub struct Locked<L: RawLock, T> {
     value: UnsafeCell<T>,
 }
 
-// SAFETY: access to `value` only happens through a guard, which holds the lock.
+// SAFETY: [I18] access to `value` only happens through a guard, which holds the lock.
 unsafe impl<L: RawLock + Sync, T: Send> Sync for Locked<L, T> {}
-// SAFETY: moving the container moves the value; the lock is not held then.
+// SAFETY: [I18] moving the container moves the value; the lock is not held then.
 unsafe impl<L: RawLock + Send, T: Send> Send for Locked<L, T> {}
 
 impl<L: RawLock, T> Locked<L, T> {
@@ -88,14 +88,14 @@ pub struct Guard<'a, L: RawLock, T> {
 impl<L: RawLock, T> Deref for Guard<'_, L, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the guard holds the lock, so no other reference exists.
+        // SAFETY: [I18] the guard holds the lock, so no other reference exists.
         unsafe { &*self.owner.value.get() }
     }
 }
 
 impl<L: RawLock, T> DerefMut for Guard<'_, L, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard holds the lock and is borrowed mutably.
+        // SAFETY: [I18] the guard holds the lock and is borrowed mutably.
         unsafe { &mut *self.owner.value.get() }
     }
 }
@@ -111,7 +111,7 @@ impl<L: RawLock, T> Drop for Guard<'_, L, T> {
 /// shared memory, but the module uses Kamailio's locks.
 pub struct SpinLock(AtomicBool);
 
-// SAFETY: compare_exchange(false -> true) with Acquire admits one holder;
+// SAFETY: [I18] compare_exchange(false -> true) with Acquire admits one holder;
 // unlock stores false with Release.
 unsafe impl RawLock for SpinLock {
     fn uninit() -> Self {

@@ -36,9 +36,9 @@ pub struct ThinVec<T, A: Allocator> {
     _owns: PhantomData<T>,
 }
 
-// SAFETY: ThinVec owns its elements and buffer exclusively, like Vec.
+// SAFETY: [I16] ThinVec owns its elements and buffer exclusively, like Vec.
 unsafe impl<T: Send, A: Allocator + Send> Send for ThinVec<T, A> {}
-// SAFETY: `&ThinVec` only gives `&T`, like Vec.
+// SAFETY: [I16] `&ThinVec` only gives `&T`, like Vec.
 unsafe impl<T: Sync, A: Allocator + Sync> Sync for ThinVec<T, A> {}
 
 impl<T, A: Allocator> ThinVec<T, A> {
@@ -55,7 +55,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
         }
         let (layout, off) = Self::layout(cap, tail.len())?;
         let p = alloc.allocate(layout)?.cast::<Header>();
-        // SAFETY: the allocation has room for a Header (aligned by the
+        // SAFETY: [I17] the allocation has room for a Header (aligned by the
         // layout), cap elements (uninitialised, len 0) and, at off, for the
         // tail; the source is a separate slice.
         unsafe {
@@ -84,7 +84,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
             None => &[],
             Some(p) => {
                 let Ok((_, off)) = Self::layout(self.capacity(), self.tail_len()) else { return &[] };
-                // SAFETY: with_tail_in wrote tail_len bytes at this offset,
+                // SAFETY: [I17] with_tail_in wrote tail_len bytes at this offset,
                 // and growing moves them along (try_reserve_exact).
                 unsafe { core::slice::from_raw_parts(p.as_ptr().cast::<u8>().add(off), self.tail_len()) }
             }
@@ -92,7 +92,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
     }
 
     fn header(&self) -> Option<&Header> {
-        // SAFETY: a Some ptr points to the live Header this vector wrote.
+        // SAFETY: [I17] a Some ptr points to the live Header this vector wrote.
         self.ptr.map(|p| unsafe { &*p.as_ptr() })
     }
 
@@ -100,7 +100,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
         match self.ptr {
             None => NonNull::<T>::dangling().as_ptr(),
             Some(p) => {
-                // SAFETY: the elements start right after the Header, padded
+                // SAFETY: [I17] the elements start right after the Header, padded
                 // to T's alignment (as Layout::extend placed them), inside
                 // the allocation.
                 unsafe { p.as_ptr().cast::<u8>().add(Self::data_offset()).cast::<T>() }
@@ -134,7 +134,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
             None => self.alloc.allocate(new_layout)?.cast::<u8>(),
             Some(p) => {
                 let (old_layout, old_tail_off) = Self::layout(self.capacity(), tail)?;
-                // SAFETY: p was allocated by self.alloc with old_layout; the
+                // SAFETY: [I17] p was allocated by self.alloc with old_layout; the
                 // new layout has the same alignment and is larger; grow
                 // copies the old bytes (elements move bitwise, which is how
                 // Rust moves). The tail then moves up to its new offset
@@ -147,7 +147,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
             }
         };
         let h = new.cast::<Header>();
-        // SAFETY: the allocation starts with room for a Header (aligned by
+        // SAFETY: [I17] the allocation starts with room for a Header (aligned by
         // the layout); len and tail are kept, cap is the new one.
         unsafe { h.as_ptr().write(Header { len: len as u16, cap: want as u16, tail: tail as u32 }) };
         self.ptr = Some(h);
@@ -156,7 +156,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
 
     fn set_len(&mut self, len: usize) {
         if let Some(p) = self.ptr {
-            // SAFETY: the header is ours; callers keep len <= cap and the
+            // SAFETY: [I17] the header is ours; callers keep len <= cap and the
             // first len elements initialised.
             unsafe { (*p.as_ptr()).len = len as u16 }
         }
@@ -169,7 +169,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
         if len >= self.capacity() {
             return Err(v);
         }
-        // SAFETY: slot len < cap is allocated and not initialised.
+        // SAFETY: [I17] slot len < cap is allocated and not initialised.
         unsafe { self.data().add(len).write(v) };
         self.set_len(len + 1);
         Ok(())
@@ -183,7 +183,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
             return Err(AllocError);
         }
         self.try_reserve_exact(1)?;
-        // SAFETY: cap > len; shifting [index, len) up by one stays inside
+        // SAFETY: [I17] cap > len; shifting [index, len) up by one stays inside
         // the allocation; slot index is then overwritten without a drop.
         unsafe {
             let p = self.data().add(index);
@@ -198,7 +198,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
     pub fn remove(&mut self, index: usize) -> T {
         let len = self.len();
         assert!(index < len, "ThinVec::remove index {index} >= len {len}");
-        // SAFETY: index < len: the slot is initialised; it is read out
+        // SAFETY: [I17] index < len: the slot is initialised; it is read out
         // once, the tail moved down over it, and len shrinks by one.
         unsafe {
             let p = self.data().add(index);
@@ -213,7 +213,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
     pub fn swap_remove(&mut self, index: usize) -> T {
         let len = self.len();
         assert!(index < len, "ThinVec::swap_remove index {index} >= len {len}");
-        // SAFETY: index and len - 1 are initialised slots; the element at
+        // SAFETY: [I17] index and len - 1 are initialised slots; the element at
         // index is read out, the last moved into its place, len shrinks.
         unsafe {
             let base = self.data();
@@ -263,7 +263,7 @@ impl<T, A: Allocator> Deref for ThinVec<T, A> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         let len = self.header().map_or(0, |h| h.len as usize);
-        // SAFETY: the first len slots are initialised (dangling and 0 when
+        // SAFETY: [I17] the first len slots are initialised (dangling and 0 when
         // empty, which from_raw_parts allows).
         unsafe { core::slice::from_raw_parts(self.data(), len) }
     }
@@ -272,7 +272,7 @@ impl<T, A: Allocator> Deref for ThinVec<T, A> {
 impl<T, A: Allocator> DerefMut for ThinVec<T, A> {
     fn deref_mut(&mut self) -> &mut [T] {
         let len = self.len();
-        // SAFETY: as in deref, and &mut self is exclusive.
+        // SAFETY: [I17] as in deref, and &mut self is exclusive.
         unsafe { core::slice::from_raw_parts_mut(self.data(), len) }
     }
 }
@@ -283,7 +283,7 @@ impl<T, A: Allocator> Drop for ThinVec<T, A> {
         let (cap, tail) = (self.capacity(), self.tail_len());
         if let Some(p) = self.ptr.take() {
             if let Ok((layout, _)) = Self::layout(cap, tail) {
-                // SAFETY: p was allocated by self.alloc with this layout
+                // SAFETY: [I17] p was allocated by self.alloc with this layout
                 // (try_reserve_exact / with_tail_in); the elements were
                 // dropped above.
                 unsafe { self.alloc.deallocate(p.cast(), layout) }

@@ -17,11 +17,11 @@ pub struct Engine<A: Allocator + Clone, L: RawLock, H> {
     table: UnsafeCell<Table<A, H>>,
 }
 
-// SAFETY: the table is only reached through the lock (a guard, or the
+// SAFETY: [I19] the table is only reached through the lock (a guard, or the
 // raw lock's holder via `table_held`); the lock works across threads and
 // processes (RawLock's contract).
 unsafe impl<A: Allocator + Clone + Send, L: RawLock + Sync, H: Send> Sync for Engine<A, L, H> {}
-// SAFETY: moving the engine moves the table; nobody holds the lock then.
+// SAFETY: [I19] moving the engine moves the table; nobody holds the lock then.
 unsafe impl<A: Allocator + Clone + Send, L: RawLock + Send, H: Send> Send for Engine<A, L, H> {}
 
 impl<A: Allocator + Clone, L: RawLock, H: Copy + Default> Engine<A, L, H> {
@@ -64,7 +64,7 @@ impl<A: Allocator + Clone, L: RawLock, H: Copy + Default> Engine<A, L, H> {
     /// made by this function is alive.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn table_held(&self) -> &mut Table<A, H> {
-        // SAFETY: per the contract, the lock excludes every other user.
+        // SAFETY: [I19] per the contract, the lock excludes every other user.
         unsafe { &mut *self.table.get() }
     }
 
@@ -82,14 +82,14 @@ pub struct TableGuard<'a, A: Allocator + Clone, L: RawLock, H> {
 impl<A: Allocator + Clone, L: RawLock, H> Deref for TableGuard<'_, A, L, H> {
     type Target = Table<A, H>;
     fn deref(&self) -> &Table<A, H> {
-        // SAFETY: the guard holds the lock.
+        // SAFETY: [I19] the guard holds the lock.
         unsafe { &*self.engine.table.get() }
     }
 }
 
 impl<A: Allocator + Clone, L: RawLock, H> DerefMut for TableGuard<'_, A, L, H> {
     fn deref_mut(&mut self) -> &mut Table<A, H> {
-        // SAFETY: the guard holds the lock and is borrowed mutably.
+        // SAFETY: [I19] the guard holds the lock and is borrowed mutably.
         unsafe { &mut *self.engine.table.get() }
     }
 }
@@ -164,7 +164,7 @@ mod tests {
     fn raw_lock_for_the_c_api() {
         let e: E = Engine::new_in(Config::default(), Global);
         assert!(e.init());
-        // SAFETY: paired lock/unlock; the table is reached only through table_held meanwhile.
+        // SAFETY: [I19] paired lock/unlock; the table is reached only through table_held meanwhile.
         unsafe {
             e.lock_raw();
             let t = e.table_held();

@@ -616,8 +616,13 @@ fn tolerant_parts(line: &str) -> (String, Vec<i64>) {
 }
 
 /// Two lines are equivalent when they are equal but for numbers after
-/// `expires=` / `left=` that differ by at most [`EXPIRES_TOLERANCE`].
+/// `expires=` / `left=` that differ by at most [`expires_tolerance`].
 pub fn lines_equivalent(a: &str, b: &str) -> bool {
+    lines_equivalent_within(a, b, expires_tolerance())
+}
+
+/// [`lines_equivalent`] with a tolerance of `tol` seconds.
+pub fn lines_equivalent_within(a: &str, b: &str, tol: i64) -> bool {
     if a == b {
         return true;
     }
@@ -628,7 +633,7 @@ pub fn lines_equivalent(a: &str, b: &str) -> bool {
         && na
             .iter()
             .zip(&nb)
-            .all(|(x, y)| (x - y).abs() <= expires_tolerance())
+            .all(|(x, y)| (x - y).abs() <= tol)
 }
 
 /// `Ok(())` if `expected` and `actual` are equivalent line by line (see

@@ -215,26 +215,11 @@ mod tests {
     const AOR: &[u8] = b"sip:line@x";
 
     fn rec<'a>(who: &'a [u8], event: EventType, expires: i64, index: i32) -> SubscriptionRec<'a> {
-        SubscriptionRec {
-            aor: AOR,
-            subscriber: who,
-            event,
-            expires,
-            state: SubState::Active,
-            index,
-            call_id: b"cid",
-            from_tag: b"ft",
-            to_tag: b"tt",
-            record_route: b"",
-            notify_cseq: 3,
-            subscribe_cseq: 1,
-        }
+        SubscriptionRec { expires, index, notify_cseq: 3, ..crate::testutil::rec(AOR, who, event) }
     }
 
     fn store() -> Store<Global, SpinLock> {
-        let s = Store::new_in(2, Global).expect("store");
-        assert!(s.init_locks());
-        s
+        crate::testutil::store(2)
     }
 
     #[test]

@@ -13,3 +13,5 @@ pub mod packed;
 pub mod store;
 pub mod sync;
 pub mod thinvec;
+#[cfg(test)]
+mod testutil;

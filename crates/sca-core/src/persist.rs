@@ -342,26 +342,11 @@ mod tests {
     use allocator_api2::alloc::Global;
 
     fn rec<'a>(aor: &'a [u8], who: &'a [u8], call_id: &'a [u8]) -> SubscriptionRec<'a> {
-        SubscriptionRec {
-            aor,
-            subscriber: who,
-            event: EventType::CallInfo,
-            expires: 1000,
-            state: SubState::Active,
-            index: -1,
-            call_id,
-            from_tag: b"ft",
-            to_tag: b"tt",
-            record_route: b"",
-            notify_cseq: 0,
-            subscribe_cseq: 1,
-        }
+        SubscriptionRec { call_id, ..crate::testutil::rec(aor, who, EventType::CallInfo) }
     }
 
     fn store() -> Store<Global, SpinLock> {
-        let s = Store::new_in(3, Global).expect("store");
-        assert!(s.init_locks());
-        s
+        crate::testutil::store(3)
     }
 
     fn ops(rows: &[RowWrite]) -> Vec<(Vec<u8>, RowOp)> {

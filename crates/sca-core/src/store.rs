@@ -620,27 +620,10 @@ mod tests {
     use crate::sync::SpinLock;
     use allocator_api2::alloc::Global;
 
-    fn rec<'a>(aor: &'a [u8], who: &'a [u8], event: EventType) -> SubscriptionRec<'a> {
-        SubscriptionRec {
-            aor,
-            subscriber: who,
-            event,
-            expires: 1000,
-            state: SubState::Active,
-            index: -1,
-            call_id: b"cid",
-            from_tag: b"ft",
-            to_tag: b"tt",
-            record_route: b"",
-            notify_cseq: 0,
-            subscribe_cseq: 1,
-        }
-    }
+    use crate::testutil::rec;
 
     fn store() -> Store<Global, SpinLock> {
-        let s = Store::new_in(2, Global).expect("store");
-        assert!(s.init_locks());
-        s
+        crate::testutil::store(2)
     }
 
     #[test]

@@ -8,7 +8,6 @@ use allocator_api2::alloc::Global;
 
 use super::*;
 use crate::cluster::codec::{self, Header, Kind};
-use crate::model::SubState;
 use crate::parse::appearance::AppearanceState;
 use crate::store::{Store, SubscriptionRec};
 use crate::sync::SpinLock;
@@ -126,20 +125,7 @@ impl Node {
 }
 
 fn sub<'a>(who: &'a [u8], expires: i64) -> SubscriptionRec<'a> {
-    SubscriptionRec {
-        aor: AOR,
-        subscriber: who,
-        event: EventType::CallInfo,
-        expires,
-        state: SubState::Active,
-        index: -1,
-        call_id: b"cid",
-        from_tag: b"ft",
-        to_tag: b"tt",
-        record_route: b"",
-        notify_cseq: 1,
-        subscribe_cseq: 1,
-    }
+    SubscriptionRec { expires, notify_cseq: 1, ..crate::testutil::rec(AOR, who, EventType::CallInfo) }
 }
 
 fn seize(idx: u32, owner: &'static [u8]) -> impl FnOnce(&mut AorGuard<'_, Global, SpinLock>) {

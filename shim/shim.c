@@ -737,3 +737,46 @@ int sca_rs_dmq_send(const str *body, void *node, void *param)
 		return -1;
 	return sca_rs_dmq_out(body, (dmq_node_t *)node, param);
 }
+
+/* ------------------------------------------------------------ counters */
+#include "core/counters.h"
+
+int sca_rs_counter_register(unsigned short *id, const char *group,
+		const char *name, const char *doc)
+{
+	counter_handle_t h;
+
+	if(counter_register(&h, group, name, 0, NULL, NULL, doc, 0) < 0)
+		return -1;
+	*id = h.id;
+	return 0;
+}
+
+static counter_val_t sca_rs_gauge_cbk(counter_handle_t h, void *param)
+{
+	return (counter_val_t)sca_rs_gauge_read((unsigned int)(unsigned long)param);
+}
+
+int sca_rs_gauge_register(const char *group, const char *name,
+		const char *doc, unsigned int key)
+{
+	counter_handle_t h;
+
+	if(counter_register(&h, group, name, CNT_F_NO_RESET, sca_rs_gauge_cbk,
+			   (void *)(unsigned long)key, doc, 0)
+			< 0)
+		return -1;
+	return 0;
+}
+
+void sca_rs_counter_add(unsigned short id, int v)
+{
+	counter_handle_t h;
+
+	/* id 0: never registered; no table: before init_counters or after
+	 * destroy_counters (mod_destroy may run late in shutdown) */
+	if(id == 0 || _cnts_vals == NULL)
+		return;
+	h.id = id;
+	counter_add(h, v);
+}

@@ -144,4 +144,19 @@ void sca_rs_dmq_on_reply(
 		void *param, int code, const str *body, const str *node_uri, void *node);
 int sca_rs_dmq_on_init(void);
 
+/* ------------------------------------------------------------ counters */
+/* Kamailio's counters (core/counters.h), registered in mod_init (before
+ * counters_prefork_init): a per-process counter (*id set, 0 on error), and
+ * a gauge whose value is read by calling sca_rs_gauge_read(key) in the
+ * process that asks (kex's stats.*, cnt.*, xhttp_prom). 0 ok, -1 error. */
+int sca_rs_counter_register(unsigned short *id, const char *group,
+		const char *name, const char *doc);
+int sca_rs_gauge_register(const char *group, const char *name,
+		const char *doc, unsigned int key);
+/* counter_add (static inline): this process's row; nothing when id is 0
+ * or the counters are not (or no longer) set up */
+void sca_rs_counter_add(unsigned short id, int v);
+/* implemented in Rust */
+long sca_rs_gauge_read(unsigned int key);
+
 #endif

@@ -53,11 +53,22 @@ pub fn request_within(method: &str, headers: &[u8], body: &[u8], d: &Dialog<'_>)
     }
 }
 
+static ON_FINAL_REPLY: std::sync::OnceLock<fn(i32)> = std::sync::OnceLock::new();
+
+/// Have `f` called with the final status of every request sent by
+/// [`request_within`] (mod_init; the statistics).
+pub fn on_final_reply(f: fn(i32)) {
+    let _ = ON_FINAL_REPLY.set(f);
+}
+
 crate::entry! {
     /// Called by the shim's tm callback with the final status of a request
     /// sent by [`request_within`]; `_param` is not dereferenced.
     #[no_mangle]
     c pub fn sca_rs_tm_reply(_param: *mut core::ffi::c_void, status: i32) ["tm reply callback"] {
+        if let Some(f) = ON_FINAL_REPLY.get() {
+            f(status);
+        }
         if !(200..300).contains(&status) {
             crate::lm_dbg!("in-dialog request got final status {status}");
         }

@@ -28,6 +28,7 @@ use crate::{lm_dbg, lm_err, lm_info, lm_warn};
 pub mod api;
 pub mod cmds;
 pub mod kemi;
+pub mod metrics;
 pub mod params;
 pub mod ping;
 pub mod rpc;

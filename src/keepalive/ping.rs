@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use sca_core::keepalive::table::decode_param;
 use sca_core::keepalive::{Event, PingResult, State};
 
+use super::metrics;
 use crate::host::ka;
 use crate::host::log::B;
 use crate::{entry, lm_dbg, lm_err, lm_info};
@@ -38,7 +39,10 @@ entry! {
             // the parameter is a number, not a pointer: nothing to free,
             // nothing to dangle when the destination goes meanwhile; a
             // route set (an SCA subscriber's phone) goes with the ping
-            if ka::ping(&p.uri, &settings.ping_from, &p.route, p.param() as usize).is_err() {
+            if ka::ping(&p.uri, &settings.ping_from, &p.route, p.param() as usize).is_ok() {
+                metrics::PINGS_SENT.inc();
+            } else {
+                metrics::PINGS_FAILED.inc();
                 lm_err!("unable to ping [{}]", B(&p.uri));
                 let r = super::with_table(|t| t.on_result(p.id, p.seq, PingResult::SendError, super::now())).flatten();
                 if let Some(a) = r {
@@ -77,6 +81,15 @@ entry! {
             lm_dbg!("reply {code} to a ping of a destination removed since (id {id})");
             return;
         };
+        if local == 0 {
+            metrics::PINGS_ANSWERED.inc();
+        }
+        if let Some(ms) = a.rtt_ms {
+            metrics::PING_RTT_MS.add(u64::from(ms));
+        }
+        if !a.alive {
+            metrics::PINGS_FAILED.inc();
+        }
         lm_dbg!(
             "OPTIONS request was finished with code {code} (to {}){}",
             B(&a.uri),

@@ -17,7 +17,7 @@ use crate::host::log::B;
 use crate::host::msg::{bflag_set, NameAddr, SipMsg};
 use crate::host::{sl, tm};
 use crate::module::params::Config;
-use crate::module::{config, effects, shared, subscribe::now, Shared};
+use crate::module::{config, effects, metrics, shared, subscribe::now, Shared};
 use crate::{entry, lm_dbg, lm_err, lm_info};
 
 pub const SHARED_CALLER: u8 = 1 << 0;
@@ -285,6 +285,7 @@ pub fn update<'m>(
         return -1;
     }
     let mut cx = Ctx { cfg, st, now, ci, from, to, from_aor, to_aor, contact, call_id, shared: shared_flags };
+    metrics::CALL_INFO_UPDATES.inc();
     let rc = match method {
         Method::Invite => invite(&mut cx, msg),
         Method::Bye => bye(&mut cx, msg),

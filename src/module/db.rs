@@ -33,6 +33,7 @@ use sca_core::store::{Restored, SubscriptionRec};
 
 use crate::host::db::{DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
 use crate::host::log::B;
+use crate::module::metrics;
 use crate::module::params::Config;
 use crate::module::{Shared, Tombstone};
 use crate::{lm_err, lm_info, lm_notice, lm_warn};
@@ -225,6 +226,7 @@ pub fn restore(cfg: &Config, st: &Shared, now: i64) -> bool {
     let t0 = Instant::now();
     match restore_pages(cfg, st, now) {
         Ok(s) => {
+            metrics::DB_RESTORED.add(s.added as u64);
             lm_notice!(
                 "restored {} SCA subscriptions from {} ({} rows skipped: expired, ended or another server's; {} pages) in {} ms (DB read {} ms, store {} ms)",
                 s.added,
@@ -254,6 +256,7 @@ fn restore_retry(cfg: &Config, st: &Shared, now: i64) -> bool {
     match restore_pages(cfg, st, now) {
         Ok(s) => {
             st.restore_pending.store(false, Ordering::Release);
+            metrics::DB_RESTORED.add(s.added as u64);
             lm_notice!(
                 "SCA restore retry succeeded: restored {} SCA subscriptions from {} ({} already re-subscribed, {} skipped)",
                 s.added,
@@ -454,7 +457,10 @@ fn flush(st: &Shared, con: &DbConn<'_>) -> Result<usize, String> {
         return Ok(0);
     }
     let t0 = Instant::now();
+    let total = tombs.len() + rows.len();
     let w = write_batch_resilient(con, &tombs, rows, Mode::Fast);
+    st.last_flush_ms.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+    metrics::DB_ROWS_FAILED.add(total.saturating_sub(w.tombs + w.rows.len()) as u64);
     if w.rows.len() + w.tombs >= BIG_BATCH {
         lm_notice!(
             "SCA DB writer: {} rows and {} deletes committed in {} ms",

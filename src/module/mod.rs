@@ -26,6 +26,7 @@ pub mod db;
 pub mod effects;
 pub mod kemi;
 pub mod liveness;
+pub mod metrics;
 pub mod notify;
 pub mod params;
 pub mod rpc;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub restore_pending: core::sync::atomic::AtomicBool,
     /// Rows the DB writer committed since start.
     pub rows_written: core::sync::atomic::AtomicU64,
+    /// How long the DB writer's last batch took (ms).
+    pub last_flush_ms: core::sync::atomic::AtomicU64,
     /// Subscriber liveness counters.
     pub liveness: liveness::Stats,
 }
@@ -68,6 +71,11 @@ impl Shared {
             // the row then stays until it expires
             _ => lm_err!("out of shared memory queueing the DB delete of {}", crate::host::log::B(subscriber)),
         }
+    }
+
+    /// How many DB deletes are queued.
+    pub fn tombstones_len(&self) -> usize {
+        self.tombstones.lock().len()
     }
 
     /// The queued DB deletes, oldest first, left in the queue: the writer
@@ -175,6 +183,8 @@ entry! {
 
 fn init() -> Result<(), String> {
     let cfg = Config::load()?;
+    metrics::register()?;
+    tm::on_final_reply(metrics::notify_final_reply);
     tm::bind().map_err(|_| "cannot bind the tm API: load tm.so before sca_rs.so".to_string())?;
     sl::bind().map_err(|_| "cannot bind the sl API: load sl.so before sca_rs.so".to_string())?;
     sl::register_reply_callback().map_err(|_| "cannot register the sl reply callback".to_string())?;
@@ -191,6 +201,7 @@ fn init() -> Result<(), String> {
         persist,
         restore_pending: core::sync::atomic::AtomicBool::new(false),
         rows_written: core::sync::atomic::AtomicU64::new(0),
+        last_flush_ms: core::sync::atomic::AtomicU64::new(0),
         liveness: liveness::Stats::default(),
     })
         .map_err(|_| "out of shared memory creating the SCA state".to_string())?;

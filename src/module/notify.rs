@@ -10,6 +10,7 @@ use crate::host::log::B;
 use crate::host::shm::Shm;
 use crate::host::tm::{self, Dialog};
 use crate::lm_err;
+use crate::module::metrics;
 use crate::module::params::Config;
 
 /// The `Call-Info:` header line for a subscriber of `aor` with no
@@ -42,7 +43,13 @@ pub fn send(cfg: &Config, sub: &SubscriptionRec<'_>, call_info_header: &[u8], no
         remote_uri: sub.aor,
         route_set: sub.record_route,
     };
-    tm::request_within("NOTIFY", &h, b"", &d).inspect_err(|_| {
+    let sent = tm::request_within("NOTIFY", &h, b"", &d);
+    if sent.is_ok() {
+        metrics::NOTIFY_SENT.inc();
+    } else {
+        metrics::NOTIFY_FAILED.inc();
+    }
+    sent.inspect_err(|_| {
         lm_err!("failed to send {} NOTIFY to {} for {}", sub.event.name(), B(sub.subscriber), B(sub.aor))
     })
 }

@@ -14,7 +14,7 @@ use crate::host::lock::KLock;
 use crate::host::msg::SipMsg;
 use crate::host::shm::Shm;
 use crate::host::sl;
-use crate::module::{config, params::Config, shared, Shared};
+use crate::module::{config, metrics, params::Config, shared, Shared};
 use crate::{entry, lm_dbg, lm_err, lm_info};
 
 /// A failed SUBSCRIBE: the reply to send (the C module's codes/phrases).
@@ -48,6 +48,7 @@ entry! {
 
 fn panic_reply(m: &mut SipMsg<'_>) -> i32 {
     let _ = sl::reply(m, 500, "Server Internal Error", b"");
+    metrics::subscribe_replied(500);
     -1
 }
 
@@ -65,6 +66,7 @@ pub use crate::host::clock::now;
 fn reply_error(msg: &mut SipMsg<'_>, r: Reject) -> i32 {
     let extra: &[u8] = if r.0 == 480 { b"Retry-After: 1\r\n" } else { b"" };
     let _ = sl::reply(msg, r.0, r.1, extra);
+    metrics::subscribe_replied(r.0);
     -1
 }
 
@@ -270,6 +272,8 @@ pub fn handle_subscribe_uris<'m>(
             );
             let retry_after = format!("Retry-After: {left}\r\n");
             let _ = sl::reply(msg, 480, "Temporarily Unavailable", retry_after.as_bytes());
+            metrics::subscribe_replied(480);
+            metrics::SEIZES_REFUSED.inc();
             return -1;
         }
     }
@@ -311,6 +315,7 @@ pub fn handle_subscribe_uris<'m>(
     if sl::reply(msg, code, reason, &extra).is_err() {
         return reply_error(msg, Reject(500, "Internal server error"));
     }
+    metrics::subscribe_replied(code);
 
     // NOTIFY the subscriber, then for a seize or release the group; a new
     // subscription's phone is watched (liveness)
@@ -347,9 +352,12 @@ fn decide(
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {
         let e = guard.entry_or_insert().map_err(|_| Reject(500, "Internal Server Error - seize appearance index"))?;
         e.apps.seize(seize_index, req.subscriber, now, alloc).map_err(|err| match err {
-            SeizeError::Unavailable => Reject(480, "Temporarily Unavailable"),
+            SeizeError::Unavailable => {
+                metrics::SEIZES_REFUSED.inc();
+                Reject(480, "Temporarily Unavailable")
+            }
             SeizeError::NoMemory => Reject(500, "Internal Server Error - seize appearance index"),
-        })
+        }).inspect(|_| metrics::SEIZES_GRANTED.inc())
     };
     match existing {
         Some((notify_cseq, old_rr, old_index)) => {

@@ -42,6 +42,7 @@ use crate::{entry, lm_dbg, lm_err, lm_info, lm_notice};
 
 mod apply;
 mod capture;
+pub mod metrics;
 mod peers;
 mod rpc;
 mod sync;

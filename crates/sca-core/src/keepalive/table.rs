@@ -516,6 +516,15 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
         })
     }
 
+    /// Destinations of every owner by state: (up, down, unknown).
+    pub fn count_states(&self) -> (usize, usize, usize) {
+        self.dests.iter().fold((0, 0, 0), |(up, down, unknown), d| match d.state {
+            State::Up => (up + 1, down, unknown),
+            State::Down => (up, down + 1, unknown),
+            State::Unknown => (up, down, unknown + 1),
+        })
+    }
+
     /// Stop monitoring `uri` for `owner` (same matching rule as add).
     pub fn remove(&mut self, uri: &[u8], owner: &[u8]) -> Option<DestInfo<H>> {
         let i = self.position(uri, owner)?;
@@ -841,6 +850,8 @@ mod tests {
         }
         assert_eq!(t.get_id(phone).map(|d| d.state), Some(State::Up));
         assert_eq!(t.get_id(gw).map(|d| d.state), Some(State::Down));
+        t.add(b"sip:new@x", b"g", 0, None, None, at(1200)).expect("add");
+        assert_eq!(t.count_states(), (1, 1, 1), "(up, down, unknown) over every owner");
         // no reply at all is still a failure
         let ps = pings(&mut t, at(5000));
         let p = ps.iter().find(|p| p.id == phone).expect("phone pinged");

@@ -32,8 +32,14 @@ type Stats = BTreeMap<String, i64>;
 fn example(gateway: &str) -> KamailioOpts {
     let path = common::kamailio::repo_root().join("cfg-examples/kamailio-sca-metrics.cfg");
     let text = std::fs::read_to_string(&path).expect("read cfg-examples/kamailio-sca-metrics.cfg");
-    assert!(text.contains("loadmodule \"sca_rs.so\""), "example loads sca_rs.so");
-    let text = text.replace("loadmodule \"sca_rs.so\"", "loadmodule \"{{SCA_LOADMODULE}}\"");
+    assert!(
+        text.contains("loadmodule \"sca_rs.so\""),
+        "example loads sca_rs.so"
+    );
+    let text = text.replace(
+        "loadmodule \"sca_rs.so\"",
+        "loadmodule \"{{SCA_LOADMODULE}}\"",
+    );
     let tpl = format!(
         "#!define LISTEN udp:127.0.0.1:{{{{PORT}}}}\n#!define HTTP_LISTEN tcp:127.0.0.1:{{{{PORT}}}}\n\
          #!define DBURL \"{{{{DB_URL}}}}\"\n#!define CTL \"{{{{CTL_SOCKET}}}}\"\n\
@@ -45,8 +51,13 @@ fn example(gateway: &str) -> KamailioOpts {
 /// `GET path` over HTTP/1.1 to Kamailio's TCP listener: (status, body).
 fn http_get(k: &Kamailio, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(k.addr()).expect("connect to Kamailio's TCP listener");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("send GET");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send GET");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     // the body ends at Content-Length (xhttp may keep the connection open)
@@ -55,12 +66,23 @@ fn http_get(k: &Kamailio, path: &str) -> (u16, String) {
         if let Some(end) = text.find("\r\n\r\n") {
             let len = text[..end]
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
                 .and_then(Result::ok);
             if let Some(len) = len {
                 if buf.len() >= end + 4 + len {
-                    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-                    return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+                    let status = text
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    return (
+                        status,
+                        String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned(),
+                    );
                 }
             }
         }
@@ -91,7 +113,10 @@ fn kamcmd_stats(k: &Kamailio) -> Stats {
         .lines()
         .filter_map(|l| {
             let (n, v) = l.trim().split_once(" = ")?;
-            Some((n.strip_prefix("sca_rs:")?.to_string(), v.trim().parse().ok()?))
+            Some((
+                n.strip_prefix("sca_rs:")?.to_string(),
+                v.trim().parse().ok()?,
+            ))
         })
         .collect()
 }
@@ -142,14 +167,21 @@ const NAMES: &[&str] = &[
 /// The statistics that only SIP of this test moves (not the keepalive
 /// pings nor the DB writer, which run on their own clocks).
 fn sca_part(s: &Stats) -> Stats {
-    s.iter().filter(|(n, _)| !n.starts_with("keepalive_") && !n.starts_with("db_")).map(|(n, v)| (n.clone(), *v)).collect()
+    s.iter()
+        .filter(|(n, _)| !n.starts_with("keepalive_") && !n.starts_with("db_"))
+        .map(|(n, v)| (n.clone(), *v))
+        .collect()
 }
 
 /// Both views, which must agree on what SIP moved.
 fn both(k: &Kamailio) -> Stats {
     let http = scrape(k);
     let rpc = kamcmd_stats(k);
-    assert_eq!(sca_part(&http), sca_part(&rpc), "/metrics and stats.get_statistics disagree");
+    assert_eq!(
+        sca_part(&http),
+        sca_part(&rpc),
+        "/metrics and stats.get_statistics disagree"
+    );
     http
 }
 
@@ -173,7 +205,9 @@ fn pump(uas: &mut [&mut Ua], dur: Duration) {
 fn notifies_received(ua: &Ua) -> i64 {
     ua.transcript()
         .iter()
-        .filter(|e| e.dir == Direction::Received && !e.retransmission && e.msg.method() == Some("NOTIFY"))
+        .filter(|e| {
+            e.dir == Direction::Received && !e.retransmission && e.msg.method() == Some("NOTIFY")
+        })
         .count() as i64
 }
 
@@ -210,12 +244,18 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
     answering.set_delay(30);
     let k = Kamailio::start(example(&silent.hostport()));
     let answering_uri = format!("sip:{}", answering.hostport());
-    assert_eq!(k.rpc(&["keepalive.add", &answering_uri, "metrics-test"]), "Ok. Destination added.");
+    assert_eq!(
+        k.rpc(&["keepalive.add", &answering_uri, "metrics-test"]),
+        "Ok. Destination added."
+    );
 
     // every statistic is there, in both views, and /metrics serves nothing else
     let start = both(&k);
     for n in NAMES {
-        assert!(start.contains_key(*n), "{n} missing from /metrics: {start:?}");
+        assert!(
+            start.contains_key(*n),
+            "{n} missing from /metrics: {start:?}"
+        );
     }
     assert_eq!(start.len(), NAMES.len(), "{start:?}");
     assert_eq!(http_get(&k, "/other").0, 404);
@@ -233,45 +273,101 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
     subscribe_call_info(&mut a, AOR);
     subscribe_call_info(&mut b, AOR);
     let s1 = both(&k);
-    assert_moved(&start, &s1, &[("subscribe_accepted", 2), ("notify_sent", 2), ("notify_failed", 0)]);
-    assert_values(&s1, &[("subscriptions_call_info", 2), ("subscriptions_line_seize", 0)]);
+    assert_moved(
+        &start,
+        &s1,
+        &[
+            ("subscribe_accepted", 2),
+            ("notify_sent", 2),
+            ("notify_failed", 0),
+        ],
+    );
+    assert_values(
+        &s1,
+        &[
+            ("subscriptions_call_info", 2),
+            ("subscriptions_line_seize", 0),
+        ],
+    );
 
     // A seizes line 1: its line-seize NOTIFY, then the group's (A and B)
     let mut da = a.dialog(AOR);
-    let s = a.send_subscribe(&mut da, &Subscribe::new("line-seize", 15).call_info(&call_info("1"))).expect("line-seize");
-    let r = a.expect_final_response(&s, RECV_TIMEOUT).expect("reply to line-seize");
+    let s = a
+        .send_subscribe(
+            &mut da,
+            &Subscribe::new("line-seize", 15).call_info(&call_info("1")),
+        )
+        .expect("line-seize");
+    let r = a
+        .expect_final_response(&s, RECV_TIMEOUT)
+        .expect("reply to line-seize");
     assert_eq!(r.status(), Some(200), "{}", r.raw);
-    a.expect_request("NOTIFY", RECV_TIMEOUT).expect("line-seize NOTIFY");
-    a.expect_request("NOTIFY", RECV_TIMEOUT).expect("call-info NOTIFY to A");
+    a.expect_request("NOTIFY", RECV_TIMEOUT)
+        .expect("line-seize NOTIFY");
+    a.expect_request("NOTIFY", RECV_TIMEOUT)
+        .expect("call-info NOTIFY to A");
     notify_with(&mut b, "appearance-index=1;appearance-state=seized");
     let s2 = both(&k);
-    assert_moved(&s1, &s2, &[("subscribe_accepted", 1), ("seizes_granted", 1), ("notify_sent", 3), ("seizes_refused", 0)]);
-    assert_values(&s2, &[("subscriptions_line_seize", 1), ("appearances_seized", 1)]);
+    assert_moved(
+        &s1,
+        &s2,
+        &[
+            ("subscribe_accepted", 1),
+            ("seizes_granted", 1),
+            ("notify_sent", 3),
+            ("seizes_refused", 0),
+        ],
+    );
+    assert_values(
+        &s2,
+        &[("subscriptions_line_seize", 1), ("appearances_seized", 1)],
+    );
 
     // B wants the same line: 480; then a line-seize without Call-Info: 400
     let mut db = b.dialog(AOR);
-    let s = b.send_subscribe(&mut db, &Subscribe::new("line-seize", 15).call_info(&call_info("1"))).expect("line-seize");
+    let s = b
+        .send_subscribe(
+            &mut db,
+            &Subscribe::new("line-seize", 15).call_info(&call_info("1")),
+        )
+        .expect("line-seize");
     let r = b.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
     assert_eq!(r.status(), Some(480), "{}", r.raw);
     let mut db2 = b.dialog(AOR);
-    let s = b.send_subscribe(&mut db2, &Subscribe::new("line-seize", 15)).expect("line-seize");
+    let s = b
+        .send_subscribe(&mut db2, &Subscribe::new("line-seize", 15))
+        .expect("line-seize");
     let r = b.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
     assert_eq!(r.status(), Some(400), "{}", r.raw);
     let s3 = both(&k);
     assert_moved(
         &s2,
         &s3,
-        &[("subscribe_refused_4xx", 2), ("seizes_refused", 1), ("subscribe_accepted", 0), ("notify_sent", 0), ("seizes_granted", 0)],
+        &[
+            ("subscribe_refused_4xx", 2),
+            ("seizes_refused", 1),
+            ("subscribe_accepted", 0),
+            ("notify_sent", 0),
+            ("seizes_granted", 0),
+        ],
     );
-    assert_values(&s3, &[("subscriptions_line_seize", 1), ("appearances_seized", 1)]);
+    assert_values(
+        &s3,
+        &[("subscriptions_line_seize", 1), ("appearances_seized", 1)],
+    );
 
     // A calls C on line 1; C answers, A ACKs: sca_call_info_update ran on
     // the INVITE and on the 200
     let mut dlg = a.dialog(CALLEE);
     dlg.remote_target = c.contact_uri();
-    let req = a.request(&mut dlg, "INVITE").header("Call-Info", &call_info("1")).body("application/sdp", &sdp("A", 1, "sendrecv"));
+    let req = a
+        .request(&mut dlg, "INVITE")
+        .header("Call-Info", &call_info("1"))
+        .body("application/sdp", &sdp("A", 1, "sendrecv"));
     let invite = a.send(&req).expect("INVITE");
-    let c_invite = c.expect_request("INVITE", RECV_TIMEOUT).expect("INVITE at C");
+    let c_invite = c
+        .expect_request("INVITE", RECV_TIMEOUT)
+        .expect("INVITE at C");
     let tag = c.uas_tag(c_invite.call_id().unwrap_or(""));
     let ok = Response::for_request(&c_invite, 200, "OK")
         .with_to_tag(&tag)
@@ -279,7 +375,9 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
         .header("Contact", &format!("<{}>", c.contact_uri()))
         .body("application/sdp", &sdp("C", 1, "sendrecv"));
     c.send_response(&c_invite, &ok).expect("200");
-    let r = a.expect_final_response(&invite, RECV_TIMEOUT).expect("200 at A");
+    let r = a
+        .expect_final_response(&invite, RECV_TIMEOUT)
+        .expect("200 at A");
     assert_eq!(r.status(), Some(200), "{}", r.raw);
     dlg.update_from_response(&r);
     let ack = a.request_with_cseq(&dlg, "ACK", invite.cseq().map(|c| c.0).unwrap_or(1));
@@ -294,7 +392,9 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
     let bye = a.send(&bye).expect("BYE");
     let c_bye = c.expect_request("BYE", RECV_TIMEOUT).expect("BYE at C");
     c.reply(&c_bye, 200, "OK").expect("200 to BYE");
-    let r = a.expect_final_response(&bye, RECV_TIMEOUT).expect("200 to BYE at A");
+    let r = a
+        .expect_final_response(&bye, RECV_TIMEOUT)
+        .expect("200 to BYE at A");
     assert_eq!(r.status(), Some(200), "{}", r.raw);
     notify_with(&mut b, "appearance-index=*;appearance-state=idle");
     let s5 = both(&k);
@@ -307,7 +407,9 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
     // it up after fr_timer (1 s), a failed NOTIFY
     let mut d = Ua::new("D", "300", k.addr()).expect("UA");
     let mut dd = d.dialog(AOR_D);
-    let s = d.send_subscribe(&mut dd, &Subscribe::new("call-info", 600)).expect("SUBSCRIBE");
+    let s = d
+        .send_subscribe(&mut dd, &Subscribe::new("call-info", 600))
+        .expect("SUBSCRIBE");
     let r = d.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
     assert_eq!(r.status(), Some(202), "{}", r.raw);
     assert!(
@@ -317,11 +419,21 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
     );
 
     // every NOTIFY a phone received was counted as sent, and no other
-    pump(&mut [&mut a, &mut b, &mut c, &mut d], Duration::from_millis(300));
+    pump(
+        &mut [&mut a, &mut b, &mut c, &mut d],
+        Duration::from_millis(300),
+    );
     let received: i64 = [&a, &b, &c, &d].iter().map(|u| notifies_received(u)).sum();
     let s6 = both(&k);
-    assert_eq!(s6["notify_sent"], received, "NOTIFYs sent = NOTIFYs the phones got");
-    assert_eq!(s6["notify_sent"], 2 + 3 + s5["notify_sent"] - s2["notify_sent"] + 1, "as counted step by step");
+    assert_eq!(
+        s6["notify_sent"], received,
+        "NOTIFYs sent = NOTIFYs the phones got"
+    );
+    assert_eq!(
+        s6["notify_sent"],
+        2 + 3 + s5["notify_sent"] - s2["notify_sent"] + 1,
+        "as counted step by step"
+    );
     assert_values(
         &s6,
         &[
@@ -344,18 +456,39 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
 
     // the DB writer (every second) catches up: no backlog, nothing failed,
     // every stored subscription written at least once
-    assert!(wait_until(WAIT, || both(&k)["db_backlog"] == 0), "DB backlog drained");
-    let rows: i64 = k.sqlite("SELECT count(*) FROM sca_subscriptions;").expect("sqlite").trim().parse().expect("count");
+    assert!(
+        wait_until(WAIT, || both(&k)["db_backlog"] == 0),
+        "DB backlog drained"
+    );
+    let rows: i64 = k
+        .sqlite("SELECT count(*) FROM sca_subscriptions;")
+        .expect("sqlite")
+        .trim()
+        .parse()
+        .expect("count");
     let s7 = both(&k);
-    assert_eq!(rows, s7["subscriptions_call_info"] + s7["subscriptions_line_seize"], "rows in the DB");
-    assert!(s7["db_rows_written"] >= rows, "{} rows written, {rows} in the table", s7["db_rows_written"]);
+    assert_eq!(
+        rows,
+        s7["subscriptions_call_info"] + s7["subscriptions_line_seize"],
+        "rows in the DB"
+    );
+    assert!(
+        s7["db_rows_written"] >= rows,
+        "{} rows written, {rows} in the table",
+        s7["db_rows_written"]
+    );
     assert_eq!(s7["db_rows_failed"], 0);
     eprintln!("statistics after the SIP steps: {s7:?}");
 
     // keepalive: the silent gateway goes down, the other stays up; the
     // counters agree with keepalive.list's per-destination figures, read
     // between two identical scrapes (pings go on meanwhile)
-    let ka = |s: &Stats| -> Stats { s.iter().filter(|(n, _)| n.starts_with("keepalive_")).map(|(n, v)| (n.clone(), *v)).collect() };
+    let ka = |s: &Stats| -> Stats {
+        s.iter()
+            .filter(|(n, _)| n.starts_with("keepalive_"))
+            .map(|(n, v)| (n.clone(), *v))
+            .collect()
+    };
     let mut last = String::new();
     let consistent = wait_until(WAIT, || {
         let m1 = scrape(&k);
@@ -364,9 +497,20 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
         if ka(&m1) != ka(&m2) {
             return false;
         }
-        let sum = |f: &str| dests.iter().map(|d| d[f].parse::<i64>().expect(f)).sum::<i64>();
-        let (pings, replies, timeouts, errors) = (sum("pings"), sum("replies"), sum("timeouts"), sum("errors"));
-        let state = |uri: &str| dests.iter().find(|d| d["uri"] == uri).map(|d| d["state"].clone());
+        let sum = |f: &str| {
+            dests
+                .iter()
+                .map(|d| d[f].parse::<i64>().expect(f))
+                .sum::<i64>()
+        };
+        let (pings, replies, timeouts, errors) =
+            (sum("pings"), sum("replies"), sum("timeouts"), sum("errors"));
+        let state = |uri: &str| {
+            dests
+                .iter()
+                .find(|d| d["uri"] == uri)
+                .map(|d| d["state"].clone())
+        };
         last = format!("{m1:?}\n{dests:?}");
         m1["keepalive_destinations_down"] == 1
             && m1["keepalive_destinations_up"] == 1
@@ -379,20 +523,33 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
             && replies >= 2
             && timeouts >= 2
     });
-    assert!(consistent, "keepalive statistics = keepalive.list figures:\n{last}");
+    assert!(
+        consistent,
+        "keepalive statistics = keepalive.list figures:\n{last}"
+    );
     eprintln!("keepalive statistics and keepalive.list agreed on:\n{last}");
     // latency: the answering gateway waits 30 ms before each answer
     let m = scrape(&k);
-    assert!(m["keepalive_ping_rtt_ms"] >= 20 * m["keepalive_pings_answered"], "{m:?}");
+    assert!(
+        m["keepalive_ping_rtt_ms"] >= 20 * m["keepalive_pings_answered"],
+        "{m:?}"
+    );
 
-    assert!(k.log_errors().iter().all(|l| !l.contains("statistic")), "{:?}", k.log_errors());
+    assert!(
+        k.log_errors().iter().all(|l| !l.contains("statistic")),
+        "{:?}",
+        k.log_errors()
+    );
 }
 
 /// Subscriptions restored from the DB at start-up are counted, exactly.
 #[test]
 fn restored_subscriptions_are_counted() {
     let gw = Gateway::new(200);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
     let mut sql = String::new();
     for i in 0..5 {
         sql += &format!(

@@ -28,8 +28,8 @@ type Stats = BTreeMap<String, i64>;
 
 /// The example config as a harness template (its own `#!define` switches
 /// take the harness's ports, sockets and DB); `gateway` is the keepalive
-/// destination it monitors.
-fn example(gateway: &str) -> KamailioOpts {
+/// destination it monitors; `defines` are more `#!define` lines.
+fn example(gateway: &str, defines: &str) -> KamailioOpts {
     let path = common::kamailio::repo_root().join("cfg-examples/kamailio-sca-metrics.cfg");
     let text = std::fs::read_to_string(&path).expect("read cfg-examples/kamailio-sca-metrics.cfg");
     assert!(
@@ -43,7 +43,7 @@ fn example(gateway: &str) -> KamailioOpts {
     let tpl = format!(
         "#!define LISTEN udp:127.0.0.1:{{{{PORT}}}}\n#!define HTTP_LISTEN tcp:127.0.0.1:{{{{PORT}}}}\n\
          #!define DBURL \"{{{{DB_URL}}}}\"\n#!define CTL \"{{{{CTL_SOCKET}}}}\"\n\
-         #!define GATEWAY \"{gateway}\"\n#!define PING_INTERVAL 1\n#!define FR_TIMER 1000\n{text}"
+         #!define GATEWAY \"{gateway}\"\n#!define PING_INTERVAL 1\n#!define FR_TIMER 1000\n{defines}{text}"
     );
     KamailioOpts::new(&tpl, ScaModule::Rust)
 }
@@ -242,7 +242,7 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
     let silent = Gateway::new(0);
     let answering = Gateway::new(200);
     answering.set_delay(30);
-    let k = Kamailio::start(example(&silent.hostport()));
+    let k = Kamailio::start(example(&silent.hostport(), ""));
     let answering_uri = format!("sip:{}", answering.hostport());
     assert_eq!(
         k.rpc(&["keepalive.add", &answering_uri, "metrics-test"]),
@@ -566,10 +566,92 @@ fn restored_subscriptions_are_counted() {
          'sip:199@127.0.0.1', 1, {}, 0, 0, 'cid-old', 'ft', 'tt', '', 1, 1, 0);\n",
         now - 10
     );
-    let k = Kamailio::start(example(&gw.hostport()).db_seed_sql(&sql));
+    let k = Kamailio::start(example(&gw.hostport(), "").db_seed_sql(&sql));
     let s = both(&k);
     assert_eq!(s["db_restored"], 5, "{s:?}");
     assert_eq!(kamcmd_stats(&k)["db_restored"], 5);
     assert_eq!(s["subscriptions_call_info"], 5);
     assert_eq!(s["db_rows_failed"], 0);
+}
+
+/// Subscriber liveness (on in the example with `SUBSCRIBER_KEEPALIVE`): a
+/// phone that stops answering is declared dead once, its two subscriptions
+/// end and its seized line is released; the statistics say so, as
+/// `sca.subscriber_liveness` does.
+#[test]
+fn liveness_statistics_follow_a_phone_declared_dead() {
+    let gw = Gateway::new(200);
+    let k = Kamailio::start(example(&gw.hostport(), "#!define SUBSCRIBER_KEEPALIVE 1\n"));
+    let mut b = phone(&k, "B", "100");
+    let mut a = phone(&k, "A", "100");
+    a.auto_answer_options = Some(200);
+    b.auto_answer_options = Some(200);
+    subscribe_call_info(&mut b, AOR);
+    subscribe_call_info(&mut a, AOR);
+    let mut da = a.dialog(AOR);
+    let s = a
+        .send_subscribe(
+            &mut da,
+            &Subscribe::new("line-seize", 15).call_info(&call_info("1")),
+        )
+        .expect("line-seize");
+    let r = a
+        .expect_final_response(&s, RECV_TIMEOUT)
+        .expect("reply to line-seize");
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    notify_with(&mut b, "appearance-index=1;appearance-state=seized");
+    let s1 = both(&k);
+    assert_values(
+        &s1,
+        &[
+            ("liveness_phones_monitored", 2),
+            ("liveness_declared_dead", 0),
+            ("liveness_lines_released", 0),
+            ("appearances_seized", 1),
+        ],
+    );
+
+    // A goes silent (reads nothing from now on); B keeps answering
+    let deadline = Instant::now() + WAIT;
+    while both(&k)["liveness_declared_dead"] == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "A declared dead:\n{}",
+            k.log_tail(30)
+        );
+        pump(&mut [&mut b], Duration::from_millis(100));
+    }
+    let s2 = both(&k);
+    assert_values(
+        &s2,
+        &[
+            ("liveness_declared_dead", 1),
+            ("liveness_subscriptions_ended", 2),
+            ("liveness_lines_released", 1),
+            ("liveness_phones_monitored", 1),
+            ("appearances_seized", 0),
+            ("subscriptions_call_info", 1),
+            ("subscriptions_line_seize", 0),
+        ],
+    );
+    // the same figures as the module's own RPC command
+    let rpc: Stats = k
+        .rpc(&["sca.subscriber_liveness"])
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.trim().split_once(' ')?;
+            Some((n.to_string(), v.trim().parse().ok()?))
+        })
+        .collect();
+    for (stat, field) in [
+        ("liveness_phones_monitored", "monitored"),
+        ("liveness_declared_dead", "declared_dead"),
+        ("liveness_subscriptions_ended", "subscriptions_ended"),
+        ("liveness_lines_released", "lines_released"),
+    ] {
+        assert_eq!(
+            s2[stat], rpc[field],
+            "{stat} vs sca.subscriber_liveness {field}"
+        );
+    }
 }

@@ -655,3 +655,93 @@ fn liveness_statistics_follow_a_phone_declared_dead() {
         );
     }
 }
+
+/// The cluster statistics on two real nodes (dmq over 127.0.0.1 and .2),
+/// read with `kamcmd stats.get_statistics`: what `sca.cluster` says, and a
+/// subscription on node 1 is one message sent there and one received on
+/// node 2; a malformed KDMQ is one rejected.
+#[test]
+fn cluster_statistics_follow_replication() {
+    use common::cluster::{cluster_stat, default_specs, kdmq_request, send_for_reply, Cluster};
+    let specs = default_specs(2)
+        .into_iter()
+        .map(|mut s| {
+            s.extra_modparams += "loadmodule \"kex.so\"\n";
+            s
+        })
+        .collect();
+    let Some(c) = Cluster::start("cluster_statistics_follow_replication", specs) else {
+        return;
+    };
+    c.wait_mesh(WAIT);
+    let (k1, k2) = (c.node(1), c.node(2));
+    // both synced (or alone at the time, idle) and heard from the other
+    let settled = |k: &Kamailio| {
+        let s = kamcmd_stats(k);
+        matches!(s["cluster_sync_state"], 1 | 3) && s["cluster_peers_active"] == 1
+    };
+    assert!(
+        wait_until(WAIT, || settled(k1) && settled(k2)),
+        "{:?}\n{:?}",
+        kamcmd_stats(k1),
+        kamcmd_stats(k2)
+    );
+    // the statistics are sca.cluster's figures
+    for k in [k1, k2] {
+        let s = kamcmd_stats(k);
+        for (stat, field) in [
+            ("cluster_msgs_sent", "tx_msgs"),
+            ("cluster_msgs_send_failed", "tx_failed"),
+            ("cluster_msgs_received", "rx_msgs"),
+            ("cluster_msgs_rejected", "rx_rejected"),
+            ("cluster_conflicts_won", "conflicts_won"),
+            ("cluster_conflicts_lost", "conflicts_lost"),
+        ] {
+            assert_eq!(
+                s[stat],
+                cluster_stat(k, field) as i64,
+                "{stat} vs sca.cluster {field}"
+            );
+        }
+    }
+    let (b1, b2) = (kamcmd_stats(k1), kamcmd_stats(k2));
+
+    // a phone subscribes on node 1: node 2 gets it in one message
+    let mut a = Ua::new("A", "100", c.addr(1)).expect("UA");
+    a.auto_answer_notify = true;
+    subscribe_call_info(&mut a, AOR);
+    assert!(
+        wait_until(WAIT, || kamcmd_stats(k2)["subscriptions_call_info"] == 1),
+        "replicated to node 2"
+    );
+    let (a1, a2) = (kamcmd_stats(k1), kamcmd_stats(k2));
+    assert_moved(
+        &b1,
+        &a1,
+        &[
+            ("cluster_msgs_sent", 1),
+            ("cluster_msgs_send_failed", 0),
+            ("cluster_msgs_received", 0),
+            ("subscribe_accepted", 1),
+        ],
+    );
+    assert_moved(
+        &b2,
+        &a2,
+        &[
+            ("cluster_msgs_received", 1),
+            ("cluster_msgs_sent", 0),
+            ("cluster_msgs_rejected", 0),
+            ("subscribe_accepted", 0),
+        ],
+    );
+
+    // a malformed KDMQ to node 2: a 400, one rejected
+    let mut x = Ua::new("X", "sca_rs", c.addr(2)).expect("UA");
+    let req = kdmq_request(&x, c.addr(2), Some("application/x-sca-rs"), b"garbage");
+    let r = send_for_reply(&mut x, &req);
+    assert_eq!(r.status(), Some(400), "{}", r.raw);
+    let r2 = kamcmd_stats(k2);
+    assert_moved(&a2, &r2, &[("cluster_msgs_rejected", 1)]);
+    assert_eq!(r2["cluster_peers_active"], 1);
+}

@@ -297,6 +297,7 @@ fn changes_and_a_conflict_on_both_sides_converge_after_heal() {
     }
     c.wait_agree("subscriptions", WAIT, subscriptions, |v| v.len() == 4);
 
+    eprintln!("heal_conflict: dmq on node 1 before the cut: {:?}", dmq_status(c.node(1)));
     // node 1 | nodes 2 and 3, until dmq on each side has dropped the other
     part.cut(1, 2);
     part.cut(1, 3);

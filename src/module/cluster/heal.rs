@@ -148,6 +148,7 @@ pub(super) fn store_chunk(session: u32, cursor: u32, max_bytes: u32, only: Optio
     let limit = (max_bytes as usize).clamp(1024, 60000);
     let slots = st.store.slot_count();
     let mut slot = cursor as usize;
+    let now = now();
     // the closing SYNC_CHUNK record and some slack
     const RESERVE: usize = 64;
     while slot < slots && b.len() < limit {
@@ -156,7 +157,7 @@ pub(super) fn store_chunk(session: u32, cursor: u32, max_bytes: u32, only: Optio
             if full || only.is_some_and(|d| !d.contains(e.aor())) {
                 return;
             }
-            let recs = digest::entry_records(e, n.id);
+            let recs = digest::entry_records(e, n.id, now);
             if recs.iter().map(|r| r.encoded_len()).sum::<usize>() + RESERVE > b.room() && b.record_count() > 0 {
                 full = true;
                 return;

@@ -28,6 +28,8 @@ use foldhash::fast::FixedState;
 use super::codec::{AorApps, Record, SubDel, SubPut, Tombstone};
 use super::replica::{self, app_key, sub_key, Tombs};
 use super::Ver;
+use crate::appearance::{PENDING_TTL, SEIZED_TTL};
+use crate::parse::appearance::AppearanceState;
 use crate::store::AorEntry;
 
 /// Buckets of a digest: 2048 sums of 8 bytes, a 16 KiB `DIGEST` message.
@@ -52,10 +54,23 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Is an appearance in `state` since `mtime` due for the purge of lines
+/// stuck in seized or active-pending at `now`? Each node purges at its
+/// own interval, so such appearances are neither summed nor sent: a node
+/// that has purged one must not get it back from one that has not yet.
+pub fn purge_due(state: AppearanceState, mtime: i64, now: i64) -> bool {
+    match state {
+        AppearanceState::Seized => now - mtime >= SEIZED_TTL,
+        AppearanceState::ActivePending => now - mtime >= PENDING_TTL,
+        _ => false,
+    }
+}
+
 /// The digest of one AoR as this node (`self_id`) holds it at `now`
 /// (seconds): 0 when it holds nothing that is replicated. Subscriptions
 /// that are terminated or expired are left out (each node purges them at
-/// its own time); a subscription restored from this node's database and
+/// its own time), and so are appearances [`purge_due`]; a subscription
+/// restored from this node's database and
 /// not stamped since counts as this node's with stamp 0, as a full sync
 /// sends it.
 pub fn aor_sum<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64) -> u64 {
@@ -79,7 +94,7 @@ pub fn aor_sum<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64) ->
         acc = acc.wrapping_add(mix(h.finish()));
         any = true;
     }
-    for a in e.apps.iter().filter(|a| a.inc != 0) {
+    for a in e.apps.iter().filter(|a| a.inc != 0 && !purge_due(a.state, a.mtime, now)) {
         let mut h = FixedState::with_seed(SEED).build_hasher();
         h.write_u8(b'A');
         h.write_u32(a.index);
@@ -172,10 +187,14 @@ impl Differing {
 /// `AOR_APPS` of its appearances when it has any (or is shared). A
 /// subscription restored from this node's database and not stamped since
 /// goes out as `self_id`'s with stamp 0, older than any stamped copy.
-pub fn entry_records<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32) -> Vec<Record<'_>> {
+/// What has expired at `now`, or is [`purge_due`], is left out: each node
+/// purges it on its own, and a peer that has already done so must not get
+/// it back.
+pub fn entry_records<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64) -> Vec<Record<'_>> {
     let mut recs: Vec<Record<'_>> = e
         .subs
         .iter()
+        .filter(|s| s.expires > now)
         .map(|s| {
             let mut r = replica::sub_put_record(e.aor(), s);
             if let Record::SubPut(p) = &mut r {
@@ -188,7 +207,11 @@ pub fn entry_records<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32) -> Vec
         })
         .collect();
     if e.shared || !e.apps.is_empty() {
-        recs.push(replica::aor_apps_record(e, Vec::new()));
+        let mut r = replica::aor_apps_record(e, Vec::new());
+        if let Record::AorApps(a) = &mut r {
+            a.apps.retain(|x| !purge_due(x.state, x.mtime, now));
+        }
+        recs.push(r);
     }
     recs
 }
@@ -297,6 +320,26 @@ mod tests {
         assert!(d.contains(&aors[7]));
         // another bucket count differs everywhere
         assert_eq!(da.differing(&[0; 3]).count(), BUCKETS);
+    }
+
+    #[test]
+    fn lines_due_for_the_purge_and_expired_subscriptions_are_neither_summed_nor_sent() {
+        assert!(!purge_due(AppearanceState::Seized, 0, 119));
+        assert!(purge_due(AppearanceState::Seized, 0, 120));
+        assert!(!purge_due(AppearanceState::ActivePending, 100, 134));
+        assert!(purge_due(AppearanceState::ActivePending, 100, 135));
+        assert!(!purge_due(AppearanceState::Active, 0, 1_000_000));
+        let s = store(2);
+        let mut g = s.lock_aor(AOR);
+        g.put_sub(&rec(AOR, b"sip:a@1", EventType::CallInfo)).expect("put");
+        let e = g.entry().expect("entry");
+        let puts = |now| entry_records(e, 1, now).iter().filter(|r| matches!(r, Record::SubPut(_))).count();
+        assert_eq!(puts(999), 1);
+        assert_eq!(puts(1000), 0);
+        match &entry_records(e, 7, 0)[0] {
+            Record::SubPut(p) => assert_eq!((p.origin, p.ver), (7, Ver::new(0, 7)), "restored: this node's, stamp 0"),
+            r => panic!("{r:?}"),
+        }
     }
 
     #[test]

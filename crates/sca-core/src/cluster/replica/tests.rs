@@ -437,7 +437,7 @@ impl Node {
             codec::Builder::new(&Header::new(Kind::Changes, self.id, 7, 1)).expect("builder");
         self.store.for_each_aor(|e| {
             if diff.contains(e.aor()) {
-                for r in digest::entry_records(e, self.id) {
+                for r in digest::entry_records(e, self.id, 0) {
                     b.push(&r).expect("fits");
                 }
             }

@@ -83,7 +83,7 @@ fn sipp(target: SocketAddr, n: u64, rate: u64, dir: &Path) -> u64 {
     let out = Command::new("sipp")
         .args(["-sf", &format!("{top}/bench/subscribe.xml")])
         .args(["-m", &n.to_string(), "-r", &rate.to_string(), "-l", &(rate * 4).to_string()])
-        .args(["-i", "127.0.0.1", "-p", "0", "-nostdin"])
+        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string(), "-nostdin"])
         .args(["-timeout", &(n / rate + 120).to_string(), "-trace_stat", "-stf"])
         .arg(&stat)
         .arg(target.to_string())
@@ -151,8 +151,8 @@ fn workload_8_cluster_heal() {
     let t = Instant::now();
     let ok = sipp(c.addr(1), subs, rate, &dir);
     assert!(ok >= subs * 99 / 100, "sipp stored {ok} of {subs}");
-    let n1 = count(k1);
-    wait_count(k2, n1, Duration::from_secs(300), "node 2 replicates the load");
+    let loaded = count(k1);
+    wait_count(k2, loaded, Duration::from_secs(300), "node 2 replicates the load");
     let load_s = t.elapsed().as_secs_f64();
 
     // idle: the digest exchange only
@@ -199,7 +199,7 @@ fn workload_8_cluster_heal() {
     part.heal();
     let took = wait_count(k2, n1, Duration::from_secs(600), "node 2 after the heal");
     let healed = format!(
-        "{{\"changed_aors\":{ok2},\"node2_missing_at_heal\":{},\"converge_ms\":{},\"records_received\":{},\
+        "{{\"changed_aors\":{ok2},\"subs_after\":{n1},\"node2_missing_at_heal\":{},\"converge_ms\":{},\"records_received\":{},\
          \"records_applied\":{},\"node1_kdmq_bytes\":{}}}",
         n1.saturating_sub(n2_cut),
         took.as_millis(),
@@ -210,10 +210,19 @@ fn workload_8_cluster_heal() {
     drop(part);
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
-        "BENCH {{\"subs\":{n1},\"load_s\":{load_s:.1},\"digest_interval_s\":{interval},\"idle_window_s\":{secs:.1},\
+        "BENCH {{\"subs\":{loaded},\"load_s\":{load_s:.1},\"digest_interval_s\":{interval},\"idle_window_s\":{secs:.1},\
          \"idle\":[{}],\"heal\":{healed}}}",
         idle.join(",")
     );
+}
+
+/// A UDP port free now: each SIPp run gets its own, so its contacts are
+/// new subscribers of the AoRs.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

@@ -29,11 +29,17 @@ pub(super) struct HealState {
     /// Exchange at the next tick, whatever the interval.
     due: bool,
     session: u32,
+    /// This node's last digest and when it was computed (ms): answers and
+    /// follow-up requests within a digest interval reuse it rather than
+    /// walk the store again (an answer chooses what to send by it; the
+    /// records themselves are read fresh).
+    own: [u64; digest::BUCKETS],
+    own_ms: u64,
 }
 
 impl HealState {
     pub(super) fn new() -> HealState {
-        HealState { last_ms: 0, due: false, session: 0 }
+        HealState { last_ms: 0, due: false, session: 0, own: [0; digest::BUCKETS], own_ms: 0 }
     }
 }
 
@@ -69,20 +75,34 @@ pub(super) fn silent_too_long(last_rx_ms: u64, now: u64) -> bool {
     last_rx_ms > 0 && now.saturating_sub(last_rx_ms) > window
 }
 
-/// This node's digest of its whole store.
-fn local_digest() -> Option<Digest> {
+/// This node's digest of its whole store: computed now (`fresh`), or the
+/// one computed within the last digest interval.
+fn local_digest(fresh: bool) -> Option<Digest> {
     let (Some(st), Some(c), Some(n)) = (shared(), cluster(), node()) else { return None };
+    let max_age = u64::from(n.cfg.digest_interval.max(1)) * 1000;
+    if !fresh {
+        let h = c.heal.lock();
+        if h.own_ms > 0 && now_ms().saturating_sub(h.own_ms) < max_age {
+            return Some(Digest::from_sums(&h.own));
+        }
+    }
     let started = std::time::Instant::now();
     let mut d = Digest::new();
     let now = now();
     st.store.for_each_aor(|e| d.add(e, n.id, now));
     c.heal_counters.digest_us.store(started.elapsed().as_micros() as u64, Relaxed);
+    let mut h = c.heal.lock();
+    if d.sums().len() == h.own.len() {
+        h.own.copy_from_slice(d.sums());
+        h.own_ms = now_ms();
+    }
     Some(d)
 }
 
 fn digest_message(session: u32, cursor: u32) -> Option<Vec<u8>> {
     let n = node()?;
-    let d = local_digest()?;
+    // the first request of an exchange is fresh; its follow-ups reuse it
+    let d = local_digest(cursor == 0)?;
     let h = header(Kind::Digest)?;
     let rec = Record::Digest(DigestRec { session, cursor, max_bytes: n.cfg.sync_chunk_bytes, sums: d.sums().to_vec() });
     match codec::encode(&h, &[rec]) {
@@ -128,7 +148,8 @@ entry! {
 /// our AoRs in the buckets that differ, from slot `cursor` on).
 pub(super) fn answer(req: &DigestRec) -> Result<Vec<u8>, String> {
     let c = cluster().ok_or("not ready")?;
-    let ours = local_digest().ok_or("not ready")?;
+    // fresh for the first answer of an exchange, cached for its follow-ups
+    let ours = local_digest(req.cursor == 0).ok_or("not ready")?;
     let diff = ours.differing(&req.sums);
     c.heal_counters.digests_answered.fetch_add(1, Relaxed);
     if req.cursor == 0 {

@@ -145,6 +145,12 @@ impl Digest {
         &self.sums
     }
 
+    /// A digest from sums kept elsewhere (a cache); of another length than
+    /// [`BUCKETS`], it differs everywhere from any peer's.
+    pub fn from_sums(sums: &[u64]) -> Digest {
+        Digest { sums: sums.to_vec() }
+    }
+
     /// The buckets where `theirs` (a peer's sums) differs from ours. Sums
     /// of another length (a peer with another bucket count) differ
     /// everywhere.
@@ -320,6 +326,7 @@ mod tests {
         assert!(d.contains(&aors[7]));
         // another bucket count differs everywhere
         assert_eq!(da.differing(&[0; 3]).count(), BUCKETS);
+        assert_eq!(Digest::from_sums(da.sums()), da);
     }
 
     #[test]

@@ -396,16 +396,26 @@ fn a_partition_that_heals_before_dmq_notices() {
     part.cut(1, 2);
     part.cut(1, 3);
     let _da = a.seize("5");
-    // the event: tm gave up on the change to both peers (408)
-    wait_for("node 1's change to nodes 2 and 3 times out", Duration::from_secs(10), || {
-        cluster_stat(c.node(1), "tx_failed") >= failed0 + 2
+    // the event: tm gave up on the change to both peers (408). Digests
+    // (every 2 s, to both peers) time out too; four failures include a
+    // digest sent after the seize, so the change, sent before it with
+    // the same fr_timer, has timed out as well: it will not arrive late
+    wait_for("node 1's change to nodes 2 and 3 times out", Duration::from_secs(15), || {
+        cluster_stat(c.node(1), "tx_failed") >= failed0 + 4
     });
+    let healed0: Vec<u64> = (2..=3).map(|id| cluster_stat(c.node(id), "heal_applied")).collect();
     let listed = dmq_active(c.node(1), c.addr(2)) && dmq_active(c.node(2), c.addr(1));
     part.heal();
     eprintln!("heal_quick: dmq still listed the peers as active at the heal: {listed}");
     wait_owners(&c, &[1], "node 1", WAIT, &[line("5", &a)]);
     let took = wait_owners(&c, &[1, 2, 3], "after the short cut", HEAL_BOUND, &[line("5", &a)]);
     eprintln!("heal_quick: converged {took:?} after the heal");
+    for (i, id) in (2..=3).enumerate() {
+        assert!(
+            cluster_stat(c.node(id), "heal_applied") > healed0[i],
+            "node {id} got A's seize from the digest exchange"
+        );
+    }
     drain_until(&mut [&mut a, &mut b, &mut o], WAIT + WAIT, |p| shows(&p.latest(), "5"));
     for p in [&a, &b, &o] {
         assert!(shows(&p.latest(), "5"), "{} is told of A's seize: {:?}", p.name, p.latest());

@@ -256,6 +256,10 @@ pub(super) fn on_digest_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option
         }
     }
     if chunk.next_cursor != SYNC_DONE {
+        // an exchange under way: the next periodic one waits for a full
+        // interval after its last follow-up, rather than walk the store
+        // again beside it
+        c.heal.lock().last_ms = now_ms();
         if let Some(msg) = digest_message(chunk.session, chunk.next_cursor) {
             c.counters.tx_msgs.fetch_add(1, Relaxed);
             c.counters.tx_bytes.fetch_add(msg.len() as u64, Relaxed);

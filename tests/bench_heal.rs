@@ -59,7 +59,11 @@ fn cpu_ns(pgid: u32) -> u64 {
         };
         for t in tasks.flatten() {
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s.split(' ').next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                ns += s
+                    .split(' ')
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -82,9 +86,27 @@ fn sipp(target: SocketAddr, n: u64, rate: u64, dir: &Path) -> u64 {
     let _ = std::fs::remove_file(&stat);
     let out = Command::new("sipp")
         .args(["-sf", &format!("{top}/bench/subscribe.xml")])
-        .args(["-m", &n.to_string(), "-r", &rate.to_string(), "-l", &(rate * 4).to_string()])
-        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string(), "-nostdin"])
-        .args(["-timeout", &(n / rate + 120).to_string(), "-trace_stat", "-stf"])
+        .args([
+            "-m",
+            &n.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-l",
+            &(rate * 4).to_string(),
+        ])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_udp_port().to_string(),
+            "-nostdin",
+        ])
+        .args([
+            "-timeout",
+            &(n / rate + 120).to_string(),
+            "-trace_stat",
+            "-stf",
+        ])
         .arg(&stat)
         .arg(target.to_string())
         .current_dir(dir)
@@ -93,7 +115,10 @@ fn sipp(target: SocketAddr, n: u64, rate: u64, dir: &Path) -> u64 {
     let text = std::fs::read_to_string(&stat).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let (Some(head), Some(last)) = (lines.first(), lines.last()) else {
-        panic!("sipp wrote no statistics: {}", String::from_utf8_lossy(&out.stderr));
+        panic!(
+            "sipp wrote no statistics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let head: Vec<&str> = head.split(';').collect();
     let last: Vec<&str> = last.split(';').collect();
@@ -111,7 +136,10 @@ fn wait_count(k: &Kamailio, want: u64, within: Duration, what: &str) -> Duration
         if n >= want {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "{what}: {n} of {want} subscriptions after {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{what}: {n} of {want} subscriptions after {within:?}"
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -152,7 +180,12 @@ fn workload_8_cluster_heal() {
     let ok = sipp(c.addr(1), subs, rate, &dir);
     assert!(ok >= subs * 99 / 100, "sipp stored {ok} of {subs}");
     let loaded = count(k1);
-    wait_count(k2, loaded, Duration::from_secs(300), "node 2 replicates the load");
+    wait_count(
+        k2,
+        loaded,
+        Duration::from_secs(300),
+        "node 2 replicates the load",
+    );
     let load_s = t.elapsed().as_secs_f64();
 
     // idle: the digest exchange only
@@ -160,13 +193,22 @@ fn workload_8_cluster_heal() {
     let d0 = cluster_stat(k1, "digests_sent");
     let t = Instant::now();
     while cluster_stat(k1, "digests_sent") < d0 + 2 {
-        assert!(t.elapsed() < Duration::from_secs(interval * 10), "node 1 sends digests");
+        assert!(
+            t.elapsed() < Duration::from_secs(interval * 10),
+            "node 1 sends digests"
+        );
         thread::sleep(Duration::from_millis(200));
     }
     let c0 = (cpu_ns(pg(k1)), cpu_ns(pg(k2)));
     let s0: Vec<(u64, u64, u64)> = [k1, k2]
         .iter()
-        .map(|k| (cluster_stat(k, "digests_sent"), cluster_stat(k, "digests_answered"), cluster_stat(k, "tx_bytes")))
+        .map(|k| {
+            (
+                cluster_stat(k, "digests_sent"),
+                cluster_stat(k, "digests_answered"),
+                cluster_stat(k, "tx_bytes"),
+            )
+        })
         .collect();
     let w = Instant::now();
     thread::sleep(Duration::from_secs(interval * idle_intervals)); // a measuring window, not a wait for an event
@@ -190,7 +232,11 @@ fn workload_8_cluster_heal() {
     }
 
     // partition, change `changed` AoRs on node 1, heal
-    let before = (cluster_stat(k2, "heal_applied"), cluster_stat(k2, "heal_records"), cluster_stat(k1, "tx_bytes"));
+    let before = (
+        cluster_stat(k2, "heal_applied"),
+        cluster_stat(k2, "heal_records"),
+        cluster_stat(k1, "tx_bytes"),
+    );
     part.cut(1, 2);
     let ok2 = sipp(c.addr(1), changed, rate, &dir);
     assert!(ok2 >= changed * 99 / 100, "sipp changed {ok2} of {changed}");

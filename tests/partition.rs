@@ -28,9 +28,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    appearances, cluster_stat, default_specs, subscriptions, Cluster,
-};
+use common::cluster::{appearances, cluster_stat, default_specs, subscriptions, Cluster};
 use common::kamailio::Kamailio;
 use common::partition::Partition;
 use common::scenarios::call_info;
@@ -97,7 +95,14 @@ impl Phone {
         let home = c.addr(home_id);
         let mut ua = Ua::new(name, "100", home).expect("bind UA socket");
         ua.auto_answer_notify = true;
-        Phone { name, ua, home, sub: None, call_info: Vec::new(), line_seize: Vec::new() }
+        Phone {
+            name,
+            ua,
+            home,
+            sub: None,
+            call_info: Vec::new(),
+            line_seize: Vec::new(),
+        }
     }
 
     fn contact(&self) -> String {
@@ -110,7 +115,10 @@ impl Phone {
             .ua
             .send_subscribe(&mut d, &Subscribe::new("call-info", 600))
             .expect("send SUBSCRIBE");
-        let r = self.ua.expect_final_response(&s, WAIT).expect("reply to call-info SUBSCRIBE");
+        let r = self
+            .ua
+            .expect_final_response(&s, WAIT)
+            .expect("reply to call-info SUBSCRIBE");
         assert_eq!(r.status(), Some(202), "{}: {}", self.name, r.raw);
         assert!(d.update_from_response(&r));
         self.sub = Some(d);
@@ -121,10 +129,22 @@ impl Phone {
         let mut d = self.ua.dialog(AOR);
         let s = self
             .ua
-            .send_subscribe(&mut d, &Subscribe::new("line-seize", 300).call_info(&call_info(idx)))
+            .send_subscribe(
+                &mut d,
+                &Subscribe::new("line-seize", 300).call_info(&call_info(idx)),
+            )
             .expect("send line-seize");
-        let r = self.ua.expect_final_response(&s, WAIT).expect("reply to line-seize");
-        assert_eq!(r.status(), Some(200), "{}: seize {idx}: {}", self.name, r.raw);
+        let r = self
+            .ua
+            .expect_final_response(&s, WAIT)
+            .expect("reply to line-seize");
+        assert_eq!(
+            r.status(),
+            Some(200),
+            "{}: seize {idx}: {}",
+            self.name,
+            r.raw
+        );
         d.update_from_response(&r);
         d
     }
@@ -133,17 +153,32 @@ impl Phone {
     fn release(&mut self, d: &mut Dialog, idx: &str) {
         let s = self
             .ua
-            .send_subscribe(d, &Subscribe::new("line-seize", 0).call_info(&call_info(idx)))
+            .send_subscribe(
+                d,
+                &Subscribe::new("line-seize", 0).call_info(&call_info(idx)),
+            )
             .expect("send release");
-        let r = self.ua.expect_final_response(&s, WAIT).expect("reply to release");
-        assert_eq!(r.status(), Some(200), "{}: release {idx}: {}", self.name, r.raw);
+        let r = self
+            .ua
+            .expect_final_response(&s, WAIT)
+            .expect("reply to release");
+        assert_eq!(
+            r.status(),
+            Some(200),
+            "{}: release {idx}: {}",
+            self.name,
+            r.raw
+        );
     }
 
     /// Take every NOTIFY that has arrived (waiting at most `wait` for the
     /// first); each must come from the phone's own node.
     fn drain(&mut self, wait: Duration) {
         let mut wait = wait;
-        while let Ok(m) = self.ua.recv_where(wait, "NOTIFY", |m| m.method() == Some("NOTIFY")) {
+        while let Ok(m) = self
+            .ua
+            .recv_where(wait, "NOTIFY", |m| m.method() == Some("NOTIFY"))
+        {
             wait = Duration::from_millis(5);
             assert_eq!(
                 m.peer,
@@ -188,7 +223,9 @@ impl Phone {
 
 /// Does this Call-Info show `idx` in a busy state (seized or beyond)?
 fn shows(ci: &str, idx: &str) -> bool {
-    ci.split(',').any(|p| p.contains(&format!("appearance-index={idx};")) && !p.contains("appearance-state=idle"))
+    ci.split(',').any(|p| {
+        p.contains(&format!("appearance-index={idx};")) && !p.contains("appearance-state=idle")
+    })
 }
 
 /// Drain every phone until `done` holds for all of them, or `within`
@@ -224,17 +261,27 @@ fn owners(k: &Kamailio) -> Vec<String> {
 
 /// Wait until each node in `ids` lists exactly `want` (`index owner`,
 /// sorted); panics with every view after `within`.
-fn wait_owners(c: &Cluster, ids: &[usize], what: &str, within: Duration, want: &[String]) -> Duration {
+fn wait_owners(
+    c: &Cluster,
+    ids: &[usize],
+    what: &str,
+    within: Duration,
+    want: &[String],
+) -> Duration {
     let start = Instant::now();
     loop {
-        let views: Vec<(usize, Vec<String>)> = ids.iter().map(|&id| (id, owners(c.node(id)))).collect();
+        let views: Vec<(usize, Vec<String>)> =
+            ids.iter().map(|&id| (id, owners(c.node(id)))).collect();
         if views.iter().all(|(_, v)| v == want) {
             return start.elapsed();
         }
         if start.elapsed() >= within {
             let mut msg = String::new();
             for (id, v) in &views {
-                msg += &format!("--- node {id}: {v:?}\n--- log:\n{}\n", c.node(*id).log_tail(15));
+                msg += &format!(
+                    "--- node {id}: {v:?}\n--- log:\n{}\n",
+                    c.node(*id).log_tail(15)
+                );
             }
             panic!("{what}: want {want:?} within {within:?}\n{msg}");
         }
@@ -261,7 +308,9 @@ fn dmq_status(k: &Kamailio) -> Vec<(String, String)> {
 
 /// Does node `k` hold `peer` as an active dmq node?
 fn dmq_active(k: &Kamailio, peer: SocketAddr) -> bool {
-    dmq_status(k).iter().any(|(a, s)| *a == peer.to_string() && s == "active")
+    dmq_status(k)
+        .iter()
+        .any(|(a, s)| *a == peer.to_string() && s == "active")
 }
 
 /// Wait until `cond` holds (polling), or panic with `what` after `within`.
@@ -287,7 +336,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 #[test]
 fn changes_and_a_conflict_on_both_sides_converge_after_heal() {
     let _g = serial();
-    let Some((c, part)) = start("heal_conflict") else { return };
+    let Some((c, part)) = start("heal_conflict") else {
+        return;
+    };
     let mut a = Phone::new(&c, "A", 1);
     let mut d = Phone::new(&c, "D", 1);
     let mut b = Phone::new(&c, "B", 2);
@@ -297,7 +348,10 @@ fn changes_and_a_conflict_on_both_sides_converge_after_heal() {
     }
     c.wait_agree("subscriptions", WAIT, subscriptions, |v| v.len() == 4);
 
-    eprintln!("heal_conflict: dmq on node 1 before the cut: {:?}", dmq_status(c.node(1)));
+    eprintln!(
+        "heal_conflict: dmq on node 1 before the cut: {:?}",
+        dmq_status(c.node(1))
+    );
     // node 1 | nodes 2 and 3, until dmq on each side has dropped the other
     part.cut(1, 2);
     part.cut(1, 3);
@@ -318,7 +372,13 @@ fn changes_and_a_conflict_on_both_sides_converge_after_heal() {
     let left = sorted(vec![line("21", &a), line("23", &d)]);
     let right = sorted(vec![line("22", &b), line("23", &cc)]);
     wait_owners(&c, &[1], "node 1 during the partition", WAIT, &left);
-    wait_owners(&c, &[2, 3], "nodes 2 and 3 during the partition", WAIT, &right);
+    wait_owners(
+        &c,
+        &[2, 3],
+        "nodes 2 and 3 during the partition",
+        WAIT,
+        &right,
+    );
     let lost3 = cluster_stat(c.node(3), "conflicts_lost");
     // each side's phones were told of their side's seizes; start afresh
     drain_until(&mut [&mut a, &mut d, &mut b, &mut cc], WAIT, |p| {
@@ -341,10 +401,17 @@ fn changes_and_a_conflict_on_both_sides_converge_after_heal() {
     eprintln!("changes_and_a_conflict: converged {took:?} after the heal");
 
     // every phone is told by its own node; C lost 23: noresource
-    drain_until(&mut [&mut a, &mut d, &mut b, &mut cc], HEAL_BOUND.saturating_sub(healed.elapsed()) + WAIT, |p| {
-        let l = p.latest();
-        shows(&l, "21") && shows(&l, "22") && shows(&l, "23") && (p.name != "C" || p.ended_noresource())
-    });
+    drain_until(
+        &mut [&mut a, &mut d, &mut b, &mut cc],
+        HEAL_BOUND.saturating_sub(healed.elapsed()) + WAIT,
+        |p| {
+            let l = p.latest();
+            shows(&l, "21")
+                && shows(&l, "22")
+                && shows(&l, "23")
+                && (p.name != "C" || p.ended_noresource())
+        },
+    );
     for p in [&a, &d, &b, &cc] {
         let l = p.latest();
         assert!(
@@ -357,20 +424,39 @@ fn changes_and_a_conflict_on_both_sides_converge_after_heal() {
     assert!(
         cc.ended_noresource(),
         "C's seize of 23 lost: its line-seize ends with noresource; got {:?}",
-        cc.line_seize.iter().map(|m| m.raw.clone()).collect::<Vec<_>>()
+        cc.line_seize
+            .iter()
+            .map(|m| m.raw.clone())
+            .collect::<Vec<_>>()
     );
     assert!(!d.ended_noresource(), "D won 23: its line-seize stays");
-    assert!(cluster_stat(c.node(3), "conflicts_lost") > lost3, "node 3 counted the conflict it lost");
+    assert!(
+        cluster_stat(c.node(3), "conflicts_lost") > lost3,
+        "node 3 counted the conflict it lost"
+    );
     // C's line-seize subscription is gone on every node, D's stays
-    c.wait_agree("line-seize subscriptions after the heal", WAIT, subscriptions, |v| {
-        v.iter().filter(|l| l.contains("line-seize")).count() == 3
-            && !v.iter().any(|l| l.contains("line-seize") && l.contains(&cc.contact()))
-    });
+    c.wait_agree(
+        "line-seize subscriptions after the heal",
+        WAIT,
+        subscriptions,
+        |v| {
+            v.iter().filter(|l| l.contains("line-seize")).count() == 3
+                && !v
+                    .iter()
+                    .any(|l| l.contains("line-seize") && l.contains(&cc.contact()))
+        },
+    );
     for id in 1..=3 {
-        assert!(cluster_stat(c.node(id), "digests_sent") > 0, "node {id} sent digests");
+        assert!(
+            cluster_stat(c.node(id), "digests_sent") > 0,
+            "node {id} sent digests"
+        );
     }
     assert!(
-        (1..=3).map(|id| cluster_stat(c.node(id), "heal_applied")).sum::<u64>() > 0,
+        (1..=3)
+            .map(|id| cluster_stat(c.node(id), "heal_applied"))
+            .sum::<u64>()
+            > 0,
         "the digest exchange applied records"
     );
     drop(part);
@@ -379,7 +465,9 @@ fn changes_and_a_conflict_on_both_sides_converge_after_heal() {
 #[test]
 fn a_partition_that_heals_before_dmq_notices() {
     let _g = serial();
-    let Some((c, part)) = start("heal_quick") else { return };
+    let Some((c, part)) = start("heal_quick") else {
+        return;
+    };
     let mut a = Phone::new(&c, "A", 1);
     let mut b = Phone::new(&c, "B", 2);
     let mut o = Phone::new(&c, "O", 3);
@@ -400,15 +488,25 @@ fn a_partition_that_heals_before_dmq_notices() {
     // (every 2 s, to both peers) time out too; four failures include a
     // digest sent after the seize, so the change, sent before it with
     // the same fr_timer, has timed out as well: it will not arrive late
-    wait_for("node 1's change to nodes 2 and 3 times out", Duration::from_secs(15), || {
-        cluster_stat(c.node(1), "tx_failed") >= failed0 + 4
-    });
-    let healed0: Vec<u64> = (2..=3).map(|id| cluster_stat(c.node(id), "heal_applied")).collect();
+    wait_for(
+        "node 1's change to nodes 2 and 3 times out",
+        Duration::from_secs(15),
+        || cluster_stat(c.node(1), "tx_failed") >= failed0 + 4,
+    );
+    let healed0: Vec<u64> = (2..=3)
+        .map(|id| cluster_stat(c.node(id), "heal_applied"))
+        .collect();
     let listed = dmq_active(c.node(1), c.addr(2)) && dmq_active(c.node(2), c.addr(1));
     part.heal();
     eprintln!("heal_quick: dmq still listed the peers as active at the heal: {listed}");
     wait_owners(&c, &[1], "node 1", WAIT, &[line("5", &a)]);
-    let took = wait_owners(&c, &[1, 2, 3], "after the short cut", HEAL_BOUND, &[line("5", &a)]);
+    let took = wait_owners(
+        &c,
+        &[1, 2, 3],
+        "after the short cut",
+        HEAL_BOUND,
+        &[line("5", &a)],
+    );
     eprintln!("heal_quick: converged {took:?} after the heal");
     for (i, id) in (2..=3).enumerate() {
         assert!(
@@ -416,9 +514,16 @@ fn a_partition_that_heals_before_dmq_notices() {
             "node {id} got A's seize from the digest exchange"
         );
     }
-    drain_until(&mut [&mut a, &mut b, &mut o], WAIT + WAIT, |p| shows(&p.latest(), "5"));
+    drain_until(&mut [&mut a, &mut b, &mut o], WAIT + WAIT, |p| {
+        shows(&p.latest(), "5")
+    });
     for p in [&a, &b, &o] {
-        assert!(shows(&p.latest(), "5"), "{} is told of A's seize: {:?}", p.name, p.latest());
+        assert!(
+            shows(&p.latest(), "5"),
+            "{} is told of A's seize: {:?}",
+            p.name,
+            p.latest()
+        );
     }
     drop(part);
 }
@@ -426,7 +531,9 @@ fn a_partition_that_heals_before_dmq_notices() {
 #[test]
 fn a_flapping_link() {
     let _g = serial();
-    let Some((c, part)) = start("heal_flap") else { return };
+    let Some((c, part)) = start("heal_flap") else {
+        return;
+    };
     let mut a = Phone::new(&c, "A", 1);
     let mut b = Phone::new(&c, "B", 2);
     let mut o = Phone::new(&c, "O", 3);
@@ -455,23 +562,41 @@ fn a_flapping_link() {
         let ib = (20 + round).to_string();
         held_a = Some((a.seize(&ia), ia));
         held_b = Some((b.seize(&ib), ib));
-        wait_for(&format!("round {round}: the changes across the cut time out"), Duration::from_secs(15), || {
-            cluster_stat(c.node(1), "tx_failed") > failed1 && cluster_stat(c.node(2), "tx_failed") > failed2
-        });
+        wait_for(
+            &format!("round {round}: the changes across the cut time out"),
+            Duration::from_secs(15),
+            || {
+                cluster_stat(c.node(1), "tx_failed") > failed1
+                    && cluster_stat(c.node(2), "tx_failed") > failed2
+            },
+        );
         part.heal();
     }
-    let (ia, ib) = (held_a.as_ref().map(|h| h.1.clone()).unwrap_or_default(), held_b.as_ref().map(|h| h.1.clone()).unwrap_or_default());
+    let (ia, ib) = (
+        held_a.as_ref().map(|h| h.1.clone()).unwrap_or_default(),
+        held_b.as_ref().map(|h| h.1.clone()).unwrap_or_default(),
+    );
     let want = sorted(vec![line(&ia, &a), line(&ib, &b)]);
-    let took = wait_owners(&c, &[1, 2, 3], "after the last heal", HEAL_BOUND + HEAL_BOUND, &want);
+    let took = wait_owners(
+        &c,
+        &[1, 2, 3],
+        "after the last heal",
+        HEAL_BOUND + HEAL_BOUND,
+        &want,
+    );
     eprintln!("heal_flap: converged {took:?} after the last heal");
     drain_until(&mut [&mut a, &mut b, &mut o], HEAL_BOUND, |p| {
         let l = p.latest();
-        shows(&l, &ia) && shows(&l, &ib) && !(11..=13).chain(21..=23).any(|i| shows(&l, &i.to_string()))
+        shows(&l, &ia)
+            && shows(&l, &ib)
+            && !(11..=13).chain(21..=23).any(|i| shows(&l, &i.to_string()))
     });
     for p in [&a, &b, &o] {
         let l = p.latest();
         assert!(
-            shows(&l, &ia) && shows(&l, &ib) && !(11..=13).chain(21..=23).any(|i| shows(&l, &i.to_string())),
+            shows(&l, &ia)
+                && shows(&l, &ib)
+                && !(11..=13).chain(21..=23).any(|i| shows(&l, &i.to_string())),
             "{}: newest call-info NOTIFY shows {l:?}, want only {ia} and {ib} busy",
             p.name
         );

@@ -58,8 +58,24 @@ impl Partition {
         let port = self.port.to_string();
         let (f, t) = (from.to_string(), to.to_string());
         nft(&[
-            "add", "rule", "inet", &self.table, "input", "ip", "saddr", &f, "ip", "daddr", &t,
-            "udp", "sport", &port, "udp", "dport", &port, "drop",
+            "add",
+            "rule",
+            "inet",
+            &self.table,
+            "input",
+            "ip",
+            "saddr",
+            &f,
+            "ip",
+            "daddr",
+            &t,
+            "udp",
+            "sport",
+            &port,
+            "udp",
+            "dport",
+            &port,
+            "drop",
         ])
         .unwrap_or_else(|e| panic!("partition: {e}"));
     }

@@ -15,7 +15,7 @@
 //! end with the merge.
 
 use sca_core::cluster::codec::DigestRec;
-use sca_core::cluster::digest::{self, Digest, Differing};
+use sca_core::cluster::digest::{self, Differing, Digest};
 
 use super::*;
 
@@ -39,7 +39,13 @@ pub(super) struct HealState {
 
 impl HealState {
     pub(super) fn new() -> HealState {
-        HealState { last_ms: 0, due: false, session: 0, own: [0; digest::BUCKETS], own_ms: 0 }
+        HealState {
+            last_ms: 0,
+            due: false,
+            session: 0,
+            own: [0; digest::BUCKETS],
+            own_ms: 0,
+        }
     }
 }
 
@@ -78,7 +84,9 @@ pub(super) fn silent_too_long(last_rx_ms: u64, now: u64) -> bool {
 /// This node's digest of its whole store: computed now (`fresh`), or the
 /// one computed within the last digest interval.
 fn local_digest(fresh: bool) -> Option<Digest> {
-    let (Some(st), Some(c), Some(n)) = (shared(), cluster(), node()) else { return None };
+    let (Some(st), Some(c), Some(n)) = (shared(), cluster(), node()) else {
+        return None;
+    };
     let max_age = u64::from(n.cfg.digest_interval.max(1)) * 1000;
     if !fresh {
         let h = c.heal.lock();
@@ -90,7 +98,9 @@ fn local_digest(fresh: bool) -> Option<Digest> {
     let mut d = Digest::new();
     let now = now();
     st.store.for_each_aor(|e| d.add(e, n.id, now));
-    c.heal_counters.digest_us.store(started.elapsed().as_micros() as u64, Relaxed);
+    c.heal_counters
+        .digest_us
+        .store(started.elapsed().as_micros() as u64, Relaxed);
     let mut h = c.heal.lock();
     if d.sums().len() == h.own.len() {
         h.own.copy_from_slice(d.sums());
@@ -104,7 +114,12 @@ fn digest_message(session: u32, cursor: u32) -> Option<Vec<u8>> {
     // the first request of an exchange is fresh; its follow-ups reuse it
     let d = local_digest(cursor == 0)?;
     let h = header(Kind::Digest)?;
-    let rec = Record::Digest(DigestRec { session, cursor, max_bytes: n.cfg.sync_chunk_bytes, sums: d.sums().to_vec() });
+    let rec = Record::Digest(DigestRec {
+        session,
+        cursor,
+        max_bytes: n.cfg.sync_chunk_bytes,
+        sums: d.sums().to_vec(),
+    });
     match codec::encode(&h, &[rec]) {
         Ok(m) => Some(m),
         Err(e) => {
@@ -153,17 +168,30 @@ pub(super) fn answer(req: &DigestRec) -> Result<Vec<u8>, String> {
     let diff = ours.differing(&req.sums);
     c.heal_counters.digests_answered.fetch_add(1, Relaxed);
     if req.cursor == 0 {
-        c.heal_counters.buckets_differed.fetch_add(diff.count() as u64, Relaxed);
+        c.heal_counters
+            .buckets_differed
+            .fetch_add(diff.count() as u64, Relaxed);
     }
-    let cursor = if diff.is_empty() { u32::MAX } else { req.cursor };
+    let cursor = if diff.is_empty() {
+        u32::MAX
+    } else {
+        req.cursor
+    };
     store_chunk(req.session, cursor, req.max_bytes, Some(&diff))
 }
 
 /// The records of our AoRs (those in `only`'s buckets, or all) from slot
 /// `cursor` on, in about `max_bytes`, closed by a SYNC_CHUNK record naming
 /// the slot to go on from ([`SYNC_DONE`]: none). An AoR is never split.
-pub(super) fn store_chunk(session: u32, cursor: u32, max_bytes: u32, only: Option<&Differing>) -> Result<Vec<u8>, String> {
-    let (Some(st), Some(n)) = (shared(), node()) else { return Err("not ready".into()) };
+pub(super) fn store_chunk(
+    session: u32,
+    cursor: u32,
+    max_bytes: u32,
+    only: Option<&Differing>,
+) -> Result<Vec<u8>, String> {
+    let (Some(st), Some(n)) = (shared(), node()) else {
+        return Err("not ready".into());
+    };
     let h = header(Kind::SyncChunk).ok_or("not ready")?;
     let mut b = Builder::new(&h).map_err(|e| e.to_string())?;
     let limit = (max_bytes as usize).clamp(1024, 60000);
@@ -179,13 +207,19 @@ pub(super) fn store_chunk(session: u32, cursor: u32, max_bytes: u32, only: Optio
                 return;
             }
             let recs = digest::entry_records(e, n.id, now);
-            if recs.iter().map(|r| r.encoded_len()).sum::<usize>() + RESERVE > b.room() && b.record_count() > 0 {
+            if recs.iter().map(|r| r.encoded_len()).sum::<usize>() + RESERVE > b.room()
+                && b.record_count() > 0
+            {
                 full = true;
                 return;
             }
             for r in &recs {
                 if let Err(err) = b.push(r) {
-                    lm_err!("cluster: left out a {} record of {}: {err}", codec::record_name(r.code()), B(e.aor()));
+                    lm_err!(
+                        "cluster: left out a {} record of {}: {err}",
+                        codec::record_name(r.code()),
+                        B(e.aor())
+                    );
                 }
             }
         });
@@ -195,8 +229,16 @@ pub(super) fn store_chunk(session: u32, cursor: u32, max_bytes: u32, only: Optio
         }
         slot += 1;
     }
-    let next = if slot >= slots { SYNC_DONE } else { slot as u32 };
-    b.push(&Record::SyncChunk(SyncChunk { session, next_cursor: next })).map_err(|e| e.to_string())?;
+    let next = if slot >= slots {
+        SYNC_DONE
+    } else {
+        slot as u32
+    };
+    b.push(&Record::SyncChunk(SyncChunk {
+        session,
+        next_cursor: next,
+    }))
+    .map_err(|e| e.to_string())?;
     b.finish().map_err(|e| e.to_string())
 }
 
@@ -204,7 +246,9 @@ pub(super) fn store_chunk(session: u32, cursor: u32, max_bytes: u32, only: Optio
 /// the peer what our tombstones kept out, and ask for the rest if the
 /// answer was cut.
 pub(super) fn on_digest_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option<NodeRef>) {
-    let (Some(c), Some(n)) = (cluster(), node()) else { return };
+    let (Some(c), Some(n)) = (cluster(), node()) else {
+        return;
+    };
     if code != 200 {
         if code >= 300 {
             c.counters.tx_failed.fetch_add(1, Relaxed);
@@ -228,20 +272,37 @@ pub(super) fn on_digest_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option
         lm_err!("sca_rs: rejected DMQ digest answer from {}: {why}", B(uri));
         return;
     }
-    let Some(Record::SyncChunk(chunk)) = m.records.iter().find(|r| matches!(r, Record::SyncChunk(_))).cloned() else {
+    let Some(Record::SyncChunk(chunk)) = m
+        .records
+        .iter()
+        .find(|r| matches!(r, Record::SyncChunk(_)))
+        .cloned()
+    else {
         return;
     };
     c.counters.rx_msgs.fetch_add(1, Relaxed);
     c.counters.rx_bytes.fetch_add(body.len() as u64, Relaxed);
     let stats = apply(&m, true, uri);
-    c.heal_counters.heal_records.fetch_add(stats.records, Relaxed);
-    c.heal_counters.heal_applied.fetch_add(stats.applied, Relaxed);
+    c.heal_counters
+        .heal_records
+        .fetch_add(stats.records, Relaxed);
+    c.heal_counters
+        .heal_applied
+        .fetch_add(stats.applied, Relaxed);
     if stats.applied > 0 {
-        lm_info!("cluster: digest exchange with {}: {} of {} records changed this node", B(uri), stats.applied, stats.records);
+        lm_info!(
+            "cluster: digest exchange with {}: {} of {} records changed this node",
+            B(uri),
+            stats.applied,
+            stats.records
+        );
     }
     let fixes: Vec<Record<'_>> = {
         let mut t = tombs(c, n);
-        m.records.iter().filter_map(|r| digest::correction(r, &mut t)).collect()
+        m.records
+            .iter()
+            .filter_map(|r| digest::correction(r, &mut t))
+            .collect()
     };
     let Some(nd) = peer else { return };
     if !fixes.is_empty() {
@@ -266,7 +327,10 @@ pub(super) fn on_digest_reply(code: c_int, body: &[u8], uri: &[u8], peer: Option
             c.heal_counters.digests_sent.fetch_add(1, Relaxed);
             if dmq::send(&msg, nd, TAG_DIGEST).is_err() {
                 c.counters.tx_failed.fetch_add(1, Relaxed);
-                lm_err!("cluster: cannot ask {} for the rest of a digest answer", B(uri));
+                lm_err!(
+                    "cluster: cannot ask {} for the rest of a digest answer",
+                    B(uri)
+                );
             }
         }
     }

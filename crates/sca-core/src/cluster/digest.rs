@@ -94,7 +94,11 @@ pub fn aor_sum<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64) ->
         acc = acc.wrapping_add(mix(h.finish()));
         any = true;
     }
-    for a in e.apps.iter().filter(|a| a.inc != 0 && !purge_due(a.state, a.mtime, now)) {
+    for a in e
+        .apps
+        .iter()
+        .filter(|a| a.inc != 0 && !purge_due(a.state, a.mtime, now))
+    {
         let mut h = FixedState::with_seed(SEED).build_hasher();
         h.write_u8(b'A');
         h.write_u32(a.index);
@@ -148,7 +152,9 @@ impl Digest {
     /// A digest from sums kept elsewhere (a cache); of another length than
     /// [`BUCKETS`], it differs everywhere from any peer's.
     pub fn from_sums(sums: &[u64]) -> Digest {
-        Digest { sums: sums.to_vec() }
+        Digest {
+            sums: sums.to_vec(),
+        }
     }
 
     /// The buckets where `theirs` (a peer's sums) differs from ours. Sums
@@ -196,7 +202,11 @@ impl Differing {
 /// What has expired at `now`, or is [`purge_due`], is left out: each node
 /// purges it on its own, and a peer that has already done so must not get
 /// it back.
-pub fn entry_records<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64) -> Vec<Record<'_>> {
+pub fn entry_records<A: Allocator + Clone>(
+    e: &AorEntry<A>,
+    self_id: u32,
+    now: i64,
+) -> Vec<Record<'_>> {
     let mut recs: Vec<Record<'_>> = e
         .subs
         .iter()
@@ -338,13 +348,23 @@ mod tests {
         assert!(!purge_due(AppearanceState::Active, 0, 1_000_000));
         let s = store(2);
         let mut g = s.lock_aor(AOR);
-        g.put_sub(&rec(AOR, b"sip:a@1", EventType::CallInfo)).expect("put");
+        g.put_sub(&rec(AOR, b"sip:a@1", EventType::CallInfo))
+            .expect("put");
         let e = g.entry().expect("entry");
-        let puts = |now| entry_records(e, 1, now).iter().filter(|r| matches!(r, Record::SubPut(_))).count();
+        let puts = |now| {
+            entry_records(e, 1, now)
+                .iter()
+                .filter(|r| matches!(r, Record::SubPut(_)))
+                .count()
+        };
         assert_eq!(puts(999), 1);
         assert_eq!(puts(1000), 0);
         match &entry_records(e, 7, 0)[0] {
-            Record::SubPut(p) => assert_eq!((p.origin, p.ver), (7, Ver::new(0, 7)), "restored: this node's, stamp 0"),
+            Record::SubPut(p) => assert_eq!(
+                (p.origin, p.ver),
+                (7, Ver::new(0, 7)),
+                "restored: this node's, stamp 0"
+            ),
             r => panic!("{r:?}"),
         }
     }

@@ -531,7 +531,7 @@ fn a_partition_heals_by_digest_exchange() {
             };
             let ans = ny.answer(nx.digest().sums());
             let fix = nx.merge_answer(&ans);
-            fixes += usize::from(codec::decode(&fix).expect("decode").records.len() > 0);
+            fixes += usize::from(!codec::decode(&fix).expect("decode").records.is_empty());
             ny.apply(&fix);
         }
         let d0 = nodes[0].dump();

@@ -542,9 +542,10 @@ fn a_flapping_link() {
     }
     c.wait_agree("subscriptions", WAIT, subscriptions, |v| v.len() == 3);
 
-    // each round: cut, a change on each side that the other side misses
-    // (tm times out on it), heal; A seizes the round's index and releases
-    // the previous one, B does the same on its indexes
+    // each round: cut, changes on each side, heal as soon as something
+    // across the cut was lost (timed out, or dmq stopped sending there);
+    // A seizes the round's index and releases the previous one, B does the
+    // same on its indexes
     let mut held_a: Option<(Dialog, String)> = None;
     let mut held_b: Option<(Dialog, String)> = None;
     for round in 1..=4u32 {
@@ -562,12 +563,16 @@ fn a_flapping_link() {
         let ib = (20 + round).to_string();
         held_a = Some((a.seize(&ia), ia));
         held_b = Some((b.seize(&ib), ib));
+        // the other side misses them: what is sent across the cut times
+        // out, or dmq (after a failed ping) no longer sends there at all
         wait_for(
-            &format!("round {round}: the changes across the cut time out"),
+            &format!("round {round}: the changes across the cut are lost"),
             Duration::from_secs(15),
             || {
-                cluster_stat(c.node(1), "tx_failed") > failed1
-                    && cluster_stat(c.node(2), "tx_failed") > failed2
+                (cluster_stat(c.node(1), "tx_failed") > failed1
+                    || !dmq_active(c.node(1), c.addr(2)))
+                    && (cluster_stat(c.node(2), "tx_failed") > failed2
+                        || !dmq_active(c.node(2), c.addr(1)))
             },
         );
         part.heal();

@@ -5,7 +5,9 @@ loopback (also at Kamailio's default 64 MB shm); workload 4: keepalive of
 5000 destinations, half answering; workload 5: workload 1 at 1k and 100k
 stored subscriptions; workload 6: line seizes replicated between two
 sca_rs nodes over DMQ against one node (tests/bench_cluster.rs; workloads
-2 and 3 are tests/bench_flows.rs). Workload 1 runs three Kamailio
+2 and 3 are tests/bench_flows.rs); workload 8: the cluster's digest
+exchange at 100k subscriptions and convergence after a partition heals
+(tests/bench_heal.rs). Workload 1 runs three Kamailio
 instances built from the same config:
 
   c      Debian's C sca.so
@@ -374,6 +376,61 @@ def run_cluster(rounds):
     return json.loads(line[len("BENCH "):])
 
 
+def run_heal(subs, changed, interval):
+    """Workload 8: tests/bench_heal.rs (two nodes, SIPp load, a partition
+    with nftables), which prints one `BENCH {json}` line. None when the
+    test skipped (127.0.0.2 or nftables not usable here)."""
+    import json
+    env = dict(os.environ, BENCH_SUBS=str(subs), BENCH_CHANGED=str(changed), BENCH_DIGEST_INTERVAL=str(interval))
+    out = subprocess.run(
+        ["cargo", "test", "--quiet", "--release", "--locked", "-p", "sca_rs", "--test", "bench_heal",
+         "workload_8_cluster_heal", "--", "--ignored", "--exact", "--nocapture"],
+        capture_output=True, text=True, cwd=TOP, env=env, timeout=3600)
+    line = next((l for l in out.stderr.splitlines() if l.startswith("BENCH ")), None)
+    if out.returncode == 0 and line is None:
+        skip = next((l for l in out.stderr.splitlines() if l.startswith("SKIP")), None)
+        if skip:
+            print(f"workload 8 skipped: {skip}", file=sys.stderr)
+            return None
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"workload 8 failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return json.loads(line[len("BENCH "):])
+
+
+def fmt_w8(r):
+    h = r["heal"]
+    out = [
+        "## Workload 8: the cluster heals",
+        "",
+        f"Two nodes (127.0.0.1 and .2), `dmq_digest_interval` {r['digest_interval_s']} s; SIPp stores",
+        f"{r['subs']} call-info subscriptions (one AoR each) through node 1, which",
+        "replicate to node 2 (tests/bench_heal.rs). *Digest cost*: nothing changing,",
+        f"over {r['idle_window_s']:.0f} s, per node and digest interval: CPU of all its processes",
+        "(schedstat; this includes dmq's pings and the other timers), KDMQ bytes",
+        "it sent (its digests of 16 KiB and its answers), and the time computing",
+        "its last digest took (`digest_us`, a walk of the whole store).",
+        "",
+        "| node | CPU ms / interval | digest µs | KDMQ bytes / interval | digests sent | answered |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for n in r["idle"]:
+        out.append(f"| {n['node']} | {n['cpu_ms_per_interval']:.1f} | {n['digest_us']} | "
+                   f"{n['kdmq_bytes_per_interval']:.0f} | {n['digests_sent']} | {n['digests_answered']} |")
+    out += [
+        "",
+        f"*Convergence*: the link cut (nftables, dropped on arrival), SIPp subscribes",
+        f"{h['changed_aors']} of the AoRs again from a new contact through node 1, so",
+        f"{h['changed_aors']} AoRs change on node 1 only ({h['node2_missing_at_heal']} subscriptions missing on",
+        "node 2 when the link heals). Time from the heal until node 2 holds every",
+        f"subscription: **{h['converge_ms'] / 1000:.1f} s**; node 2 received {h['records_received']} records in",
+        f"digest answers ({h['records_applied']} changed it; the rest were equal AoRs sharing",
+        f"a bucket with changed ones); node 1 sent {h['node1_kdmq_bytes'] / 1e6:.1f} MB of KDMQ bodies meanwhile",
+        "(its lost changes, digests and answers).",
+        "",
+    ]
+    return out
+
+
 def lag_of(run, member):
     return next(l for l in run["lag"] if l["member"] == member)
 
@@ -422,9 +479,9 @@ def ratio(a, b):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workloads", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7], choices=[1, 2, 3, 4, 5, 6, 7],
+    ap.add_argument("--workloads", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8], choices=[1, 2, 3, 4, 5, 6, 7, 8],
                     help="1: SUBSCRIBE+NOTIFY (also at 64 MB shm); 2: fan-out; 3: call flow; 4: keepalive; 5: scale; "
-                         "6: cluster replication; 7: persistence (bench/persist.py)")
+                         "6: cluster replication; 7: persistence (bench/persist.py); 8: the cluster heals")
     ap.add_argument("--persist-rates", type=int, nargs="+", default=[1000, 3000, 5000],
                     help="workload 7: new subscriptions/s for the graceful-stop runs")
     ap.add_argument("--members", type=int, default=50, help="workload 2 group size")
@@ -440,6 +497,9 @@ def main():
     ap.add_argument("--ka-seconds", type=int, default=10)
     ap.add_argument("--cluster-rounds", type=int, default=300, help="workload 6 seize/release cycles")
     ap.add_argument("--out", default=os.path.join(TOP, "docs/performance.md"))
+    ap.add_argument("--heal-subs", type=int, default=100000, help="workload 8 stored subscriptions")
+    ap.add_argument("--heal-changed", type=int, default=10000, help="workload 8 AoRs changed during the partition")
+    ap.add_argument("--heal-interval", type=int, default=5, help="workload 8 dmq_digest_interval (s)")
     a = ap.parse_args()
 
     def w1(v, n, shm_mb):
@@ -449,7 +509,7 @@ def main():
               f"shm={r['shm_per_sub']:7.1f} B/sub peak={r['max_used']}", flush=True)
         return r
 
-    results = {"w1": [], "w1_small": [], "w2": [], "w3": [], "w4": [], "w5": [], "w6": [], "w7": []}
+    results = {"w1": [], "w1_small": [], "w2": [], "w3": [], "w4": [], "w5": [], "w6": [], "w7": [], "w8": []}
     if 1 in a.workloads:
         for n in a.n:
             for v in ("floor", "c", "rust"):
@@ -495,6 +555,15 @@ def main():
     if 7 in a.workloads:
         import persist
         results["w7"].append(persist.run_all(a, w1))
+
+    if 8 in a.workloads:
+        r = run_heal(a.heal_subs, a.heal_changed, a.heal_interval)
+        if r is not None:
+            results["w8"].append(r)
+            n1 = r["idle"][0]
+            print(f"heal: digest {n1['digest_us']} us at {r['subs']} subscriptions, {n1['cpu_ms_per_interval']:.1f} ms "
+                  f"CPU/interval on node 1; {r['heal']['changed_aors']} changed AoRs converged in "
+                  f"{r['heal']['converge_ms'] / 1000:.1f} s", flush=True)
 
     lines = [
         "# Performance",
@@ -680,6 +749,13 @@ def main():
         if len(r["cpu"]) == 2:
             summary.append(f"workload 7, CPU per SUBSCRIBE with/without db_url: "
                            f"{ratio(r['cpu'][1]['cpu_us_per_op'], r['cpu'][0]['cpu_us_per_op']):.2f} (target ≤ 1.05)")
+    if results["w8"]:
+        r = results["w8"][0]
+        lines += fmt_w8(r)
+        summary.append(f"workload 8: digest of {r['subs']} subscriptions {r['idle'][0]['digest_us'] / 1000:.1f} ms, "
+                       f"{r['idle'][0]['kdmq_bytes_per_interval'] / 1024:.0f} KiB KDMQ per interval and node; "
+                       f"{r['heal']['changed_aors']} AoRs changed during a partition converged "
+                       f"{r['heal']['converge_ms'] / 1000:.1f} s after the heal")
     lines += [
         "## History",
         "",

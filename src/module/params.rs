@@ -39,9 +39,11 @@ pub static DMQ_SYNC_RETRIES: HostCell<c_int> = HostCell::new(3);
 /// Seconds after start during which an unsynced node refuses new
 /// line-seizes (0: off).
 pub static DMQ_SYNC_WAIT: HostCell<c_int> = HostCell::new(0);
+/// Seconds between anti-entropy digest exchanges with the peers (0: off).
+pub static DMQ_DIGEST_INTERVAL: HostCell<c_int> = HostCell::new(10);
 
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 23 + 8;
+const N_PARAMS: usize = 24 + 8;
 
 pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -66,6 +68,7 @@ pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"dmq_sync_timeout", PARAM_INT, DMQ_SYNC_TIMEOUT.get() as *mut c_void),
     param(c"dmq_sync_retries", PARAM_INT, DMQ_SYNC_RETRIES.get() as *mut c_void),
     param(c"dmq_sync_wait", PARAM_INT, DMQ_SYNC_WAIT.get() as *mut c_void),
+    param(c"dmq_digest_interval", PARAM_INT, DMQ_DIGEST_INTERVAL.get() as *mut c_void),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -116,6 +119,8 @@ pub struct DmqConfig {
     /// Seconds after start during which new line-seizes get 480 until the
     /// node has synced (0: off).
     pub sync_wait: u32,
+    /// Seconds between anti-entropy digest exchanges (0: off).
+    pub digest_interval: u32,
 }
 
 fn opt_str(c: &StrParam) -> Option<Vec<u8>> {
@@ -179,6 +184,10 @@ impl Config {
                     sync_wait: match DMQ_SYNC_WAIT.read() {
                         w @ 0..=3600 => w as u32,
                         w => return Err(format!("modparam dmq_sync_wait must be 0 (off) to 3600 seconds, got {w}")),
+                    },
+                    digest_interval: match DMQ_DIGEST_INTERVAL.read() {
+                        d @ 0..=3600 => d as u32,
+                        d => return Err(format!("modparam dmq_digest_interval must be 0 (off) to 3600 seconds, got {d}")),
                     },
                 })
             }

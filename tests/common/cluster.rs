@@ -82,6 +82,9 @@ pub struct NodeSpec {
     pub enable_dmq: bool,
     /// More modparam lines (any module).
     pub extra_modparams: String,
+    /// More kamailio command-line arguments (after the harness's own, so
+    /// `-m 256` overrides its shared memory size).
+    pub extra_args: Vec<String>,
 }
 
 impl NodeSpec {
@@ -91,6 +94,7 @@ impl NodeSpec {
             notify,
             enable_dmq: true,
             extra_modparams: String::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -125,10 +129,14 @@ pub fn cluster_modparams(spec: &NodeSpec, port: u16) -> String {
 
 /// [`KamailioOpts`] of one node (sca_rs, a fresh sqlite DB of its own).
 pub fn node_opts(spec: &NodeSpec, port: &Arc<PortReservation>) -> KamailioOpts {
-    KamailioOpts::new(&cluster_cfg(), ScaModule::Rust)
+    let mut o = KamailioOpts::new(&cluster_cfg(), ScaModule::Rust)
         .listen_ip(node_ip(spec.id))
         .shared_port(Arc::clone(port))
-        .var("SCA_MODPARAMS", &cluster_modparams(spec, port.port))
+        .var("SCA_MODPARAMS", &cluster_modparams(spec, port.port));
+    for a in &spec.extra_args {
+        o = o.arg(a);
+    }
+    o
 }
 
 /// `Ok` when 127.0.0.2 and 127.0.0.3 work as local addresses here.

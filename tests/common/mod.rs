@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod flows;
 pub mod kamailio;
 pub mod mariadb;
+pub mod partition;
 pub mod postgres;
 pub mod scenarios;
 pub mod sip;

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use sca_core::appearance::DialogRef;
 use sca_core::cluster::codec::{
-    decode, encode, AorApps, AppearanceRec, Builder, Error, Header, Kind, Record, SubDel, SubPut,
+    decode, encode, AorApps, AppearanceRec, Builder, DigestRec, Error, Header, Kind, Record, SubDel, SubPut,
     SyncChunk, SyncReq, Tombstone, HEADER_LEN, MAX_MESSAGE_LEN,
 };
 use sca_core::cluster::Ver;
@@ -193,6 +193,12 @@ fn sync_chunk() -> impl Strategy<Value = SyncChunk> {
     })
 }
 
+fn digest() -> impl Strategy<Value = DigestRec> {
+    (any::<u32>(), any::<u32>(), any::<u32>(), prop::collection::vec(any::<u64>(), 0..300)).prop_map(
+        |(session, cursor, max_bytes, sums)| DigestRec { session, cursor, max_bytes, sums },
+    )
+}
+
 /// A header and records that belong together: `CHANGES` with subscription
 /// and appearance records, `SYNC_REQ` with its request, `SYNC_CHUNK` with
 /// its chunk record somewhere among subscriptions and appearances.
@@ -208,6 +214,7 @@ fn message() -> impl Strategy<Value = (Header, Vec<Record<'static>>)> {
     )
     .prop_map(|r| (Kind::Changes, r));
     let req = sync_req().prop_map(|r| (Kind::SyncReq, vec![Record::SyncReq(r)]));
+    let dig = digest().prop_map(|r| (Kind::Digest, vec![Record::Digest(r)]));
     let chunk = (
         prop::collection::vec(
             prop_oneof![
@@ -224,7 +231,7 @@ fn message() -> impl Strategy<Value = (Header, Vec<Record<'static>>)> {
             records.insert(at, Record::SyncChunk(c));
             (Kind::SyncChunk, records)
         });
-    (header, prop_oneof![3 => changes, 1 => req, 2 => chunk]).prop_map(
+    (header, prop_oneof![3 => changes, 1 => req, 2 => chunk, 1 => dig]).prop_map(
         |((flags, node_id, boot_id, seq), (kind, records))| {
             let mut h = Header::new(kind, node_id, boot_id, seq);
             h.flags = flags;

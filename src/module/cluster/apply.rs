@@ -77,7 +77,7 @@ pub(super) fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyS
                     }
                 }
             }
-            Record::SyncReq(_) | Record::SyncChunk(_) => continue,
+            Record::SyncReq(_) | Record::SyncChunk(_) | Record::Digest(_) => continue,
         };
         s.records += 1;
         match outcome {
@@ -171,12 +171,19 @@ pub(super) fn on_request(body: &[u8], ctype: &[u8], from: &[u8]) -> (c_int, &'st
         let (code, reason) = reject(c, from, &why);
         return (code, reason, None);
     }
+    let mut back = false;
     with_peer(c, from, |p| {
+        let now = now_ms();
+        // heard from again after a silence: a partition may have healed
+        back = heal::silent_too_long(p.last_rx_ms, now) && p.boot_id == m.header.boot_id;
         p.node_id = m.header.node_id;
         p.boot_id = m.header.boot_id;
         p.rx += 1;
-        p.last_rx_ms = now_ms();
+        p.last_rx_ms = now;
     });
+    if back {
+        heal::make_due(c, "heard from again after a silence", from);
+    }
     match m.header.kind {
         Kind::Changes => {
             apply(&m, true, from);
@@ -194,6 +201,22 @@ pub(super) fn on_request(body: &[u8], ctype: &[u8], from: &[u8]) -> (c_int, &'st
                 }
                 Err(e) => {
                     lm_err!("cluster: cannot build a sync chunk for {}: {e}", B(from));
+                    (500, c"Server Internal Error", None)
+                }
+            }
+        }
+        Kind::Digest => {
+            let Some(Record::Digest(req)) = m.records.iter().find(|r| matches!(r, Record::Digest(_))) else {
+                let (code, reason) = reject(c, from, "DIGEST without its record");
+                return (code, reason, None);
+            };
+            match heal::answer(req) {
+                Ok(chunk) => {
+                    c.counters.tx_bytes.fetch_add(chunk.len() as u64, Relaxed);
+                    (200, c"OK", Some(chunk))
+                }
+                Err(e) => {
+                    lm_err!("cluster: cannot answer a digest of {}: {e}", B(from));
                     (500, c"Server Internal Error", None)
                 }
             }

@@ -14,6 +14,9 @@
 //!   AoR NOTIFYs its *local* call-info subscribers: every node NOTIFYs only
 //!   the subscriptions whose latest SUBSCRIBE it received, so each phone
 //!   gets one NOTIFY per change.
+//! - **Anti-entropy.** Every `dmq_digest_interval` seconds, and when a
+//!   peer comes back, nodes exchange digests of their stores and merge
+//!   what differs ([`heal`]).
 //! - **Sync.** When dmq's node list forms, [`sca_rs_dmq_on_init`] asks
 //!   every peer for its store. The first to answer is followed, chunk by
 //!   chunk (each chunk a 200 reply body), until it says it is done.
@@ -24,7 +27,7 @@ use std::sync::OnceLock;
 
 use sca_core::cluster::codec::{self, Builder, Header, Kind, Message, Record, SyncChunk, SyncReq, SYNC_DONE};
 use sca_core::cluster::replica::{self, node_of, Applied, Snapshot, Tomb, Tombs};
-use sca_core::cluster::{Ver, MAX_NODE_ID, ORIGIN_CSEQ_JUMP};
+use sca_core::cluster::{MAX_NODE_ID, ORIGIN_CSEQ_JUMP};
 use sca_core::model::{EventType, SubState};
 use sca_core::store::AorGuard;
 use sca_core::sync::Locked;
@@ -42,6 +45,7 @@ use crate::{entry, lm_dbg, lm_err, lm_info, lm_notice};
 
 mod apply;
 mod capture;
+mod heal;
 pub mod metrics;
 mod peers;
 mod rpc;
@@ -59,6 +63,7 @@ pub use sync::{sca_rs_dmq_on_init, sca_rs_dmq_on_reply};
 /// Reply tags: what a KDMQ we sent was.
 const TAG_CHANGES: usize = 1;
 const TAG_SYNC: usize = 2;
+const TAG_DIGEST: usize = 3;
 
 /// Tombstone table: slots, in buckets of four.
 const TOMB_SLOTS: usize = 8192;
@@ -219,7 +224,9 @@ pub struct ClusterShared {
     tombs: Locked<KLock, allocator_api2::vec::Vec<TombSlot, Shm>>,
     sync: Locked<KLock, SyncState>,
     peers: Locked<KLock, [PeerSlot; MAX_PEERS]>,
+    heal: Locked<KLock, heal::HealState>,
     pub counters: Counters,
+    pub heal_counters: heal::HealCounters,
     seq: AtomicU32,
 }
 
@@ -269,16 +276,21 @@ pub fn init(cfg: &Config) -> Result<(), String> {
         tombs: Locked::new(tombs),
         sync: Locked::new(sync),
         peers: Locked::new([PeerSlot::default(); MAX_PEERS]),
+        heal: Locked::new(heal::HealState::new()),
         counters: Counters::default(),
+        heal_counters: heal::HealCounters::default(),
         seq: AtomicU32::new(0),
     })
     .map_err(|_| "out of shared memory creating the cluster state".to_string())?;
-    if !c.tombs.init() || !c.sync.init() || !c.peers.init() {
+    if !c.tombs.init() || !c.sync.init() || !c.peers.init() || !c.heal.init() {
         return Err("cannot initialise the cluster locks".into());
     }
     CLUSTER.set(c);
     if crate::host::proc::register_timer(sync_timer, 1).is_err() {
         return Err("cannot register the cluster sync timer".into());
+    }
+    if crate::host::proc::register_timer(heal::digest_timer, 1).is_err() {
+        return Err("cannot register the cluster digest timer".into());
     }
     lm_info!(
         "sca_rs: cluster replication over DMQ on: node {id} ({}), boot {boot_id:08x}",

@@ -38,6 +38,13 @@ pub fn rpc_lines() -> Result<Vec<String>, &'static str> {
         ("conflicts_won", &k.conflicts_won),
         ("conflicts_lost", &k.conflicts_lost),
         ("seizes_refused_syncing", &k.seizes_refused_syncing),
+        ("digests_sent", &c.heal_counters.digests_sent),
+        ("digests_answered", &c.heal_counters.digests_answered),
+        ("digest_buckets_differed", &c.heal_counters.buckets_differed),
+        ("heal_records", &c.heal_counters.heal_records),
+        ("heal_applied", &c.heal_counters.heal_applied),
+        ("heal_corrections_sent", &c.heal_counters.corrections_sent),
+        ("digest_us", &c.heal_counters.digest_us),
     ] {
         out.push(format!("{name} {}", v.load(Relaxed)));
     }

@@ -213,16 +213,24 @@ entry! {
     ) ["dmq reply"] {
         let Some(c) = cluster() else { return };
         let (b, uri, nd) = (body.bytes(), node_uri.bytes(), node.get());
+        let mut back = false;
         with_peer(c, uri, |p| {
             if (200..300).contains(&code) {
+                // answering again after failures (a link that came back
+                // before dmq noticed it was gone)
+                back = p.last_code >= 300;
                 p.tx_ok += 1;
             } else {
                 p.tx_failed += 1;
             }
             p.last_code = u16::try_from(code).unwrap_or(0);
         });
+        if back {
+            heal::make_due(c, "answers again", uri);
+        }
         match param as usize {
             TAG_SYNC => on_sync_reply(code, b, uri, nd),
+            TAG_DIGEST => heal::on_digest_reply(code, b, uri, nd),
             _ => {
                 if code >= 300 {
                     c.counters.tx_failed.fetch_add(1, Relaxed);
@@ -240,56 +248,5 @@ entry! {
 
 /// A SYNC_REQ: the store from slot `cursor` on, about `max_bytes` of it.
 pub(super) fn sync_chunk(req: &SyncReq) -> Result<Vec<u8>, String> {
-    let (Some(st), Some(n)) = (shared(), node()) else { return Err("not ready".into()) };
-    let h = header(Kind::SyncChunk).ok_or("not ready")?;
-    let mut b = Builder::new(&h).map_err(|e| e.to_string())?;
-    let limit = (req.max_bytes as usize).clamp(1024, 60000);
-    let slots = st.store.slot_count();
-    let mut slot = req.cursor as usize;
-    // the closing SYNC_CHUNK record and some slack
-    const RESERVE: usize = 64;
-    while slot < slots && b.len() < limit {
-        let mut full = false;
-        st.store.visit_slot(slot, |e| {
-            if full {
-                return;
-            }
-            let mut recs: Vec<Record<'_>> = e.subs.iter().map(|s| sync_sub_put(e.aor(), s, n.id)).collect();
-            if e.shared || !e.apps.is_empty() {
-                recs.push(replica::aor_apps_record(e, Vec::new()));
-            }
-            for r in &recs {
-                if r.encoded_len() + RESERVE > b.room() {
-                    full = true;
-                    return;
-                }
-                if let Err(err) = b.push(r) {
-                    lm_err!("cluster sync: left out a {} record of {}: {err}", codec::record_name(r.code()), B(e.aor()));
-                }
-            }
-        });
-        if full && b.record_count() > 0 {
-            // this slot again in the next chunk (records are idempotent)
-            break;
-        }
-        slot += 1;
-    }
-    let next = if slot >= slots { SYNC_DONE } else { slot as u32 };
-    b.push(&Record::SyncChunk(SyncChunk { session: req.session, next_cursor: next }))
-        .map_err(|e| e.to_string())?;
-    b.finish().map_err(|e| e.to_string())
+    heal::store_chunk(req.session, req.cursor, req.max_bytes, None)
 }
-
-/// A subscription's SUB_PUT for a sync: unstamped (restored) ones go out
-/// as this node's, older than any stamped copy.
-pub(super) fn sync_sub_put<'a>(aor: &'a [u8], s: &'a sca_core::store::Subscription<Shm>, self_id: u32) -> Record<'a> {
-    let mut r = replica::sub_put_record(aor, s);
-    if let Record::SubPut(p) = &mut r {
-        if p.origin == 0 {
-            p.origin = self_id;
-            p.ver = Ver::new(0, self_id);
-        }
-    }
-    r
-}
-

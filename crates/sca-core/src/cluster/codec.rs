@@ -14,8 +14,8 @@
 //! Ver    : ms u64 | node u32
 //! ```
 //!
-//! The message kinds are `CHANGES` (1), `SYNC_REQ` (2) and `SYNC_CHUNK`
-//! (3). The record payloads, field by field in wire order:
+//! The message kinds are `CHANGES` (1), `SYNC_REQ` (2), `SYNC_CHUNK`
+//! (3) and `DIGEST` (4). The record payloads, field by field in wire order:
 //!
 //! * `SUB_PUT` (1), a subscription stored or refreshed: aor string,
 //!   event u8, subscriber string, expires i64, state u8, index i32,
@@ -32,11 +32,16 @@
 //! * `SYNC_REQ` (4): session u32, cursor u32, max_bytes u32.
 //! * `SYNC_CHUNK` (5): session u32, next_cursor u32 ([`SYNC_DONE`] when
 //!   the walk is complete).
+//! * `DIGEST` (6), the sender's digest of its store (anti-entropy, see
+//!   [`super::digest`]): session u32, cursor u32, max_bytes u32, a u16
+//!   count of bucket sums, each u64.
 //!
 //! Which records a message may hold depends on its kind:
 //!
 //! * `CHANGES`: any number of `SUB_PUT`, `SUB_DEL` and `AOR_APPS`.
 //! * `SYNC_REQ`: exactly one `SYNC_REQ`.
+//! * `DIGEST`: exactly one `DIGEST` (answered like a `SYNC_REQ`, with a
+//!   `SYNC_CHUNK` message holding only what differs).
 //! * `SYNC_CHUNK`: exactly one `SYNC_CHUNK` record, anywhere among any
 //!   number of `SUB_PUT` and `AOR_APPS` records. (The records of a chunk
 //!   sit next to it rather than inside it, so a sender that learns where
@@ -117,6 +122,8 @@ pub const REC_AOR_APPS: u8 = 3;
 pub const REC_SYNC_REQ: u8 = 4;
 /// Record type of [`SyncChunk`].
 pub const REC_SYNC_CHUNK: u8 = 5;
+/// Record type of [`DigestRec`].
+pub const REC_DIGEST: u8 = 6;
 
 /// The name of a record type, for log lines (`"unknown"` for types this
 /// version does not know).
@@ -127,6 +134,7 @@ pub const fn record_name(code: u8) -> &'static str {
         REC_AOR_APPS => "AOR_APPS",
         REC_SYNC_REQ => "SYNC_REQ",
         REC_SYNC_CHUNK => "SYNC_CHUNK",
+        REC_DIGEST => "DIGEST",
         _ => "unknown",
     }
 }
@@ -141,6 +149,9 @@ pub enum Kind {
     SyncReq = 2,
     /// A chunk of the store, in the reply to a `SyncReq`.
     SyncChunk = 3,
+    /// A digest of the sender's store: send me what differs (answered by
+    /// a `SyncChunk`).
+    Digest = 4,
 }
 
 impl Kind {
@@ -149,6 +160,7 @@ impl Kind {
             1 => Some(Kind::Changes),
             2 => Some(Kind::SyncReq),
             3 => Some(Kind::SyncChunk),
+            4 => Some(Kind::Digest),
             _ => None,
         }
     }
@@ -158,6 +170,7 @@ impl Kind {
             Kind::Changes => "CHANGES",
             Kind::SyncReq => "SYNC_REQ",
             Kind::SyncChunk => "SYNC_CHUNK",
+            Kind::Digest => "DIGEST",
         }
     }
 
@@ -167,6 +180,7 @@ impl Kind {
             Kind::Changes => matches!(code, REC_SUB_PUT | REC_SUB_DEL | REC_AOR_APPS),
             Kind::SyncReq => code == REC_SYNC_REQ,
             Kind::SyncChunk => matches!(code, REC_SUB_PUT | REC_AOR_APPS | REC_SYNC_CHUNK),
+            Kind::Digest => code == REC_DIGEST,
         }
     }
 
@@ -176,6 +190,7 @@ impl Kind {
             Kind::Changes => None,
             Kind::SyncReq => Some(REC_SYNC_REQ),
             Kind::SyncChunk => Some(REC_SYNC_CHUNK),
+            Kind::Digest => Some(REC_DIGEST),
         }
     }
 }
@@ -298,6 +313,18 @@ pub struct SyncChunk {
     pub next_cursor: u32,
 }
 
+/// `DIGEST`: the sender's bucket sums ([`super::digest`]); the receiver
+/// answers, like a [`SyncReq`] from slot `cursor` on in about `max_bytes`,
+/// with the AoRs of the buckets whose sums differ from its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestRec {
+    pub session: u32,
+    pub cursor: u32,
+    pub max_bytes: u32,
+    /// At most [`MAX_LIST_LEN`].
+    pub sums: Vec<u64>,
+}
+
 /// One record of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -306,6 +333,7 @@ pub enum Record<'a> {
     AorApps(AorApps<'a>),
     SyncReq(SyncReq),
     SyncChunk(SyncChunk),
+    Digest(DigestRec),
 }
 
 /// A decoded message.
@@ -594,6 +622,7 @@ impl Record<'_> {
             Record::AorApps(_) => REC_AOR_APPS,
             Record::SyncReq(_) => REC_SYNC_REQ,
             Record::SyncChunk(_) => REC_SYNC_CHUNK,
+            Record::Digest(_) => REC_DIGEST,
         }
     }
 
@@ -620,6 +649,7 @@ impl Record<'_> {
             }
             Record::SyncReq(_) => 12,
             Record::SyncChunk(_) => 8,
+            Record::Digest(d) => 12 + 2 + 8 * d.sums.len(),
         }
     }
 
@@ -659,6 +689,7 @@ impl Record<'_> {
                 Ok(())
             }
             Record::SyncReq(_) | Record::SyncChunk(_) => Ok(()),
+            Record::Digest(d) => check_list("digest sums", d.sums.len()),
         }
     }
 
@@ -721,6 +752,15 @@ impl Record<'_> {
             Record::SyncChunk(r) => {
                 w.extend_from_slice(&r.session.to_le_bytes());
                 w.extend_from_slice(&r.next_cursor.to_le_bytes());
+            }
+            Record::Digest(r) => {
+                w.extend_from_slice(&r.session.to_le_bytes());
+                w.extend_from_slice(&r.cursor.to_le_bytes());
+                w.extend_from_slice(&r.max_bytes.to_le_bytes());
+                put_count(w, r.sums.len());
+                for s in &r.sums {
+                    w.extend_from_slice(&s.to_le_bytes());
+                }
             }
         }
     }
@@ -1084,6 +1124,19 @@ fn read_sync_chunk(r: &mut Reader<'_>) -> Result<SyncChunk, Error> {
     })
 }
 
+fn read_digest(r: &mut Reader<'_>) -> Result<DigestRec, Error> {
+    let session = r.u32("session")?;
+    let cursor = r.u32("cursor")?;
+    let max_bytes = r.u32("max_bytes")?;
+    let n = r.u16("digest sums")?;
+    // every sum consumes 8 input bytes: bounded by the input
+    let mut sums = Vec::new();
+    for _ in 0..n {
+        sums.push(r.u64("digest sum")?);
+    }
+    Ok(DigestRec { session, cursor, max_bytes, sums })
+}
+
 /// Decode the payload of a record of type `code`; `None` for a type this
 /// version does not know.
 fn read_record<'a>(code: u8, r: &mut Reader<'a>) -> Result<Option<Record<'a>>, Error> {
@@ -1093,6 +1146,7 @@ fn read_record<'a>(code: u8, r: &mut Reader<'a>) -> Result<Option<Record<'a>>, E
         REC_AOR_APPS => Record::AorApps(read_aor_apps(r)?),
         REC_SYNC_REQ => Record::SyncReq(read_sync_req(r)?),
         REC_SYNC_CHUNK => Record::SyncChunk(read_sync_chunk(r)?),
+        REC_DIGEST => Record::Digest(read_digest(r)?),
         _ => return Ok(None),
     }))
 }
@@ -1285,6 +1339,10 @@ mod tests {
         round_trip(changes(), vec![Record::SubDel(sub_del())]);
         round_trip(changes(), vec![Record::AorApps(aor_apps())]);
         round_trip(
+            Header::new(Kind::Digest, 4, 5, 6),
+            vec![Record::Digest(DigestRec { session: 1, cursor: 2, max_bytes: 3, sums: vec![0, u64::MAX, 7] })],
+        );
+        round_trip(
             changes(),
             vec![
                 Record::SubDel(sub_del()),
@@ -1402,6 +1460,30 @@ mod tests {
         assert_eq!(&bytes[HEADER_LEN..], want);
     }
 
+    #[test]
+    fn digest_layout_and_checks() {
+        let d = Record::Digest(DigestRec { session: 1, cursor: 2, max_bytes: 3, sums: vec![0x0102] });
+        let bytes = encode(&Header::new(Kind::Digest, 1, 2, 3), std::slice::from_ref(&d)).unwrap();
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            6, 22, 0, 0, 0,
+            1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0,
+            1, 0, 2, 1, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(&bytes[HEADER_LEN..], want);
+        // a count that runs past the record, a sum cut short
+        let mut cut = want[RECORD_HEADER_LEN..].to_vec();
+        cut.pop();
+        assert!(decode(&raw(4, &[(REC_DIGEST, &cut)])).is_err());
+        let mut more = want[RECORD_HEADER_LEN..].to_vec();
+        more[12] = 2;
+        assert!(decode(&raw(4, &[(REC_DIGEST, &more)])).is_err());
+        // exactly one DIGEST in a DIGEST message, and nowhere else
+        assert!(decode(&raw(4, &[])).is_err());
+        assert!(decode(&raw(1, &[(REC_DIGEST, &want[RECORD_HEADER_LEN..])])).is_err());
+        assert!(encode(&Header::new(Kind::Digest, 1, 2, 3), &[d.clone(), d]).is_err());
+    }
+
     /// A message assembled by hand: `(type, payload)` records after a
     /// header of `kind`.
     fn raw(kind: u8, records: &[(u8, &[u8])]) -> Vec<u8> {
@@ -1461,7 +1543,7 @@ mod tests {
         m[4] = 0;
         assert_eq!(decode(&m), Err(Error::UnknownProto(0)));
         assert_eq!(decode(&raw(0, &[])), Err(Error::UnknownKind(0)));
-        assert_eq!(decode(&raw(4, &[])), Err(Error::UnknownKind(4)));
+        assert_eq!(decode(&raw(5, &[])), Err(Error::UnknownKind(5)));
         // and the encoder will not write another version
         let mut h = changes();
         h.proto = 2;
@@ -1805,7 +1887,7 @@ mod tests {
         assert_eq!(d.records, vec![Record::SubDel(sub_del())]);
         assert_eq!(d.skipped, 3);
         // in any kind of message
-        let m = raw(2, &[(6, b"x"), (REC_SYNC_REQ, &[0; 12])]);
+        let m = raw(2, &[(7, b"x"), (REC_SYNC_REQ, &[0; 12])]);
         assert_eq!(decode(&m).unwrap().skipped, 1);
     }
 

@@ -13,6 +13,7 @@
 use core::cmp::Ordering;
 
 pub mod codec;
+pub mod digest;
 pub mod replica;
 
 /// Bits of a packed stamp that hold the node id.

@@ -368,7 +368,7 @@ pub fn check(m: &Message<'_>, self_id: u32) -> Result<(), String> {
             Record::AorApps(a) => {
                 a.apps.iter().all(|x| ver_ok(&x.inc) && ver_ok(&x.ver)) && a.tombstones.iter().all(|t| ver_ok(&t.inc))
             }
-            Record::SyncReq(_) | Record::SyncChunk(_) => true,
+            Record::SyncReq(_) | Record::SyncChunk(_) | Record::Digest(_) => true,
         };
         if !ok {
             return Err(format!("bad node id or stamp in a {} record", codec::record_name(r.code())));

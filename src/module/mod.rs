@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod db;
 pub mod effects;
 pub mod kemi;
+pub mod limits;
 pub mod liveness;
 pub mod notify;
 pub mod params;
@@ -198,6 +199,7 @@ fn init() -> Result<(), String> {
         return Err("cannot initialise the SCA table locks".into());
     }
     SHARED.set(st);
+    limits::init()?;
     cluster::init(&cfg)?;
     timer::register(cfg.purge_expired_interval)?;
     liveness::register(cfg.subscriber_keepalive_interval)?;

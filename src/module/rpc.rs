@@ -34,9 +34,12 @@ static DOC_LIVENESS: RpcDoc = RpcDoc::new(
 static DOC_CLUSTER: RpcDoc = RpcDoc::new(
     c"Cluster replication over DMQ (sca_rs): this node, its full sync, messages sent, received, rejected, conflicts",
 );
+static DOC_LIMITS: RpcDoc = RpcDoc::new(
+    c"Bounds on seizes and subscriptions (sca_rs): the limits, subscriptions counted, shm free, refusals by kind",
+);
 static DOC_RELEASE: RpcDoc = RpcDoc::new(c"Release a seized or active SCA appearance");
 
-pub static RPCS: HostCell<[RpcExport; 14 + 5]> = HostCell::new([
+pub static RPCS: HostCell<[RpcExport; 15 + 5]> = HostCell::new([
     rpc(c"sca.all_subscriptions", rpc_all_subscriptions, DOC_ALL_SUBSCRIPTIONS.ptr()),
     rpc(c"sca.subscription_count", rpc_subscription_count, DOC_SUBSCRIPTION_COUNT.ptr()),
     rpc(c"sca.show_subscription", rpc_show_subscription, DOC_SHOW_SUBSCRIPTION.ptr()),
@@ -50,6 +53,7 @@ pub static RPCS: HostCell<[RpcExport; 14 + 5]> = HostCell::new([
     rpc(c"sca.release_appearance", rpc_release_appearance, DOC_RELEASE.ptr()),
     rpc(c"sca.subscriber_liveness", rpc_liveness, DOC_LIVENESS.ptr()),
     rpc(c"sca.cluster", rpc_cluster, DOC_CLUSTER.ptr()),
+    rpc(c"sca.limits", rpc_limits, DOC_LIMITS.ptr()),
     // keepalive: keepalive.list, .add, .del, .get, .flush
     crate::keepalive::rpc::RPCS[0],
     crate::keepalive::rpc::RPCS[1],
@@ -143,6 +147,16 @@ entry! {
             return;
         }
         print_lines(r, crate::module::liveness::rpc_lines());
+    }
+}
+
+entry! {
+    /// `sca.limits`: `name value` lines (docs/security.md).
+    rpc fn rpc_limits("sca.limits", r) {
+        match crate::module::config() {
+            Some(cfg) => print_lines(r, crate::module::limits::rpc_lines(&cfg.limits)),
+            None => r.fault(500, "sca_rs is not initialised"),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod appearance;
 pub mod change;
 pub mod cluster;
 pub mod keepalive;
+pub mod limits;
 pub mod model;
 pub mod packed;
 pub mod store;

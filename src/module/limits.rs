@@ -32,7 +32,10 @@ pub fn init() -> Result<(), String> {
         refused: RefusalCounters::default(),
         shm_total: shm::total(),
     };
-    STATE.set(shm::into_shared_ref(st).map_err(|_| "out of shared memory creating the limit counters".to_string())?);
+    STATE.set(
+        shm::into_shared_ref(st)
+            .map_err(|_| "out of shared memory creating the limit counters".to_string())?,
+    );
     Ok(())
 }
 
@@ -51,7 +54,10 @@ pub fn counts(contact: &[u8], aor_subs: usize) -> Counts {
             shm_free: if s.shm_total > 0 { shm::available() } else { 0 },
             shm_total: s.shm_total,
         },
-        None => Counts { aor: aor_subs, ..Counts::default() },
+        None => Counts {
+            aor: aor_subs,
+            ..Counts::default()
+        },
     }
 }
 
@@ -76,7 +82,11 @@ pub fn refused(l: &Limits, r: Refusal, what: &str, source: &[u8], aor: &[u8], no
             Refusal::LowShm => l.min_free_shm_percent,
         };
         let (code, _) = r.reply();
-        let more = if suppressed > 0 { format!(" ({suppressed} more refusals from this source since the last report)") } else { String::new() };
+        let more = if suppressed > 0 {
+            format!(" ({suppressed} more refusals from this source since the last report)")
+        } else {
+            String::new()
+        };
         lm_warn!(
             "{what} from {} for {} refused with {code}: limit {} = {bound} reached{more}; reported at most once per {LOG_INTERVAL}s and source",
             B(source),

@@ -47,10 +47,13 @@ pub static MAX_SUBS_PER_AOR: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max
 pub static MAX_SUBS_PER_CONTACT: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max_subs_per_contact as c_int);
 pub static MAX_APPEARANCE_INDEX: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max_appearance_index as c_int);
 pub static MAX_SUBSCRIPTIONS: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max_subscriptions as c_int);
+/// sca_rs only: the membership table (docs/security.md) and its DB.
+pub static MEMBERS_TABLE: StrParam = StrParam::new();
+pub static MEMBERS_DB_URL: StrParam = StrParam::new();
 pub static MIN_FREE_SHM_PERCENT: HostCell<c_int> = HostCell::new(Limits::DEFAULT.min_free_shm_percent as c_int);
 
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 29 + 8;
+const N_PARAMS: usize = 31 + 8;
 
 pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -81,6 +84,8 @@ pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"max_appearance_index", PARAM_INT, MAX_APPEARANCE_INDEX.get() as *mut c_void),
     param(c"max_subscriptions", PARAM_INT, MAX_SUBSCRIPTIONS.get() as *mut c_void),
     param(c"min_free_shm_percent", PARAM_INT, MIN_FREE_SHM_PERCENT.get() as *mut c_void),
+    param(c"members_table", PARAM_STR, MEMBERS_TABLE.ptr()),
+    param(c"members_db_url", PARAM_STR, MEMBERS_DB_URL.ptr()),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -120,6 +125,9 @@ pub struct Config {
     pub dmq: Option<DmqConfig>,
     /// Bounds on seizes and subscriptions (docs/security.md).
     pub limits: Limits,
+    /// Membership of shared AoRs: the table, and its DB (None: db_url).
+    pub members_table: Option<Vec<u8>>,
+    pub members_db_url: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -219,6 +227,8 @@ impl Config {
         };
         Ok(Config {
             limits,
+            members_table: opt_str(&MEMBERS_TABLE),
+            members_db_url: opt_str(&MEMBERS_DB_URL),
             dmq,
             subscriber_keepalive_interval: ska as u32,
             log2_slots,

@@ -94,8 +94,12 @@ impl Refusal {
             Refusal::SeizedPerContact => (403, "Forbidden - too many lines seized by this contact"),
             Refusal::IndexTooHigh => (403, "Forbidden - appearance index too high"),
             Refusal::SubsPerAor => (403, "Forbidden - too many subscriptions for this AoR"),
-            Refusal::SubsPerContact => (403, "Forbidden - too many subscriptions from this contact"),
-            Refusal::TotalSubs | Refusal::LowShm => (503, "Service Unavailable - subscription limit reached"),
+            Refusal::SubsPerContact => {
+                (403, "Forbidden - too many subscriptions from this contact")
+            }
+            Refusal::TotalSubs | Refusal::LowShm => {
+                (503, "Service Unavailable - subscription limit reached")
+            }
         }
     }
 
@@ -132,10 +136,23 @@ impl Refusal {
 /// May `owner` seize `requested` (None: the next free index) in `apps`?
 /// Checked before the seize: the index it would take, then how many lines
 /// `owner` holds seized already.
-pub fn check_seize<A: Allocator + Clone>(l: &Limits, apps: &Appearances<A>, requested: Option<u32>, owner: &[u8]) -> Result<(), Refusal> {
-    check_index(l, requested.filter(|&i| i > 0).unwrap_or_else(|| apps.next_free_index()))?;
+pub fn check_seize<A: Allocator + Clone>(
+    l: &Limits,
+    apps: &Appearances<A>,
+    requested: Option<u32>,
+    owner: &[u8],
+) -> Result<(), Refusal> {
+    check_index(
+        l,
+        requested
+            .filter(|&i| i > 0)
+            .unwrap_or_else(|| apps.next_free_index()),
+    )?;
     if l.max_seized_per_contact > 0 {
-        let held = apps.iter().filter(|a| a.state == AppearanceState::Seized && a.owner() == owner).count();
+        let held = apps
+            .iter()
+            .filter(|a| a.state == AppearanceState::Seized && a.owner() == owner)
+            .count();
         if held >= l.max_seized_per_contact as usize {
             return Err(Refusal::SeizedPerContact);
         }
@@ -171,7 +188,12 @@ pub struct Counts {
 /// full server refuses everyone alike), then the per-AoR and per-contact
 /// bounds.
 pub fn check_new_sub(l: &Limits, c: &Counts) -> Result<(), Refusal> {
-    if l.min_free_shm_percent > 0 && c.shm_total > 0 && c.shm_free.saturating_mul(100) < c.shm_total.saturating_mul(u64::from(l.min_free_shm_percent)) {
+    if l.min_free_shm_percent > 0
+        && c.shm_total > 0
+        && c.shm_free.saturating_mul(100)
+            < c.shm_total
+                .saturating_mul(u64::from(l.min_free_shm_percent))
+    {
         return Err(Refusal::LowShm);
     }
     if l.max_subscriptions > 0 && c.total >= u64::from(l.max_subscriptions) {
@@ -192,7 +214,7 @@ pub fn retry_after(purge_interval: u32) -> u32 {
     purge_interval.clamp(1, 3600)
 }
 
-const SEED: u64 = 0x5ca_11_717;
+const SEED: u64 = 0x5ca1_1717;
 
 fn hash(b: &[u8]) -> u64 {
     FixedState::with_seed(SEED).hash_one(b)
@@ -244,7 +266,11 @@ impl<A: Allocator> Census<A> {
             base.push(AtomicI64::new(0));
             added.push(AtomicI64::new(0));
         }
-        Ok(Census { base, added, mask: (n - 2) as u64 })
+        Ok(Census {
+            base,
+            added,
+            mask: (n - 2) as u64,
+        })
     }
 
     fn bucket(&self, contact: &[u8]) -> usize {
@@ -280,7 +306,11 @@ impl<A: Allocator> Census<A> {
     pub fn begin_recount(&self) -> Recount {
         Recount {
             counts: vec![0; self.base.len()],
-            added_at_start: self.added.iter().map(|a| a.load(Ordering::Relaxed)).collect(),
+            added_at_start: self
+                .added
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .collect(),
             mask: self.mask,
         }
     }
@@ -322,7 +352,12 @@ impl<A: Allocator> LogGate<A> {
             last.push(AtomicI64::new(i64::MIN));
             suppressed.push(AtomicU64::new(0));
         }
-        Ok(LogGate { last, suppressed, mask: (n - 1) as u64, interval: interval.max(1) })
+        Ok(LogGate {
+            last,
+            suppressed,
+            mask: (n - 1) as u64,
+            interval: interval.max(1),
+        })
     }
 
     /// A refusal from `source` at `now`: Some(suppressed since the last
@@ -335,7 +370,10 @@ impl<A: Allocator> LogGate<A> {
             return None;
         }
         // one process wins the slot for this interval
-        if self.last[i].compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        if self.last[i]
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
             self.suppressed[i].fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -370,17 +408,28 @@ mod tests {
 
     #[test]
     fn a_contact_may_hold_only_so_many_seized_lines_and_calls_do_not_count() {
-        let l = Limits { max_seized_per_contact: 2, ..Limits::OFF };
+        let l = Limits {
+            max_seized_per_contact: 2,
+            ..Limits::OFF
+        };
         let mut a = apps();
         assert_eq!(check_seize(&l, &a, None, b"sip:x"), Ok(()));
         a.seize(None, b"sip:x", 0, Global).expect("1");
         a.seize(None, b"sip:x", 0, Global).expect("2");
-        assert_eq!(check_seize(&l, &a, None, b"sip:x"), Err(Refusal::SeizedPerContact));
-        assert_eq!(check_seize(&l, &a, Some(9), b"sip:x"), Err(Refusal::SeizedPerContact));
+        assert_eq!(
+            check_seize(&l, &a, None, b"sip:x"),
+            Err(Refusal::SeizedPerContact)
+        );
+        assert_eq!(
+            check_seize(&l, &a, Some(9), b"sip:x"),
+            Err(Refusal::SeizedPerContact)
+        );
         // someone else is not affected
         assert_eq!(check_seize(&l, &a, None, b"sip:y"), Ok(()));
         // a line in a call is no longer "seized"
-        a.get_mut(1).expect("1").set_state(AppearanceState::Active, 1);
+        a.get_mut(1)
+            .expect("1")
+            .set_state(AppearanceState::Active, 1);
         assert_eq!(check_seize(&l, &a, None, b"sip:x"), Ok(()));
         // off: no bound
         a.seize(None, b"sip:x", 0, Global).expect("3");
@@ -389,10 +438,16 @@ mod tests {
 
     #[test]
     fn the_index_bound_covers_requested_and_next_free_indexes() {
-        let l = Limits { max_appearance_index: 2, ..Limits::OFF };
+        let l = Limits {
+            max_appearance_index: 2,
+            ..Limits::OFF
+        };
         let mut a = apps();
         assert_eq!(check_seize(&l, &a, Some(2), b"o"), Ok(()));
-        assert_eq!(check_seize(&l, &a, Some(3), b"o"), Err(Refusal::IndexTooHigh));
+        assert_eq!(
+            check_seize(&l, &a, Some(3), b"o"),
+            Err(Refusal::IndexTooHigh)
+        );
         // index 0 means "any": the next free one is checked
         assert_eq!(check_seize(&l, &a, Some(0), b"o"), Ok(()));
         a.seize(None, b"o", 0, Global).expect("1");
@@ -405,18 +460,68 @@ mod tests {
 
     #[test]
     fn new_subscriptions_are_bounded_per_aor_contact_total_and_shm() {
-        let l = Limits { max_subs_per_aor: 3, max_subs_per_contact: 5, max_subscriptions: 10, min_free_shm_percent: 5, ..Limits::OFF };
-        let ok = Counts { aor: 2, contact: 4, total: 9, shm_free: 50, shm_total: 1000 };
+        let l = Limits {
+            max_subs_per_aor: 3,
+            max_subs_per_contact: 5,
+            max_subscriptions: 10,
+            min_free_shm_percent: 5,
+            ..Limits::OFF
+        };
+        let ok = Counts {
+            aor: 2,
+            contact: 4,
+            total: 9,
+            shm_free: 50,
+            shm_total: 1000,
+        };
         assert_eq!(check_new_sub(&l, &ok), Ok(()));
-        assert_eq!(check_new_sub(&l, &Counts { aor: 3, ..ok }), Err(Refusal::SubsPerAor));
-        assert_eq!(check_new_sub(&l, &Counts { contact: 5, ..ok }), Err(Refusal::SubsPerContact));
-        assert_eq!(check_new_sub(&l, &Counts { total: 10, ..ok }), Err(Refusal::TotalSubs));
-        assert_eq!(check_new_sub(&l, &Counts { shm_free: 49, ..ok }), Err(Refusal::LowShm));
+        assert_eq!(
+            check_new_sub(&l, &Counts { aor: 3, ..ok }),
+            Err(Refusal::SubsPerAor)
+        );
+        assert_eq!(
+            check_new_sub(&l, &Counts { contact: 5, ..ok }),
+            Err(Refusal::SubsPerContact)
+        );
+        assert_eq!(
+            check_new_sub(&l, &Counts { total: 10, ..ok }),
+            Err(Refusal::TotalSubs)
+        );
+        assert_eq!(
+            check_new_sub(&l, &Counts { shm_free: 49, ..ok }),
+            Err(Refusal::LowShm)
+        );
         // unknown shm size: not checked
-        assert_eq!(check_new_sub(&l, &Counts { shm_free: 0, shm_total: 0, ..ok }), Ok(()));
+        assert_eq!(
+            check_new_sub(
+                &l,
+                &Counts {
+                    shm_free: 0,
+                    shm_total: 0,
+                    ..ok
+                }
+            ),
+            Ok(())
+        );
         // capacity before policy
-        assert_eq!(check_new_sub(&l, &Counts { aor: 9, total: 10, ..ok }), Err(Refusal::TotalSubs));
-        let huge = Counts { aor: usize::MAX, contact: u64::MAX, total: u64::MAX, shm_free: 0, shm_total: 1 << 30 };
+        assert_eq!(
+            check_new_sub(
+                &l,
+                &Counts {
+                    aor: 9,
+                    total: 10,
+                    ..ok
+                }
+            ),
+            Err(Refusal::TotalSubs)
+        );
+        let huge = Counts {
+            aor: usize::MAX,
+            contact: u64::MAX,
+            total: u64::MAX,
+            shm_free: 0,
+            shm_total: 1 << 30,
+        };
         assert_eq!(check_new_sub(&Limits::OFF, &huge), Ok(()));
         assert_eq!(Refusal::LowShm.reply().0, 503);
         assert_eq!(Refusal::SubsPerAor.reply().0, 403);
@@ -456,7 +561,10 @@ mod tests {
             assert_eq!(g.admit(b"sip:evil", t), None);
         }
         // another source has its own line (unless it shares the slot)
-        let other = (0..100).map(|i| format!("sip:good{i}")).find(|s| hash(s.as_bytes()) & g.mask != hash(b"sip:evil") & g.mask).expect("a source in another slot");
+        let other = (0..100)
+            .map(|i| format!("sip:good{i}"))
+            .find(|s| hash(s.as_bytes()) & g.mask != hash(b"sip:evil") & g.mask)
+            .expect("a source in another slot");
         assert_eq!(g.admit(other.as_bytes(), 1001), Some(0));
         assert_eq!(g.admit(b"sip:evil", 1060), Some(49));
         assert_eq!(g.admit(b"sip:evil", 1061), None);

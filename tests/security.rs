@@ -311,6 +311,115 @@ fn a_flood_of_subscriptions_is_bounded_and_members_are_unaffected() {
     assert!(k.log_errors().is_empty(), "{:?}", k.log_errors());
 }
 
+/// Poll `cond` until it holds or `within` passes.
+fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A contact at its cap gets room again once its subscriptions ended and
+/// the purge recounted.
+#[test]
+fn the_purge_recounts_and_ended_subscriptions_stop_counting() {
+    let k = start(&[
+        ("max_subs_per_contact", "2"),
+        ("purge_expired_interval", "1"),
+    ]);
+    let mut u = ua("U", &k);
+    let mut dialogs = Vec::new();
+    for i in 0..2 {
+        let aor = format!("sip:c{i}@127.0.0.1");
+        let mut d = u.dialog(&aor);
+        let s = u
+            .send_subscribe(&mut d, &Subscribe::new("call-info", 600))
+            .expect("send");
+        let r = u.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
+        assert_eq!(status(&r), 202);
+        assert!(d.update_from_response(&r));
+        dialogs.push(d);
+    }
+    assert_eq!(
+        status(&subscribe(
+            &mut u,
+            "sip:c2@127.0.0.1",
+            &Subscribe::new("call-info", 600)
+        )),
+        403
+    );
+    // both end (unsubscribe): gone from the store at the next purge, and
+    // from the count with it
+    for d in dialogs.iter_mut() {
+        let s = u
+            .send_subscribe(d, &Subscribe::new("call-info", 0))
+            .expect("send unsubscribe");
+        assert_eq!(
+            status(&u.expect_final_response(&s, RECV_TIMEOUT).expect("reply")),
+            202
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || count(&k, "call-info") == 0
+            && limit(&k, "subscriptions_counted") == 0),
+        "purged and recounted: {}",
+        k.rpc(&["sca.limits"])
+    );
+    assert_eq!(
+        status(&subscribe(
+            &mut u,
+            "sip:c2@127.0.0.1",
+            &Subscribe::new("call-info", 600)
+        )),
+        202
+    );
+}
+
+/// Subscriptions restored from the DB at start-up count against the
+/// bounds from the start.
+#[test]
+fn restored_subscriptions_count_against_the_bounds() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let rows: String = (0..3)
+        .map(|i| {
+            format!(
+                "INSERT INTO sca_subscriptions (subscriber, aor, event, expires, state, app_idx, call_id, from_tag, to_tag, record_route, notify_cseq, subscribe_cseq, server_id) \
+                 VALUES ('sip:old@127.0.0.1:5999', 'sip:r{i}@127.0.0.1', 1, {}, 0, 0, 'cid-{i}', 'ft', 'tt', '', 1, 1, 0);\n",
+                now + 3600
+            )
+        })
+        .collect();
+    let m = ScaModule::Rust;
+    let p = sca_modparam(&m, "max_subscriptions", "4");
+    let k = Kamailio::start(sca_opts(m).var("SCA_MODPARAMS", &p).db_seed_sql(&rows));
+    assert_eq!(count(&k, "call-info"), 3, "restored");
+    assert_eq!(limit(&k, "subscriptions_counted"), 3);
+    let mut u = ua("U", &k);
+    assert_eq!(
+        status(&subscribe(
+            &mut u,
+            "sip:n0@127.0.0.1",
+            &Subscribe::new("call-info", 600)
+        )),
+        202
+    );
+    let r = subscribe(
+        &mut u,
+        "sip:n1@127.0.0.1",
+        &Subscribe::new("call-info", 600),
+    );
+    assert_eq!(status(&r), 503, "{}", r.raw);
+}
+
 // ------------------------------------------------------------ the example config
 
 /// cfg-examples/kamailio-sca.cfg as shipped, the harness's port, ctl

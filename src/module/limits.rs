@@ -61,6 +61,16 @@ pub fn counts(contact: &[u8], aor_subs: usize) -> Counts {
     }
 }
 
+/// Count what the store holds now (after the start-up restore; the purge
+/// recounts from then on).
+pub fn recount(store: &sca_core::store::Store<Shm, crate::host::lock::KLock>) {
+    if let Some(s) = state() {
+        let mut r = s.census.begin_recount();
+        store.for_each_aor(|e| e.subs.iter().for_each(|sub| r.count(sub.subscriber())));
+        s.census.finish_recount(r);
+    }
+}
+
 /// A new subscription of `contact` was stored (+1) or one ended (-1).
 pub fn counted(contact: &[u8], delta: i64) {
     if let Some(s) = state() {

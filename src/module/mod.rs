@@ -231,6 +231,7 @@ fn init() -> Result<(), String> {
             );
         }
     }
+    limits::recount(&st.store);
     lm_info!(
         "sca_rs initialised: {} hash slots, call-info max expires {}s, line-seize max expires {}s",
         1u32 << cfg.log2_slots,

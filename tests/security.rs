@@ -14,6 +14,7 @@ use common::digest::{authorization, md5_hex};
 use common::kamailio::{
     kamailio_file, repo_root, Kamailio, KamailioOpts, ScaModule, SQLITE_SCHEMA_DIR,
 };
+use common::scenarios::sdp;
 use common::sip::{Dialog, Request, Response, SipMessage, Subscribe, Ua, RECV_TIMEOUT};
 
 const AOR: &str = "sip:100@127.0.0.1";
@@ -738,16 +739,112 @@ fn members_use_the_example_config_end_to_end() {
         "appearance-index=1;appearance-state=active;appearance-uri=\"<sip:200@127.0.0.1>\"",
     );
 
-    // bob hangs up: the line is idle again
-    let bye = bob.request(&mut call, "BYE");
-    let sent = bob.send(&bye).expect("send BYE");
+    // bob holds (in the dialog: no new challenge); the group sees it
+    let re = bob
+        .request(&mut call, "INVITE")
+        .header("Call-Info", &call_info(1))
+        .body("application/sdp", &sdp("bob", 2, "sendonly"));
+    let sent = bob.send(&re).expect("send re-INVITE");
+    let at_carol = carol
+        .expect_request("INVITE", RECV_TIMEOUT)
+        .expect("carol gets the re-INVITE");
+    let ok = Response::for_request(&at_carol, 200, "OK")
+        .with_to_tag(&tag)
+        .header("Contact", &format!("<{}>", carol.contact_uri()))
+        .body("application/sdp", &sdp("carol", 2, "recvonly"));
+    carol
+        .send_response(&at_carol, &ok)
+        .expect("200 to the re-INVITE");
+    assert_eq!(
+        status(&bob.expect_final_response(&sent, RECV_TIMEOUT).expect("200")),
+        200
+    );
+    let ack = bob.request_with_cseq(&call, "ACK", call.local_cseq);
+    bob.send(&ack).expect("send ACK");
+    carol
+        .expect_request("ACK", RECV_TIMEOUT)
+        .expect("carol gets the ACK");
+    notified(&mut alice, "appearance-index=1;appearance-state=held");
+
+    // alice retrieves the held call: an INVITE to the shared AoR,
+    // challenged, checked for membership, sent on to carol with Replaces
+    let mut ret = alice.dialog(AOR);
+    ret.remote_target = format!("sip:100@{}", k.addr());
+    let inv = alice
+        .request(&mut ret, "INVITE")
+        .header("Call-Info", &call_info(1))
+        .body("application/sdp", &sdp("alice", 1, "sendrecv"));
+    let sent = alice.send(&inv).expect("send the retrieve");
+    let r = alice
+        .expect_final_response(&sent, RECV_TIMEOUT)
+        .expect("reply to the retrieve");
+    assert_eq!(status(&r), 407, "the retrieve is challenged: {}", r.raw);
+    let ack = alice.ack_for_non2xx(&sent, &r).expect("ACK");
+    alice.send(&ack).expect("send ACK");
+    let auth = authorization(
+        r.header("Proxy-Authenticate").expect("challenge"),
+        "alice",
+        "ecila",
+        "INVITE",
+        &inv.uri,
+    );
+    let inv = alice
+        .request(&mut ret, "INVITE")
+        .header("Call-Info", &call_info(1))
+        .header("Proxy-Authorization", &auth)
+        .body("application/sdp", &sdp("alice", 1, "sendrecv"));
+    let sent = alice
+        .send(&inv)
+        .expect("send the retrieve with credentials");
+    let at_carol = carol
+        .expect_request("INVITE", RECV_TIMEOUT)
+        .expect("carol gets the retrieve");
+    let replaces = at_carol.header("Replaces").unwrap_or_default().to_string();
+    assert!(
+        replaces.starts_with(&call.call_id),
+        "Replaces names bob's call: {}",
+        at_carol.raw
+    );
+    let ctag = carol.uas_tag(at_carol.call_id().expect("Call-ID"));
+    let ok = Response::for_request(&at_carol, 200, "OK")
+        .with_to_tag(&ctag)
+        .record_route_from(&at_carol)
+        .header("Contact", &format!("<{}>", carol.contact_uri()))
+        .body("application/sdp", &sdp("carol", 3, "sendrecv"));
+    carol
+        .send_response(&at_carol, &ok)
+        .expect("200 to the retrieve");
+    let r = alice
+        .expect_final_response(&sent, RECV_TIMEOUT)
+        .expect("alice's 200");
+    assert_eq!(status(&r), 200, "{}", r.raw);
+    assert!(ret.update_from_response(&r));
+    let ack = alice.request_with_cseq(&ret, "ACK", ret.local_cseq);
+    alice.send(&ack).expect("send ACK");
+    carol
+        .expect_request("ACK", RECV_TIMEOUT)
+        .expect("carol gets alice's ACK");
+    let alice_contact = alice.contact_uri();
+    assert!(
+        wait_until(RECV_TIMEOUT, || k
+            .rpc(&["sca.show_appearance", AOR])
+            .lines()
+            .any(|l| l.contains(" 1 active ") && l.contains(&alice_contact))),
+        "line 1 is alice's call now: {}",
+        k.rpc(&["sca.show_appearance", AOR])
+    );
+
+    // alice hangs up: the line is idle again
+    let bye = alice.request(&mut ret, "BYE");
+    let sent = alice.send(&bye).expect("send BYE");
     let at_carol = carol
         .expect_request("BYE", RECV_TIMEOUT)
         .expect("carol gets the BYE");
     carol.reply(&at_carol, 200, "OK").expect("200 to BYE");
     assert_eq!(
         status(
-            &bob.expect_final_response(&sent, RECV_TIMEOUT)
+            &alice
+                .expect_final_response(&sent, RECV_TIMEOUT)
                 .expect("200 to BYE")
         ),
         200

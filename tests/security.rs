@@ -326,27 +326,29 @@ fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A contact at its cap gets room again once its subscriptions ended and
-/// the purge recounted.
+/// Two new subscriptions of `u` to `c0`, `c1`; their dialogs.
+fn two_subscriptions(u: &mut Ua) -> Vec<Dialog> {
+    (0..2)
+        .map(|i| {
+            let mut d = u.dialog(&format!("sip:c{i}@127.0.0.1"));
+            let s = u
+                .send_subscribe(&mut d, &Subscribe::new("call-info", 600))
+                .expect("send");
+            let r = u.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
+            assert_eq!(status(&r), 202);
+            assert!(d.update_from_response(&r));
+            d
+        })
+        .collect()
+}
+
+/// A contact at its cap that unsubscribes has room again at once.
 #[test]
-fn the_purge_recounts_and_ended_subscriptions_stop_counting() {
-    let k = start(&[
-        ("max_subs_per_contact", "2"),
-        ("purge_expired_interval", "1"),
-    ]);
+fn an_unsubscribe_makes_room_at_once() {
+    // the first purge is 120 s away: only the unsubscribe can make room
+    let k = start(&[("max_subs_per_contact", "2")]);
     let mut u = ua("U", &k);
-    let mut dialogs = Vec::new();
-    for i in 0..2 {
-        let aor = format!("sip:c{i}@127.0.0.1");
-        let mut d = u.dialog(&aor);
-        let s = u
-            .send_subscribe(&mut d, &Subscribe::new("call-info", 600))
-            .expect("send");
-        let r = u.expect_final_response(&s, RECV_TIMEOUT).expect("reply");
-        assert_eq!(status(&r), 202);
-        assert!(d.update_from_response(&r));
-        dialogs.push(d);
-    }
+    let mut dialogs = two_subscriptions(&mut u);
     assert_eq!(
         status(&subscribe(
             &mut u,
@@ -355,17 +357,59 @@ fn the_purge_recounts_and_ended_subscriptions_stop_counting() {
         )),
         403
     );
-    // both end (unsubscribe): gone from the store at the next purge, and
-    // from the count with it
-    for d in dialogs.iter_mut() {
-        let s = u
-            .send_subscribe(d, &Subscribe::new("call-info", 0))
-            .expect("send unsubscribe");
-        assert_eq!(
-            status(&u.expect_final_response(&s, RECV_TIMEOUT).expect("reply")),
-            202
-        );
-    }
+    let s = u
+        .send_subscribe(&mut dialogs[0], &Subscribe::new("call-info", 0))
+        .expect("send unsubscribe");
+    assert_eq!(
+        status(&u.expect_final_response(&s, RECV_TIMEOUT).expect("reply")),
+        202
+    );
+    // unsubscribing again changes nothing
+    let s = u
+        .send_subscribe(&mut dialogs[0], &Subscribe::new("call-info", 0))
+        .expect("send unsubscribe");
+    assert_eq!(
+        status(&u.expect_final_response(&s, RECV_TIMEOUT).expect("reply")),
+        202
+    );
+    assert_eq!(limit(&k, "subscriptions_counted"), 1);
+    assert_eq!(
+        status(&subscribe(
+            &mut u,
+            "sip:c2@127.0.0.1",
+            &Subscribe::new("call-info", 600)
+        )),
+        202
+    );
+    assert_eq!(
+        status(&subscribe(
+            &mut u,
+            "sip:c3@127.0.0.1",
+            &Subscribe::new("call-info", 600)
+        )),
+        403
+    );
+}
+
+/// Subscriptions that end otherwise (here deactivated over RPC) stop
+/// counting when the purge has removed them and recounted.
+#[test]
+fn the_purge_recounts_and_ended_subscriptions_stop_counting() {
+    let k = start(&[
+        ("max_subs_per_contact", "2"),
+        ("purge_expired_interval", "1"),
+    ]);
+    let mut u = ua("U", &k);
+    two_subscriptions(&mut u);
+    assert_eq!(
+        status(&subscribe(
+            &mut u,
+            "sip:c2@127.0.0.1",
+            &Subscribe::new("call-info", 600)
+        )),
+        403
+    );
+    k.rpc(&["sca.deactivate_all_subscriptions"]);
     assert!(
         wait_until(Duration::from_secs(10), || count(&k, "call-info") == 0
             && limit(&k, "subscriptions_counted") == 0),

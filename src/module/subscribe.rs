@@ -356,7 +356,7 @@ fn decide(
     // here; that node's NOTIFYs were not replicated, so the CSeq jumps
     let existing = guard.find_sub(event, req.subscriber).map(|s| {
         let cseq = if crate::module::effects::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
-        (cseq, s.record_route().to_vec(), s.index)
+        (cseq, s.record_route().to_vec(), s.index, s.state.is_terminated())
     });
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {
         let e = guard.entry_or_insert().map_err(|_| Reject(500, "Internal Server Error - seize appearance index"))?;
@@ -367,7 +367,7 @@ fn decide(
         })
     };
     match existing {
-        Some((notify_cseq, old_rr, old_index)) => {
+        Some((notify_cseq, old_rr, old_index, was_ended)) => {
             // refresh, re-subscription (new dialog) or unsubscribe: the
             // subscription takes the request's dialog and lifetime; its
             // NOTIFY CSeq goes on. A refresh without Record-Route keeps the
@@ -406,6 +406,13 @@ fn decide(
             if let Err(e) = guard.put_sub(&stored) {
                 lm_err!("cannot update the subscription of {}: {e:?}", B(req.subscriber));
                 return Err(Reject(500, "Internal Server Error - update subscription"));
+            }
+            // an unsubscribe no longer counts against the bounds (the
+            // purge removes it); a terminated one taken up again does
+            if req.expires == 0 && !was_ended {
+                crate::module::limits::counted(req.subscriber, -1);
+            } else if req.expires > 0 && was_ended {
+                crate::module::limits::counted(req.subscriber, 1);
             }
         }
         None if req.in_dialog => return Err(Reject(481, "Call Leg/Transaction Does Not Exist")),

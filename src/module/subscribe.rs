@@ -359,8 +359,11 @@ fn decide(
         (cseq, s.record_route().to_vec(), s.index, s.state.is_terminated())
     });
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {
+        // checked before an entry is made for a new AoR: a refusal leaves nothing
+        let none = sca_core::appearance::Appearances::new_in(alloc);
+        let apps = guard.entry().map_or(&none, |e| &e.apps);
+        limits::check_seize(lim, apps, seize_index, req.subscriber).map_err(|r| refuse(lim, r, req, event, now))?;
         let e = guard.entry_or_insert().map_err(|_| Reject(500, "Internal Server Error - seize appearance index"))?;
-        limits::check_seize(lim, &e.apps, seize_index, req.subscriber).map_err(|r| refuse(lim, r, req, event, now))?;
         e.apps.seize(seize_index, req.subscriber, now, alloc).map_err(|err| match err {
             SeizeError::Unavailable => Reject(480, "Temporarily Unavailable"),
             SeizeError::NoMemory => Reject(500, "Internal Server Error - seize appearance index"),

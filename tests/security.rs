@@ -960,14 +960,36 @@ modparam("ctl", "binrpc", "{{CTL_SOCKET}}")
 modparam("app_lua", "load", "{{LUA}}")
 modparam("{{SCA_MODULE}}", "db_url", "{{DB_URL}}")
 modparam("{{SCA_MODULE}}", "members_table", "sca_members")
+{{EXTRA}}
 cfgengine "lua"
 "#;
 
-#[test]
-fn kemi_is_member_reads_the_members_table() {
+/// Kamailio on [`LUA_CFG`] with `extra` config lines and `sql` run on its
+/// sqlite DB; SUBSCRIBEs of each identity get the status expected.
+fn lua_members(extra: &str, sql: &str, cases: &[(&str, u16)]) -> Kamailio {
     let dir = common::kamailio::TestDir::new("sca_rs-sec-kemi").expect("temp dir");
     let lua = dir.path.join("sca.lua");
     std::fs::write(&lua, LUA).expect("write Lua script");
+    let k = Kamailio::start(
+        KamailioOpts::new(LUA_CFG, ScaModule::Rust)
+            .var("LUA", &lua.display().to_string())
+            .var("EXTRA", extra)
+            .db_seed_sql(sql),
+    );
+    let mut u = ua("U", &k);
+    for (id, want) in cases {
+        let r = subscribe(
+            &mut u,
+            AOR,
+            &Subscribe::new("call-info", 600).header("X-Identity", id),
+        );
+        assert_eq!(status(&r), *want, "identity {id:?}: {}", r.raw);
+    }
+    k
+}
+
+#[test]
+fn kemi_is_member_reads_the_members_table() {
     let mut sql =
         std::fs::read_to_string(kamailio_file(SQLITE_SCHEMA_DIR).join("auth_db-create.sql"))
             .expect("auth_db schema");
@@ -976,29 +998,103 @@ fn kemi_is_member_reads_the_members_table() {
             .expect("our schema"),
     );
     sql.push_str(SEED);
-    let k = Kamailio::start(
-        KamailioOpts::new(LUA_CFG, ScaModule::Rust)
-            .var("LUA", &lua.display().to_string())
-            .db_seed_sql(&sql),
+    let k = lua_members(
+        "",
+        &sql,
+        &[
+            ("alice@127.0.0.1", 202),
+            ("mallory@127.0.0.1", 403),
+            ("100@127.0.0.1", 202),
+            ("", 403),
+            ("bob@other.example", 403),
+        ],
     );
-    let mut u = ua("U", &k);
-    for (id, want) in [
-        ("alice@127.0.0.1", 202),
-        ("mallory@127.0.0.1", 403),
-        ("100@127.0.0.1", 202),
-        ("", 403),
-        ("bob@other.example", 403),
-    ] {
-        let r = subscribe(
-            &mut u,
-            AOR,
-            &Subscribe::new("call-info", 600).header("X-Identity", id),
-        );
-        assert_eq!(status(&r), want, "identity {id:?}: {}", r.raw);
-    }
     // a refused identity stored nothing: alice's and 100's subscriptions
     // share the UA's contact, so one subscription
     assert_eq!(count(&k, "call-info"), 1);
+    // a reload that cannot read the table is a fault, and the memberships
+    // in use stay
+    k.sqlite("DROP TABLE sca_members;").expect("drop");
+    let err = k.kamcmd(&["sca.reload_members"]).expect_err("a fault");
+    assert!(err.contains("sca_members"), "{err}");
+    let mut u = ua("V", &k);
+    let r = subscribe(
+        &mut u,
+        AOR,
+        &Subscribe::new("call-info", 600).header("X-Identity", "alice@127.0.0.1"),
+    );
+    assert_eq!(status(&r), 202, "alice is still a member: {}", r.raw);
+}
+
+#[test]
+fn a_missing_members_table_is_a_clear_start_up_error() {
+    let dir = common::kamailio::TestDir::new("sca_rs-sec-kemi").expect("temp dir");
+    let lua = dir.path.join("sca.lua");
+    std::fs::write(&lua, LUA).expect("write Lua script");
+    let err = Kamailio::try_start(
+        KamailioOpts::new(LUA_CFG, ScaModule::Rust)
+            .var("LUA", &lua.display().to_string())
+            .var("EXTRA", "")
+            .ready_timeout(Duration::from_secs(5)),
+    )
+    .err()
+    .expect("refuses to start");
+    assert!(err.contains("table sca_members is missing or not at version 1 (create it from schema/<db>/sca_members-create.sql)"), "{err}");
+}
+
+const MEMBER_ROWS: &str =
+    "INSERT INTO sca_members (aor, member) VALUES ('sip:100@127.0.0.1', 'alice@127.0.0.1');";
+
+/// The shipped PostgreSQL schema, read through db_postgres
+/// (`members_db_url`).
+#[test]
+fn the_members_table_works_on_postgresql() {
+    let pg = common::postgres::Postgres::start().expect("PostgreSQL test server");
+    let schema =
+        std::fs::read_to_string(repo_root().join("schema/postgres/sca_members-create.sql"))
+            .expect("schema");
+    pg.psql("kamailio", &schema).expect("load the schema");
+    pg.psql("kamailio", MEMBER_ROWS).expect("rows");
+    let extra = format!(
+        "loadmodule \"db_postgres.so\"\nmodparam(\"sca_rs\", \"members_db_url\", \"{}\")",
+        pg.url()
+    );
+    let k = lua_members(
+        &extra,
+        "",
+        &[("alice@127.0.0.1", 202), ("mallory@127.0.0.1", 403)],
+    );
+    pg.psql(
+        "kamailio",
+        "INSERT INTO sca_members (aor, member) VALUES ('sip:100@127.0.0.1', 'mallory@127.0.0.1');",
+    )
+    .expect("row");
+    assert_eq!(k.rpc(&["sca.reload_members"]).trim(), "members 2");
+}
+
+/// The shipped MySQL schema, on MariaDB through db_mysql.
+#[test]
+fn the_members_table_works_on_mariadb() {
+    let db = common::mariadb::MariaDb::start().expect("MariaDB test server");
+    let schema = std::fs::read_to_string(repo_root().join("schema/mysql/sca_members-create.sql"))
+        .expect("schema");
+    db.sql("kamailio", &schema).expect("load the schema");
+    db.sql("kamailio", MEMBER_ROWS).expect("rows");
+    let extra = format!(
+        "loadmodule \"db_mysql.so\"\nmodparam(\"sca_rs\", \"members_db_url\", \"{}\")",
+        db.url()
+    );
+    let k = lua_members(
+        &extra,
+        "",
+        &[("alice@127.0.0.1", 202), ("mallory@127.0.0.1", 403)],
+    );
+    db.sql(
+        "kamailio",
+        "INSERT INTO sca_members (aor, member) VALUES ('sip:100@127.0.0.1', 'mallory@127.0.0.1');",
+    )
+    .expect("row");
+    assert_eq!(k.rpc(&["sca.reload_members"]).trim(), "members 2");
 }
 
 // ------------------------------------------------------------ the cluster example

@@ -97,7 +97,7 @@ fn the_defaults_are_the_documented_ones() {
         ("max_subs_per_contact", 1000),
         ("max_appearance_index", 64),
         ("max_subscriptions", 0),
-        ("min_free_shm_percent", 5),
+        ("min_free_shm_percent", 2),
     ] {
         assert_eq!(limit(&k, name), v, "{name}");
     }

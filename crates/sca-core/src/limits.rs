@@ -45,7 +45,7 @@ impl Limits {
         max_subs_per_contact: 1000,
         max_appearance_index: 64,
         max_subscriptions: 0,
-        min_free_shm_percent: 5,
+        min_free_shm_percent: 2,
     };
 
     /// No bound at all.

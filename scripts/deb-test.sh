@@ -9,7 +9,8 @@
 # (/usr/share/doc/kamailio-sca-rs/examples/kamailio-sca.cfg, which says
 # loadmodule "sca_rs.so"; no -L, so the module comes from Kamailio's own
 # module directory) and send it a call-info SUBSCRIBE with SIPp
-# (tests/deb/subscribe.xml): it must answer 202 and NOTIFY the line state.
+# (tests/deb/subscribe.xml): it must challenge it (407), then answer the
+# demo user's authenticated one 202 and NOTIFY the line state.
 # Everything runs in a private mount namespace: the overlay and the bind
 # mounts vanish with it.
 set -euo pipefail
@@ -38,8 +39,14 @@ if [ "${1:-}" = --in-namespace ]; then
   [ -f "$M$cfg" ] || die "no example config at $cfg"
 
   run=$T/run db=$T/run/sca.sqlite ctl=$T/run/ctl
-  inroot sh -c "cat /usr/share/kamailio/db_sqlite/standard-create.sql /usr/share/kamailio/db_sqlite/sca-create.sql | sqlite3 $db" \
+  # Debian's schemas, the package's sca_members table, and the demo user of
+  # README "Using it" (100 / demo100: the line sip:100@127.0.0.1 itself)
+  members=/usr/share/kamailio-sca-rs/schema/db_sqlite/sca_members-create.sql
+  [ -f "$M$members" ] || die "the package has no $members"
+  inroot sh -c "cat /usr/share/kamailio/db_sqlite/standard-create.sql /usr/share/kamailio/db_sqlite/auth_db-create.sql /usr/share/kamailio/db_sqlite/sca-create.sql $members | sqlite3 $db" \
     || die "cannot create the sqlite DB"
+  inroot sqlite3 "$db" "INSERT INTO subscriber (username, domain, password) VALUES ('100', '127.0.0.1', 'demo100')" \
+    || die "cannot add the demo user"
   # setsid + chroot exec: $! is kamailio's main process and its process
   # group, so every Kamailio process is stopped by that id
   setsid chroot "$M" /usr/sbin/kamailio -DD -E -f "$cfg" -Y "$run" -w "$run" -n 2 \
@@ -69,7 +76,7 @@ if [ "${1:-}" = --in-namespace ]; then
        127.0.0.1:"$port" > "$run/sipp.out" 2>&1; then
     cat "$run/sipp-errors.log" >&2 2>/dev/null || true
     tail -n 30 "$run/kamailio.log" >&2
-    die "no 202 + NOTIFY for a call-info SUBSCRIBE"
+    die "no 407, then 202 + NOTIFY, for a call-info SUBSCRIBE"
   fi
   inroot /usr/sbin/kamcmd -s "unixs:$ctl" sca.all_subscriptions > "$run/subs.txt" 2>&1 || true
   # "<AoR user> <subscriber host:port> <event> <seconds left> <state>"

@@ -62,6 +62,11 @@ objcopy --strip-debug "$stage$moddir/sca_rs.so"
 install -m 0644 "$top/README.md" "$doc/README.md"
 install -m 0644 "$top"/docs/*.md "$doc/docs/"
 install -m 0644 "$top"/cfg-examples/*.cfg "$doc/examples/"
+# the sca_members table (docs/security.md), like Kamailio's own schema files
+for d in db_sqlite postgres mysql; do
+  install -d "$stage/usr/share/$pkg/schema/$d"
+  install -m 0644 "$top/schema/$d/sca_members-create.sql" "$stage/usr/share/$pkg/schema/$d/"
+done
 cat > "$doc/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: sca_rs

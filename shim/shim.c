@@ -60,6 +60,20 @@ void sca_rs_shm_free(void *p)
 	shm_free(p);
 }
 
+unsigned long sca_rs_shm_available(void)
+{
+	return shm_available_safe();
+}
+
+unsigned long sca_rs_shm_total(void)
+{
+	struct mem_info mi;
+
+	memset(&mi, 0, sizeof(mi));
+	shm_info(&mi);
+	return mi.total_size;
+}
+
 void *sca_rs_pkg_malloc(size_t size)
 {
 	return pkg_malloc(size);

@@ -23,6 +23,9 @@ void sca_rs_log(int level, const char *prefix, const char *func,
 /* shared memory */
 void *sca_rs_shm_malloc(size_t size);
 void sca_rs_shm_free(void *p);
+/* free bytes now; bytes in all (0 when unknown) */
+unsigned long sca_rs_shm_available(void);
+unsigned long sca_rs_shm_total(void);
 /* pkg memory (per process) */
 void *sca_rs_pkg_malloc(size_t size);
 void sca_rs_pkg_free(void *p);

@@ -16,7 +16,10 @@ const AOR: &str = "sip:100@127.0.0.1";
 
 /// cfg-examples/kamailio-sca.cfg as a harness template: the harness's
 /// port, ctl socket and DB go in through the file's own `#!define`
-/// switches, and the module is loaded from the harness's path.
+/// switches, and the module is loaded from the harness's path. Without
+/// authentication (`SCA_EXAMPLE_WITHOUT_AUTH`): this compares the two
+/// modules on one config, and the C module has no `sca_is_member()`;
+/// tests/security.rs runs the example as shipped.
 fn example_template(module: &ScaModule) -> String {
     let path = common::kamailio::repo_root().join("cfg-examples/kamailio-sca.cfg");
     let text = std::fs::read_to_string(&path).expect("read cfg-examples/kamailio-sca.cfg");
@@ -27,7 +30,7 @@ fn example_template(module: &ScaModule) -> String {
     let _ = module;
     format!(
         "#!define LISTEN udp:127.0.0.1:{{{{PORT}}}}\n#!define DBURL \"{{{{DB_URL}}}}\"\n\
-         #!define CTL \"{{{{CTL_SOCKET}}}}\"\n{text}"
+         #!define CTL \"{{{{CTL_SOCKET}}}}\"\n#!define SCA_EXAMPLE_WITHOUT_AUTH\n{text}"
     )
 }
 

@@ -123,3 +123,15 @@ impl<T: 'static> Default for SharedStatic<T> {
         Self::new()
     }
 }
+
+/// Shared memory free now, in bytes.
+pub fn available() -> u64 {
+    // SAFETY: [I3] reads the shm manager's counters; no memory is touched.
+    unsafe { sys::sca_rs_shm_available() as u64 }
+}
+
+/// Shared memory in all, in bytes (0 when the manager does not say).
+pub fn total() -> u64 {
+    // SAFETY: [I3] fills a local mem_info from the shm manager's counters.
+    unsafe { sys::sca_rs_shm_total() as u64 }
+}

@@ -596,6 +596,12 @@ fn callee_answers(cx: &mut Ctx<'_>) -> i32 {
         let u = StrUpdate { dialog: Some(d), owner: Some(cx.contact), ..Default::default() };
         return if app.update_strs(&u, alloc).is_ok() { 1 } else { -1 };
     }
+    // an answer may not light up a line above the bound (docs/security.md)
+    let want = if idx > 0 { idx } else { e.apps.next_free_index() };
+    if let Err(r) = sca_core::limits::check_index(&cx.cfg.limits, want) {
+        crate::module::limits::refused(&cx.cfg.limits, r, "answer's appearance", cx.contact, &cx.to_aor, cx.now);
+        return 1;
+    }
     let idx = match e.apps.seize((idx > 0).then_some(idx), cx.contact, cx.now, alloc) {
         Ok(i) => i,
         Err(err) => {

@@ -7,18 +7,19 @@ use crate::entry;
 use crate::host::export::{kemi, kemi_register, HostCell, KemiExport};
 use crate::host::export::{KEMIP_INT as INT, KEMIP_NONE as NONE, KEMIP_STR as STR, KEMI_END};
 use crate::host::entry::{MsgArg, StrArg};
-use crate::module::{call_info, config, shared, subscribe};
+use crate::module::{call_info, config, members, shared, subscribe};
 
 const fn item(fname: &'static core::ffi::CStr, func: *mut c_void, p: [c_int; 6]) -> KemiExport {
     kemi(c"sca", fname, func, p)
 }
 
-static KEMI: HostCell<[KemiExport; 6]> = HostCell::new([
+static KEMI: HostCell<[KemiExport; 7]> = HostCell::new([
     item(c"handle_subscribe", ki_handle_subscribe as *mut c_void, [NONE; 6]),
     item(c"call_info_update_default", ki_ciu_default as *mut c_void, [NONE; 6]),
     item(c"call_info_update_mask", ki_ciu_mask as *mut c_void, [INT, NONE, NONE, NONE, NONE, NONE]),
     item(c"call_info_update_turi", ki_ciu_turi as *mut c_void, [INT, STR, NONE, NONE, NONE, NONE]),
     item(c"call_info_update", ki_ciu as *mut c_void, [INT, STR, STR, NONE, NONE, NONE]),
+    item(c"is_member", ki_is_member as *mut c_void, [STR, STR, NONE, NONE, NONE, NONE]),
     KEMI_END,
 ]);
 
@@ -78,5 +79,13 @@ entry! {
 entry! {
     c fn ki_ciu(msg: MsgArg, mask: c_int, to: StrArg, from: StrArg) -> c_int ["sca.call_info_update", -1] {
         ciu(&mut { msg }, mask, to.get(), from.get())
+    }
+}
+
+entry! {
+    c fn ki_is_member(msg: MsgArg, identity: StrArg, aor: StrArg) -> c_int ["sca.is_member", -1] {
+        let mut msg = msg;
+        let Some(mut m) = msg.get() else { return -1 };
+        members::ki_is_member(&mut m, identity.get().unwrap_or_default(), aor.get().unwrap_or_default())
     }
 }

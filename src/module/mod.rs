@@ -25,8 +25,10 @@ pub mod cluster;
 pub mod db;
 pub mod effects;
 pub mod kemi;
+pub mod limits;
 pub mod liveness;
 pub mod metrics;
+pub mod members;
 pub mod notify;
 pub mod params;
 pub mod rpc;
@@ -130,7 +132,7 @@ pub static module_interface_ver: HostCell<core::ffi::c_uint> = HostCell::new(4);
 
 const CIU_ROUTES: u32 = REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE;
 
-static CMDS: HostCell<[CmdExport; 8 + 5]> = HostCell::new([
+static CMDS: HostCell<[CmdExport; 9 + 5]> = HostCell::new([
     cmd(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 0, REQUEST_ROUTE),
     cmd_fixup(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 1, subscribe::fixup_hs, subscribe::fixup_free_hs, REQUEST_ROUTE),
     cmd_fixup(c"sca_handle_subscribe", subscribe::w_sca_handle_subscribe, 2, subscribe::fixup_hs, subscribe::fixup_free_hs, REQUEST_ROUTE),
@@ -145,6 +147,7 @@ static CMDS: HostCell<[CmdExport; 8 + 5]> = HostCell::new([
         call_info::fixup_free_ciu,
         CIU_ROUTES,
     ),
+    cmd_fixup(c"sca_is_member", members::w_sca_is_member, 2, members::fixup_im, members::fixup_free_im, REQUEST_ROUTE),
     // keepalive: ka_is_alive, is_alive, ka_add_destination, ka_del_destination, bind_keepalive
     crate::keepalive::cmds::CMDS[0],
     crate::keepalive::cmds::CMDS[1],
@@ -209,6 +212,8 @@ fn init() -> Result<(), String> {
         return Err("cannot initialise the SCA table locks".into());
     }
     SHARED.set(st);
+    limits::init()?;
+    members::init(&cfg)?;
     cluster::init(&cfg)?;
     timer::register(cfg.purge_expired_interval)?;
     liveness::register(cfg.subscriber_keepalive_interval)?;
@@ -237,6 +242,7 @@ fn init() -> Result<(), String> {
             );
         }
     }
+    limits::recount(&st.store);
     lm_info!(
         "sca_rs initialised: {} hash slots, call-info max expires {}s, line-seize max expires {}s",
         1u32 << cfg.log2_slots,

@@ -4,6 +4,8 @@
 
 use core::ffi::{c_int, c_void};
 
+use sca_core::limits::Limits;
+
 use crate::host::export::{param, HostCell, ParamExport, StrParam, PARAM_END, PARAM_INT, PARAM_STR};
 
 pub static HASH_TABLE_SIZE: HostCell<c_int> = HostCell::new(-1);
@@ -42,8 +44,19 @@ pub static DMQ_SYNC_WAIT: HostCell<c_int> = HostCell::new(0);
 /// Seconds between anti-entropy digest exchanges with the peers (0: off).
 pub static DMQ_DIGEST_INTERVAL: HostCell<c_int> = HostCell::new(10);
 
+// sca_rs only: bounds (docs/security.md); 0 turns one off.
+pub static MAX_SEIZED_PER_CONTACT: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max_seized_per_contact as c_int);
+pub static MAX_SUBS_PER_AOR: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max_subs_per_aor as c_int);
+pub static MAX_SUBS_PER_CONTACT: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max_subs_per_contact as c_int);
+pub static MAX_APPEARANCE_INDEX: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max_appearance_index as c_int);
+pub static MAX_SUBSCRIPTIONS: HostCell<c_int> = HostCell::new(Limits::DEFAULT.max_subscriptions as c_int);
+/// sca_rs only: the membership table (docs/security.md) and its DB.
+pub static MEMBERS_TABLE: StrParam = StrParam::new();
+pub static MEMBERS_DB_URL: StrParam = StrParam::new();
+pub static MIN_FREE_SHM_PERCENT: HostCell<c_int> = HostCell::new(Limits::DEFAULT.min_free_shm_percent as c_int);
+
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 24 + 8;
+const N_PARAMS: usize = 32 + 8;
 
 pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -69,6 +82,14 @@ pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"dmq_sync_retries", PARAM_INT, DMQ_SYNC_RETRIES.get() as *mut c_void),
     param(c"dmq_sync_wait", PARAM_INT, DMQ_SYNC_WAIT.get() as *mut c_void),
     param(c"dmq_digest_interval", PARAM_INT, DMQ_DIGEST_INTERVAL.get() as *mut c_void),
+    param(c"max_seized_per_contact", PARAM_INT, MAX_SEIZED_PER_CONTACT.get() as *mut c_void),
+    param(c"max_subs_per_aor", PARAM_INT, MAX_SUBS_PER_AOR.get() as *mut c_void),
+    param(c"max_subs_per_contact", PARAM_INT, MAX_SUBS_PER_CONTACT.get() as *mut c_void),
+    param(c"max_appearance_index", PARAM_INT, MAX_APPEARANCE_INDEX.get() as *mut c_void),
+    param(c"max_subscriptions", PARAM_INT, MAX_SUBSCRIPTIONS.get() as *mut c_void),
+    param(c"min_free_shm_percent", PARAM_INT, MIN_FREE_SHM_PERCENT.get() as *mut c_void),
+    param(c"members_table", PARAM_STR, MEMBERS_TABLE.ptr()),
+    param(c"members_db_url", PARAM_STR, MEMBERS_DB_URL.ptr()),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -106,6 +127,11 @@ pub struct Config {
     pub subscriber_keepalive_interval: u32,
     /// Cluster replication (docs/cluster.md): None when off.
     pub dmq: Option<DmqConfig>,
+    /// Bounds on seizes and subscriptions (docs/security.md).
+    pub limits: Limits,
+    /// Membership of shared AoRs: the table, and its DB (None: db_url).
+    pub members_table: Option<Vec<u8>>,
+    pub members_db_url: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -131,6 +157,14 @@ fn avp(name: &str, c: &StrParam) -> Result<Option<crate::host::avp::Avp>, String
     match opt_str(c) {
         None => Ok(None),
         Some(spec) => crate::host::avp::Avp::parse(&spec).map(Some).map_err(|e| format!("modparam {name}: {e}")),
+    }
+}
+
+fn at_least_zero(name: &str, v: c_int, max: c_int) -> Result<u32, String> {
+    if !(0..=max).contains(&v) {
+        Err(format!("modparam {name} must be 0 (off) to {max}, got {v}"))
+    } else {
+        Ok(v as u32)
     }
 }
 
@@ -193,7 +227,18 @@ impl Config {
             }
             v => return Err(format!("modparam enable_dmq must be 0 or 1, got {v}")),
         };
+        let limits = Limits {
+            max_seized_per_contact: at_least_zero("max_seized_per_contact", MAX_SEIZED_PER_CONTACT.read(), c_int::MAX)?,
+            max_subs_per_aor: at_least_zero("max_subs_per_aor", MAX_SUBS_PER_AOR.read(), c_int::MAX)?,
+            max_subs_per_contact: at_least_zero("max_subs_per_contact", MAX_SUBS_PER_CONTACT.read(), c_int::MAX)?,
+            max_appearance_index: at_least_zero("max_appearance_index", MAX_APPEARANCE_INDEX.read(), c_int::MAX)?,
+            max_subscriptions: at_least_zero("max_subscriptions", MAX_SUBSCRIPTIONS.read(), c_int::MAX)?,
+            min_free_shm_percent: at_least_zero("min_free_shm_percent", MIN_FREE_SHM_PERCENT.read(), 90)?,
+        };
         Ok(Config {
+            limits,
+            members_table: opt_str(&MEMBERS_TABLE),
+            members_db_url: opt_str(&MEMBERS_DB_URL),
             dmq,
             subscriber_keepalive_interval: ska as u32,
             log2_slots,

@@ -34,9 +34,14 @@ static DOC_LIVENESS: RpcDoc = RpcDoc::new(
 static DOC_CLUSTER: RpcDoc = RpcDoc::new(
     c"Cluster replication over DMQ (sca_rs): this node, its full sync, messages sent, received, rejected, conflicts",
 );
+static DOC_LIMITS: RpcDoc = RpcDoc::new(
+    c"Bounds on seizes and subscriptions (sca_rs): the limits, subscriptions counted, shm free, refusals by kind",
+);
+static DOC_RELOAD_MEMBERS: RpcDoc =
+    RpcDoc::new(c"Reload the shared-AoR memberships from members_table (sca_rs)");
 static DOC_RELEASE: RpcDoc = RpcDoc::new(c"Release a seized or active SCA appearance");
 
-pub static RPCS: HostCell<[RpcExport; 14 + 5]> = HostCell::new([
+pub static RPCS: HostCell<[RpcExport; 16 + 5]> = HostCell::new([
     rpc(c"sca.all_subscriptions", rpc_all_subscriptions, DOC_ALL_SUBSCRIPTIONS.ptr()),
     rpc(c"sca.subscription_count", rpc_subscription_count, DOC_SUBSCRIPTION_COUNT.ptr()),
     rpc(c"sca.show_subscription", rpc_show_subscription, DOC_SHOW_SUBSCRIPTION.ptr()),
@@ -50,6 +55,8 @@ pub static RPCS: HostCell<[RpcExport; 14 + 5]> = HostCell::new([
     rpc(c"sca.release_appearance", rpc_release_appearance, DOC_RELEASE.ptr()),
     rpc(c"sca.subscriber_liveness", rpc_liveness, DOC_LIVENESS.ptr()),
     rpc(c"sca.cluster", rpc_cluster, DOC_CLUSTER.ptr()),
+    rpc(c"sca.limits", rpc_limits, DOC_LIMITS.ptr()),
+    rpc(c"sca.reload_members", rpc_reload_members, DOC_RELOAD_MEMBERS.ptr()),
     // keepalive: keepalive.list, .add, .del, .get, .flush
     crate::keepalive::rpc::RPCS[0],
     crate::keepalive::rpc::RPCS[1],
@@ -143,6 +150,29 @@ entry! {
             return;
         }
         print_lines(r, crate::module::liveness::rpc_lines());
+    }
+}
+
+entry! {
+    /// `sca.reload_members`: `members N`; a fault (and the old set kept)
+    /// when the table cannot be read.
+    rpc fn rpc_reload_members("sca.reload_members", r) {
+        match crate::module::members::reload() {
+            Ok(n) => {
+                let _ = r.printf(&format!("members {n}"));
+            }
+            Err(e) => r.fault(500, &e),
+        }
+    }
+}
+
+entry! {
+    /// `sca.limits`: `name value` lines (docs/security.md).
+    rpc fn rpc_limits("sca.limits", r) {
+        match crate::module::config() {
+            Some(cfg) => print_lines(r, crate::module::limits::rpc_lines(&cfg.limits)),
+            None => r.fault(500, "sca_rs is not initialised"),
+        }
     }
 }
 

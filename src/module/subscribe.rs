@@ -7,6 +7,7 @@
 use sca_core::model::{EventType, SubState};
 use sca_core::parse;
 use sca_core::appearance::SeizeError;
+use sca_core::limits::{self, Limits, Refusal};
 use sca_core::store::{AorGuard, SubscriptionRec};
 
 use crate::host::log::B;
@@ -64,10 +65,22 @@ entry! {
 pub use crate::host::clock::now;
 
 fn reply_error(msg: &mut SipMsg<'_>, r: Reject) -> i32 {
-    let extra: &[u8] = if r.0 == 480 { b"Retry-After: 1\r\n" } else { b"" };
-    let _ = sl::reply(msg, r.0, r.1, extra);
+    let extra = match r.0 {
+        480 => "Retry-After: 1\r\n".to_string(),
+        // a bound on capacity (docs/security.md): try again after a purge
+        503 => crate::module::limits::retry_after_header(config().map_or(120, |c| c.purge_expired_interval)),
+        _ => String::new(),
+    };
+    let _ = sl::reply(msg, r.0, r.1, extra.as_bytes());
     metrics::subscribe_replied(r.0);
     -1
+}
+
+/// A request a bound refuses: counted, logged (rate-limited), answered.
+fn refuse(l: &Limits, r: Refusal, req: &Request<'_>, event: EventType, now: i64) -> Reject {
+    crate::module::limits::refused(l, r, &format!("{} SUBSCRIBE", event.name()), req.subscriber, req.aor, now);
+    let (code, phrase) = r.reply();
+    Reject(code, phrase)
 }
 
 /// What a SUBSCRIBE asks for, parsed (strings borrow the message).
@@ -295,7 +308,7 @@ pub fn handle_subscribe_uris<'m>(
     };
 
     let mut guard = crate::module::effects::edit(st, req.aor, now);
-    let outcome = match decide(&mut guard, &mut rec, &req, seize_index, now) {
+    let outcome = match decide(&mut guard, &mut rec, &req, seize_index, &cfg.limits, now) {
         Ok(o) => o,
         Err(r) => {
             drop(guard);
@@ -338,6 +351,7 @@ fn decide(
     rec: &mut SubscriptionRec<'_>,
     req: &Request<'_>,
     seize_index: Option<u32>,
+    lim: &Limits,
     now: i64,
 ) -> Result<Outcome, Reject> {
     let event = rec.event;
@@ -347,9 +361,13 @@ fn decide(
     // here; that node's NOTIFYs were not replicated, so the CSeq jumps
     let existing = guard.find_sub(event, req.subscriber).map(|s| {
         let cseq = if crate::module::effects::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
-        (cseq, s.record_route().to_vec(), s.index)
+        (cseq, s.record_route().to_vec(), s.index, s.state.is_terminated())
     });
     let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {
+        // checked before an entry is made for a new AoR: a refusal leaves nothing
+        let none = sca_core::appearance::Appearances::new_in(alloc);
+        let apps = guard.entry().map_or(&none, |e| &e.apps);
+        limits::check_seize(lim, apps, seize_index, req.subscriber).map_err(|r| refuse(lim, r, req, event, now))?;
         let e = guard.entry_or_insert().map_err(|_| Reject(500, "Internal Server Error - seize appearance index"))?;
         e.apps.seize(seize_index, req.subscriber, now, alloc).map_err(|err| match err {
             SeizeError::Unavailable => {
@@ -360,7 +378,7 @@ fn decide(
         }).inspect(|_| metrics::SEIZES_GRANTED.inc())
     };
     match existing {
-        Some((notify_cseq, old_rr, old_index)) => {
+        Some((notify_cseq, old_rr, old_index, was_ended)) => {
             // refresh, re-subscription (new dialog) or unsubscribe: the
             // subscription takes the request's dialog and lifetime; its
             // NOTIFY CSeq goes on. A refresh without Record-Route keeps the
@@ -400,9 +418,19 @@ fn decide(
                 lm_err!("cannot update the subscription of {}: {e:?}", B(req.subscriber));
                 return Err(Reject(500, "Internal Server Error - update subscription"));
             }
+            // an unsubscribe no longer counts against the bounds (the
+            // purge removes it); a terminated one taken up again does
+            if req.expires == 0 && !was_ended {
+                crate::module::limits::counted(req.subscriber, -1);
+            } else if req.expires > 0 && was_ended {
+                crate::module::limits::counted(req.subscriber, 1);
+            }
         }
         None if req.in_dialog => return Err(Reject(481, "Call Leg/Transaction Does Not Exist")),
         None if req.expires > 0 => {
+            let aor_subs = guard.entry().map_or(0, |e| e.subs.len());
+            let counts = crate::module::limits::counts(req.subscriber, aor_subs);
+            limits::check_new_sub(lim, &counts).map_err(|r| refuse(lim, r, req, event, now))?;
             if event == EventType::LineSeize {
                 let idx = seize(guard)?;
                 rec.index = idx as i32;
@@ -417,6 +445,7 @@ fn decide(
                 }
                 return Err(Reject(500, "Internal Server Error - save subscription"));
             }
+            crate::module::limits::counted(req.subscriber, 1);
         }
         // an out-of-dialog unsubscribe for nothing: answer, store nothing
         None => out.notify_group = false,

@@ -21,8 +21,14 @@ entry! {
         // every node expires its own copies at the same absolute times
         // (docs/cluster.md): nothing here is replicated, and a peer frees
         // an expired line-seize's line as the origin does
+        // ... and recounts the subscriptions for the bounds
+        let census = crate::module::limits::state().map(|l| &l.census);
+        let mut recount = census.map(|c| c.begin_recount());
         effects::sweep(st, cfg, now, |ed| {
             let stale = ed.expire(now);
+            if let Some(r) = recount.as_mut() {
+                ed.entry().subs.iter().for_each(|s| r.count(s.subscriber()));
+            }
             for x in &ed.changes().ended {
                 lm_info!("{} subscription from {} expired, deleting", x.sub.event.name(), B(x.sub.subscriber()));
             }
@@ -30,5 +36,8 @@ entry! {
                 lm_info!("purged stale appearances of {}", B(ed.entry().aor()));
             }
         });
+        if let (Some(c), Some(r)) = (census, recount) {
+            c.finish_recount(r);
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cfg;
 pub mod cluster;
+pub mod digest;
 pub mod flows;
 pub mod kamailio;
 pub mod mariadb;

@@ -8,6 +8,8 @@ pub mod appearance;
 pub mod change;
 pub mod cluster;
 pub mod keepalive;
+pub mod limits;
+pub mod members;
 pub mod model;
 pub mod packed;
 pub mod store;

@@ -149,6 +149,9 @@ const NAMES: &[&str] = &[
     "cluster_msgs_rejected",
     "cluster_conflicts_won",
     "cluster_conflicts_lost",
+    "cluster_digests_sent",
+    "cluster_digest_buckets_differed",
+    "cluster_heal_applied",
     "cluster_sync_state",
     "cluster_peers_active",
     "liveness_phones_monitored",
@@ -162,6 +165,12 @@ const NAMES: &[&str] = &[
     "keepalive_destinations_up",
     "keepalive_destinations_down",
     "keepalive_destinations_unknown",
+    "limits_refused_seized_per_contact",
+    "limits_refused_index_too_high",
+    "limits_refused_subs_per_aor",
+    "limits_refused_subs_per_contact",
+    "limits_refused_total_subs",
+    "limits_refused_low_shm",
 ];
 
 /// The statistics that only SIP of this test moves (not the keepalive
@@ -460,6 +469,13 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
             ("cluster_peers_active", 0),
             ("liveness_phones_monitored", 0),
             ("liveness_declared_dead", 0),
+            // no bound (docs/security.md) refused anything
+            ("limits_refused_seized_per_contact", 0),
+            ("limits_refused_index_too_high", 0),
+            ("limits_refused_subs_per_aor", 0),
+            ("limits_refused_subs_per_contact", 0),
+            ("limits_refused_total_subs", 0),
+            ("limits_refused_low_shm", 0),
         ],
     );
 
@@ -676,6 +692,9 @@ fn cluster_statistics_follow_replication() {
         .into_iter()
         .map(|mut s| {
             s.extra_modparams += "loadmodule \"kex.so\"\n";
+            // no periodic digest exchange (its messages would count in
+            // the one-message-each-way check below)
+            s.extra_modparams += "modparam(\"sca_rs\", \"dmq_digest_interval\", 0)\n";
             s
         })
         .collect();
@@ -705,6 +724,8 @@ fn cluster_statistics_follow_replication() {
             ("cluster_msgs_rejected", "rx_rejected"),
             ("cluster_conflicts_won", "conflicts_won"),
             ("cluster_conflicts_lost", "conflicts_lost"),
+            ("cluster_digests_sent", "digests_sent"),
+            ("cluster_heal_applied", "heal_applied"),
         ] {
             assert_eq!(
                 s[stat],

@@ -12,6 +12,7 @@
 use core::ffi::CStr;
 use std::sync::atomic::Ordering::Relaxed;
 
+use sca_core::limits::Refusal;
 use sca_core::model::EventType;
 use sca_core::parse::appearance::AppearanceState;
 
@@ -190,6 +191,21 @@ const GAUGES: &[(&CStr, &CStr, GaugeFn)] = &[
         || cluster::metrics::counter("conflicts_lost"),
     ),
     (
+        c"cluster_digests_sent",
+        c"anti-entropy digests sent to peers (sca.cluster digests_sent)",
+        || cluster::metrics::counter("digests_sent"),
+    ),
+    (
+        c"cluster_digest_buckets_differed",
+        c"digest buckets found different from a peer's (each is repaired)",
+        || cluster::metrics::counter("digest_buckets_differed"),
+    ),
+    (
+        c"cluster_heal_applied",
+        c"records a digest exchange changed here (what replication had missed)",
+        || cluster::metrics::counter("heal_applied"),
+    ),
+    (
         c"cluster_sync_state",
         c"start-up sync: 0 off, 1 idle, 2 requesting, 3 synced, 4 failed",
         cluster::metrics::sync_state,
@@ -220,7 +236,30 @@ const GAUGES: &[(&CStr, &CStr, GaugeFn)] = &[
         c"seized lines released because their phone was declared dead",
         || shared().map_or(0, |st| st.liveness.lines_released.load(Relaxed) as i64),
     ),
+    (c"limits_refused_seized_per_contact", c"new subscriptions refused by max_seized_per_contact", || {
+        refused(Refusal::SeizedPerContact)
+    }),
+    (c"limits_refused_index_too_high", c"seizes and answered calls refused by max_appearance_index", || {
+        refused(Refusal::IndexTooHigh)
+    }),
+    (c"limits_refused_subs_per_aor", c"new subscriptions refused by max_subs_per_aor", || {
+        refused(Refusal::SubsPerAor)
+    }),
+    (c"limits_refused_subs_per_contact", c"new subscriptions refused by max_subs_per_contact", || {
+        refused(Refusal::SubsPerContact)
+    }),
+    (c"limits_refused_total_subs", c"new subscriptions refused by max_subscriptions (503)", || {
+        refused(Refusal::TotalSubs)
+    }),
+    (c"limits_refused_low_shm", c"new subscriptions refused by min_free_shm_percent (503)", || {
+        refused(Refusal::LowShm)
+    }),
 ];
+
+/// Refusals of one bound (docs/security.md), as `sca.limits` shows them.
+fn refused(r: Refusal) -> i64 {
+    crate::module::limits::state().map_or(0, |s| s.refused.get(r) as i64)
+}
 
 /// Register every statistic of the group (mod_init).
 pub fn register() -> Result<(), String> {

@@ -15,6 +15,9 @@ pub fn counter(name: &str) -> i64 {
         "conflicts_won" => &k.conflicts_won,
         "conflicts_lost" => &k.conflicts_lost,
         "seizes_refused_syncing" => &k.seizes_refused_syncing,
+        "digests_sent" => &c.heal_counters.digests_sent,
+        "digest_buckets_differed" => &c.heal_counters.buckets_differed,
+        "heal_applied" => &c.heal_counters.heal_applied,
         _ => return 0,
     };
     v.load(Relaxed) as i64

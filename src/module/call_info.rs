@@ -272,7 +272,9 @@ pub fn update<'m>(
             let mut g = effects::edit(st, aor, now);
             if !g.entry().is_some_and(|e| e.has_subscribers(EventType::CallInfo)) {
                 shared_flags &= !flag;
-                g.unregister();
+                if let Some(mut ed) = g.core() {
+                    ed.unregister();
+                }
             }
         }
     }
@@ -348,15 +350,11 @@ fn invite_request(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
 
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
     let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
-    let alloc = g.alloc();
-    let Some(e) = g.entry_mut() else { return 1 };
+    let Some(mut ed) = g.core() else { return 1 };
+    let alloc = ed.alloc();
     let idx = cx.ci.index;
-    let app = if idx > 0 {
-        e.apps.get_mut(idx)
-    } else {
-        e.apps.iter_mut().find(|a| a.dialog() == d)
-    };
-    match app {
+    let found = if idx > 0 { Some(idx) } else { ed.entry().apps().iter().find(|a| a.dialog() == d).map(|a| a.index) };
+    match found.and_then(|i| ed.app_mut(i)) {
         Some(app) => {
             if state != AppearanceState::Unknown && app.state != state {
                 app.set_state(state, cx.now);
@@ -371,7 +369,7 @@ fn invite_request(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
             state.as_str()
         ),
     }
-    g.notify_group();
+    ed.notify_group();
     1
 }
 
@@ -383,7 +381,7 @@ fn retrieval_target(cx: &Ctx<'_>) -> Option<AppearanceState> {
         return None;
     }
     let g = cx.st.store.lock_aor(&cx.from_aor);
-    let state = g.entry()?.apps.get(cx.ci.index)?.state;
+    let state = g.entry()?.apps().get(cx.ci.index)?.state;
     // The C module only treats `held` lines this way, so a retrieval of a
     // `held-private` line was never refused; we answer it 403 as the spec
     // and the C code's own comment intend (docs/compat.md).
@@ -405,7 +403,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
     {
         let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
         let alloc = g.alloc();
-        let Some(app) = g.entry_mut().and_then(|e| e.apps.get_mut(cx.ci.index)) else {
+        let Some(app) = g.core().and_then(|ed| ed.into_app_mut(cx.ci.index)) else {
             lm_err!("no active appearances for {}", B(&cx.from_aor));
             return -1;
         };
@@ -453,7 +451,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
         let mut g = effects::edit(cx.st, &callee_aor, cx.now);
         if g.is_shared() {
             let alloc = g.alloc();
-            let found = g.entry_mut().and_then(|e| e.apps.by_dialog_mut(&prev.0, &prev.1));
+            let found = g.core().and_then(|ed| ed.app_index_by_dialog(&prev.0, &prev.1).and_then(|i| ed.into_app_mut(i)));
             match found {
                 Some(app) => {
                     app.flags |= FLAG_CALLEE_PENDING;
@@ -486,7 +484,8 @@ fn invite_reply_18x(cx: &mut Ctx<'_>) -> i32 {
     if !g.is_shared() {
         return 1;
     }
-    let owner = match g.entry_mut().and_then(|e| e.apps.by_dialog_mut(cx.call_id, cx.from.tag)) {
+    let Some(mut ed) = g.core() else { return -1 };
+    let owner = match ed.app_by_dialog_mut(cx.call_id, cx.from.tag) {
         None => return -1,
         Some(app) if app.state == state => return 1,
         Some(app) => {
@@ -495,10 +494,8 @@ fn invite_reply_18x(cx: &mut Ctx<'_>) -> i32 {
         }
     };
     // the call proceeds: the line-seize has served its purpose
-    if let Some(mut ed) = g.core() {
-        ed.end_sub(EventType::LineSeize, &owner, SubState::TerminatedNoresource, false);
-        ed.notify_group();
-    }
+    ed.end_sub(EventType::LineSeize, &owner, SubState::TerminatedNoresource, false);
+    ed.notify_group();
     1
 }
 
@@ -531,12 +528,13 @@ fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
 
     let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
     let alloc = g.alloc();
-    let Some(e) = g.entry_mut() else { return 1 };
-    let Some(app) = e.apps.by_dialog_mut(cx.call_id, cx.from.tag) else {
+    let Some(mut ed) = g.core() else { return 1 };
+    let Some(idx) = ed.app_index_by_dialog(cx.call_id, cx.from.tag) else {
         // no SCA line is involved in this call
-        g.notify_group();
+        ed.notify_group();
         return 1;
     };
+    let Some(app) = ed.into_app_mut(idx) else { return 1 };
     if !app.state.is_held() {
         app.set_state(AppearanceState::Active, cx.now);
     }
@@ -580,29 +578,25 @@ fn callee_answers(cx: &mut Ctx<'_>) -> i32 {
         return 1;
     }
     let alloc = g.alloc();
-    let Some(e) = g.entry_mut() else { return 1 };
+    let Some(mut ed) = g.core() else { return 1 };
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
     let idx = cx.ci.index;
-    let existing = if e.apps.get(idx).is_some() {
-        e.apps.get_mut(idx)
-    } else {
-        e.apps.by_dialog_mut(cx.call_id, cx.from.tag)
-    };
-    if let Some(app) = existing {
+    let existing = if ed.entry().apps().get(idx).is_some() { Some(idx) } else { ed.app_index_by_dialog(cx.call_id, cx.from.tag) };
+    if let Some(app) = existing.and_then(|i| ed.app_mut(i)) {
         if cx.ci.state != AppearanceState::Unknown {
             app.set_state(cx.ci.state, cx.now);
         }
         let u = StrUpdate { dialog: Some(d), owner: Some(cx.contact), ..Default::default() };
         return if app.update_strs(&u, alloc).is_ok() { 1 } else { -1 };
     }
-    let idx = match e.apps.seize((idx > 0).then_some(idx), cx.contact, cx.now, alloc) {
+    let idx = match ed.seize((idx > 0).then_some(idx), cx.contact, cx.now) {
         Ok(i) => i,
         Err(err) => {
             lm_err!("failed to seize index {idx} for {}: {err:?}", B(cx.contact));
             return -1;
         }
     };
-    let Some(app) = e.apps.get_mut(idx) else { return -1 };
+    let Some(app) = ed.app_mut(idx) else { return -1 };
     app.set_state(AppearanceState::ActivePending, cx.now);
     let display = display_of(&cx.from);
     let mut app_uri = Vec::new();
@@ -645,22 +639,12 @@ fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
 // ---------------------------------------------------------------- BYE, CANCEL
 
 /// Release the appearance of this call on `aor` (found by index, else by
-/// dialog) and tell the group. `Err` when none was found.
+/// dialog; `AorEdit::release_call`) and tell the group. `Err` when none was
+/// found.
 fn release_call(cx: &Ctx<'_>, aor: &[u8], index: u32, tag: &[u8]) -> Result<(), ()> {
     let mut g = effects::edit(cx.st, aor, cx.now);
     let Some(mut ed) = g.core() else { return Err(()) };
-    let apps = &ed.entry().apps;
-    let idx = if index > 0 && apps.get(index).is_some() {
-        Some(index)
-    } else {
-        apps.by_dialog(cx.call_id, tag).map(|a| a.index)
-    };
-    let Some(idx) = idx else { return Err(()) };
-    let same_call = apps.get(idx).is_some_and(|a| a.dialog().call_id == cx.call_id);
-    if same_call {
-        ed.release(idx);
-    }
-    Ok(())
+    ed.release_call(index, cx.call_id, tag).map(|_| ()).map_err(|_| ())
 }
 
 fn bye(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
@@ -724,8 +708,8 @@ entry! {
         {
             let mut g = effects::edit(st, &from_aor, now);
             if g.is_shared() {
-                if let Some(e) = g.entry_mut() {
-                    match e.apps.by_dialog_mut(call_id, from.tag) {
+                if let Some(mut ed) = g.core() {
+                    match ed.app_by_dialog_mut(call_id, from.tag) {
                         None => lm_err!(
                             "ACK callback: no appearance for {} matching call-id <{}> and from-tag <{}>",
                             B(&from_aor),
@@ -735,7 +719,7 @@ entry! {
                         // music on hold: the hold SDP may come in the ACK
                         Some(app) if held => {
                             app.set_state(AppearanceState::Held, now);
-                            g.notify_group();
+                            ed.notify_group();
                         }
                         Some(_) => {}
                     }
@@ -746,13 +730,9 @@ entry! {
         if !g.is_shared() {
             return;
         }
-        if let Some(e) = g.entry_mut() {
-            if let Some(app) = e.apps.by_dialog_mut(call_id, to.tag) {
-                if app.state == AppearanceState::ActivePending {
-                    app.set_state(AppearanceState::Active, now);
-                }
-            }
-            g.notify_group();
+        if let Some(mut ed) = g.core() {
+            ed.confirm_pending(call_id, to.tag, now);
+            ed.notify_group();
         }
     }
 }

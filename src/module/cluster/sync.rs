@@ -193,7 +193,7 @@ pub(super) fn notify_local_groups() {
     let (Some(st), Some(cfg)) = (shared(), config()) else { return };
     let now = now();
     effects::sweep(st, cfg, now, |ed| {
-        if !ed.entry().apps.is_empty() {
+        if !ed.entry().apps().is_empty() {
             ed.notify_group();
         }
     });
@@ -254,8 +254,8 @@ pub(super) fn sync_chunk(req: &SyncReq) -> Result<Vec<u8>, String> {
             if full {
                 return;
             }
-            let mut recs: Vec<Record<'_>> = e.subs.iter().map(|s| sync_sub_put(e.aor(), s, n.id)).collect();
-            if e.shared || !e.apps.is_empty() {
+            let mut recs: Vec<Record<'_>> = e.subs().iter().map(|s| sync_sub_put(e.aor(), s, n.id)).collect();
+            if e.is_shared() || !e.apps().is_empty() {
                 recs.push(replica::aor_apps_record(e, Vec::new()));
             }
             for r in &recs {

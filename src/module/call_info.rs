@@ -7,6 +7,7 @@
 //! while a reply is sent (sl calls back into this module).
 
 use sca_core::appearance::{DialogRef, StrUpdate, FLAG_CALLEE_PENDING, FLAG_OWNER_PENDING};
+use sca_core::change::AnswerError;
 use sca_core::model::{EventType, SubState};
 use sca_core::parse::appearance::AppearanceState;
 use sca_core::parse::callinfo::{self, AppearanceIndex};
@@ -526,18 +527,6 @@ fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
         Err(e) => lm_err!("no canonical AoR for {}: {e}", B(cx.to.uri)),
     }
 
-    let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
-    let alloc = g.alloc();
-    let Some(mut ed) = g.core() else { return 1 };
-    let Some(idx) = ed.app_index_by_dialog(cx.call_id, cx.from.tag) else {
-        // no SCA line is involved in this call
-        ed.notify_group();
-        return 1;
-    };
-    let Some(app) = ed.into_app_mut(idx) else { return 1 };
-    if !app.state.is_held() {
-        app.set_state(AppearanceState::Active, cx.now);
-    }
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
     let mut app_uri = Vec::new();
     if cx.from_aor != cx.to_aor {
@@ -547,18 +536,17 @@ fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
             format::write_appearance_uri(&mut app_uri, (!display.is_empty()).then_some(display), &aor);
         }
     }
-    let u = StrUpdate {
-        dialog: Some(d),
-        callee: Some(cx.contact),
-        uri: (!app_uri.is_empty()).then_some(&app_uri[..]),
-        ..Default::default()
-    };
-    if app.update_strs(&u, alloc).is_err() {
-        lm_err!("out of shared memory updating {} appearance-index {}", B(&cx.from_aor), app.index);
-        return -1;
+    let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
+    let Some(mut ed) = g.core() else { return 1 };
+    // no SCA line involved in this call: the group is told all the same
+    match ed.caller_answered(d, cx.contact, (!app_uri.is_empty()).then_some(&app_uri[..]), cx.now) {
+        Ok(_) => 1,
+        Err(_) => {
+            let idx = ed.app_index_by_dialog(cx.call_id, cx.from.tag).unwrap_or(0);
+            lm_err!("out of shared memory updating {} appearance-index {idx}", B(&cx.from_aor));
+            -1
+        }
     }
-    g.notify_group();
-    1
 }
 
 fn display_of<'a>(na: &NameAddr<'a>) -> &'a [u8] {
@@ -577,41 +565,20 @@ fn callee_answers(cx: &mut Ctx<'_>) -> i32 {
     if !g.is_shared() {
         return 1;
     }
-    let alloc = g.alloc();
     let Some(mut ed) = g.core() else { return 1 };
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
-    let idx = cx.ci.index;
-    let existing = if ed.entry().apps().get(idx).is_some() { Some(idx) } else { ed.app_index_by_dialog(cx.call_id, cx.from.tag) };
-    if let Some(app) = existing.and_then(|i| ed.app_mut(i)) {
-        if cx.ci.state != AppearanceState::Unknown {
-            app.set_state(cx.ci.state, cx.now);
-        }
-        let u = StrUpdate { dialog: Some(d), owner: Some(cx.contact), ..Default::default() };
-        return if app.update_strs(&u, alloc).is_ok() { 1 } else { -1 };
-    }
-    let idx = match ed.seize((idx > 0).then_some(idx), cx.contact, cx.now) {
-        Ok(i) => i,
-        Err(err) => {
-            lm_err!("failed to seize index {idx} for {}: {err:?}", B(cx.contact));
-            return -1;
-        }
-    };
-    let Some(app) = ed.app_mut(idx) else { return -1 };
-    app.set_state(AppearanceState::ActivePending, cx.now);
     let display = display_of(&cx.from);
     let mut app_uri = Vec::new();
     format::write_appearance_uri(&mut app_uri, (!display.is_empty()).then_some(display), cx.from.uri);
-    let u = StrUpdate {
-        dialog: Some(d),
-        owner: Some(cx.contact),
-        callee: Some(cx.from.uri),
-        uri: (!app_uri.is_empty()).then_some(&app_uri[..]),
-        ..Default::default()
-    };
-    if app.update_strs(&u, alloc).is_err() {
-        return -1;
+    let idx = cx.ci.index;
+    match ed.callee_answered(idx, cx.ci.state, d, cx.contact, cx.from.uri, &app_uri, cx.now) {
+        Ok(_) => 1,
+        Err(AnswerError::Seize(err)) => {
+            lm_err!("failed to seize index {idx} for {}: {err:?}", B(cx.contact));
+            -1
+        }
+        Err(AnswerError::NoMemory) => -1,
     }
-    1
 }
 
 fn invite_reply_error(cx: &mut Ctx<'_>, status: u32) -> i32 {

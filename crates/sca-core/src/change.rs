@@ -18,7 +18,9 @@
 use allocator_api2::alloc::Allocator;
 use std::vec::Vec;
 
-use crate::appearance::{Appearance, Appearances, SeizeError, SEIZED_TTL};
+use allocator_api2::alloc::AllocError;
+
+use crate::appearance::{Appearance, Appearances, DialogRef, SeizeError, StrUpdate, SEIZED_TTL};
 use crate::model::{EventType, SubState};
 use crate::parse::appearance::AppearanceState;
 use crate::store::{AorEntry, StoreError, Stored, Subscription, SubscriptionRec};
@@ -107,6 +109,15 @@ impl<A: Allocator> ChangeSet<A> {
     }
 }
 
+/// Why [`AorEdit::callee_answered`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerError {
+    /// No line could be seized for the callee.
+    Seize(SeizeError),
+    /// Out of memory for the appearance's strings.
+    NoMemory,
+}
+
 /// No appearance matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotFound;
@@ -184,6 +195,73 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
         };
         let same_call = apps.get(idx).is_some_and(|a| a.dialog().call_id == call_id);
         Ok((same_call && self.release(idx)).then_some(idx))
+    }
+
+    /// A call from a shared line was answered (a 200 to its INVITE): the
+    /// line's appearance (found by Call-ID and From-tag) becomes active
+    /// unless it is on hold, and takes the confirmed dialog `d`, the
+    /// answering phone `callee` and (a new call) the `uri` it shows. The
+    /// group is told, also when no line is involved (as the C module
+    /// does). The index, None without an appearance. Err: out of memory
+    /// for the strings (the state changed, the group is not told).
+    pub fn caller_answered(&mut self, d: DialogRef<'_>, callee: &[u8], uri: Option<&[u8]>, now: i64) -> Result<Option<u32>, AllocError> {
+        let Some(idx) = self.app_index_by_dialog(d.call_id, d.from_tag) else {
+            self.notify_group();
+            return Ok(None);
+        };
+        let alloc = self.alloc();
+        if let Some(app) = self.app_mut(idx) {
+            if !app.state.is_held() {
+                app.set_state(AppearanceState::Active, now);
+            }
+            app.update_strs(&StrUpdate { dialog: Some(d), callee: Some(callee), uri, ..Default::default() }, alloc)?;
+        }
+        self.notify_group();
+        Ok(Some(idx))
+    }
+
+    /// A shared callee answered (C: `sca_call_info_uri_update`): the
+    /// appearance `index` (if in use) or the call's (by Call-ID and
+    /// From-tag of `d`) takes `state` (unless unknown), the dialog and
+    /// the answering phone `owner`; without one, a line is seized for the
+    /// call (`index`, or the lowest free one), active-pending, showing the
+    /// caller (`caller`, shown as `caller_uri`). The group is not told
+    /// here (the caller's side does it). The index.
+    #[allow(clippy::too_many_arguments)]
+    pub fn callee_answered(
+        &mut self,
+        index: u32,
+        state: AppearanceState,
+        d: DialogRef<'_>,
+        owner: &[u8],
+        caller: &[u8],
+        caller_uri: &[u8],
+        now: i64,
+    ) -> Result<u32, AnswerError> {
+        let alloc = self.alloc();
+        let existing = if self.e.apps.get(index).is_some() { Some(index) } else { self.app_index_by_dialog(d.call_id, d.from_tag) };
+        if let Some(idx) = existing {
+            if let Some(app) = self.app_mut(idx) {
+                if state != AppearanceState::Unknown {
+                    app.set_state(state, now);
+                }
+                app.update_strs(&StrUpdate { dialog: Some(d), owner: Some(owner), ..Default::default() }, alloc)
+                    .map_err(|_| AnswerError::NoMemory)?;
+            }
+            return Ok(idx);
+        }
+        let idx = self.seize((index > 0).then_some(index), owner, now).map_err(AnswerError::Seize)?;
+        let app = self.app_mut(idx).ok_or(AnswerError::NoMemory)?;
+        app.set_state(AppearanceState::ActivePending, now);
+        let u = StrUpdate {
+            dialog: Some(d),
+            owner: Some(owner),
+            callee: Some(caller),
+            uri: (!caller_uri.is_empty()).then_some(caller_uri),
+            ..Default::default()
+        };
+        app.update_strs(&u, alloc).map_err(|_| AnswerError::NoMemory)?;
+        Ok(idx)
     }
 
     /// The end-to-end ACK of an answered call (by Call-ID and tag): an
@@ -550,6 +628,55 @@ mod tests {
         assert_eq!(ed.release_call(2, b"call-2", b"other-tag"), Ok(Some(2)));
         assert_eq!(cs.released, [1, 2]);
         assert!(cs.notify_group);
+    }
+
+    #[test]
+    fn an_answered_call_shows_on_both_shared_lines() {
+        let s = store();
+        let mut g = s.lock_aor(AOR);
+        let mut cs = ChangeSet::new();
+        let mut ed = g.edit_or_insert(&mut cs).expect("entry");
+        ed.set_shared();
+        // the caller's line: seized, the INVITE's dialog (no To-tag yet)
+        let idx = ed.seize(Some(1), b"sip:a@1", 0).expect("seize");
+        let alloc = ed.alloc();
+        let early = DialogRef { call_id: b"cid", from_tag: b"ft", to_tag: b"" };
+        ed.app_mut(idx).expect("1").update_strs(&StrUpdate { dialog: Some(early), ..Default::default() }, alloc).expect("strs");
+        let d = DialogRef { call_id: b"cid", from_tag: b"ft", to_tag: b"tt" };
+        assert_eq!(ed.caller_answered(d, b"sip:b@2", Some(b"<sip:b@x>"), 3), Ok(Some(1)));
+        let app = ed.entry().apps().get(1).expect("1");
+        assert_eq!((app.state, app.callee(), app.uri(), app.dialog()), (AppearanceState::Active, &b"sip:b@2"[..], &b"<sip:b@x>"[..], d));
+        // no line involved: the group is told anyway
+        let other = DialogRef { call_id: b"other", from_tag: b"ft", to_tag: b"tt" };
+        assert_eq!(ed.caller_answered(other, b"sip:b@2", None, 3), Ok(None));
+        // a held line stays held
+        ed.app_mut(1).expect("1").set_state(AppearanceState::Held, 4);
+        assert_eq!(ed.caller_answered(d, b"sip:b@2", None, 5), Ok(Some(1)));
+        assert_eq!(ed.entry().apps().get(1).expect("1").state, AppearanceState::Held);
+        assert!(cs.notify_group);
+
+        // the callee's side: no appearance yet: one is seized, active-pending
+        let mut cs = ChangeSet::new();
+        let mut ed = g.edit_or_insert(&mut cs).expect("entry");
+        let d2 = DialogRef { call_id: b"cid2", from_tag: b"ft2", to_tag: b"tt2" };
+        let got = ed.callee_answered(0, AppearanceState::Unknown, d2, b"sip:c@3", b"sip:z@y", b"<sip:z@y>", 6);
+        assert_eq!(got, Ok(2), "the lowest free index");
+        let app = ed.entry().apps().get(2).expect("2");
+        assert_eq!((app.state, app.owner(), app.callee(), app.uri()), (AppearanceState::ActivePending, &b"sip:c@3"[..], &b"sip:z@y"[..], &b"<sip:z@y>"[..]));
+        // again (a retransmitted 200): the same appearance, found by dialog
+        assert_eq!(ed.callee_answered(0, AppearanceState::Active, d2, b"sip:c@4", b"", b"", 7), Ok(2));
+        let app = ed.entry().apps().get(2).expect("2");
+        assert_eq!((app.state, app.owner()), (AppearanceState::Active, &b"sip:c@4"[..]));
+        // an index in use by another call is taken as named (C's rule)
+        assert_eq!(ed.callee_answered(1, AppearanceState::Unknown, d2, b"sip:c@4", b"", b"", 8), Ok(1));
+        assert_eq!(cs.seized, [2]);
+        assert!(!cs.notify_group, "the caller's side tells the group");
+        // a line that cannot be seized
+        let mut cs = ChangeSet::new();
+        let mut ed = g.edit_or_insert(&mut cs).expect("entry");
+        let d3 = DialogRef { call_id: b"cid3", from_tag: b"ft3", to_tag: b"tt3" };
+        ed.seize(Some(5), b"sip:q@9", 9).expect("seize 5");
+        assert_eq!(ed.callee_answered(5, AppearanceState::Unknown, d3, b"x", b"", b"", 9), Ok(5), "5 is in use: updated, not seized");
     }
 
     #[test]

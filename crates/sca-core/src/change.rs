@@ -136,10 +136,13 @@ impl<A: Allocator + Clone> AorEntry<A> {
 }
 
 impl<A: Allocator + Clone, L: crate::sync::RawLock> crate::store::AorGuard<'_, A, L> {
-    /// Change this AoR, creating its entry if absent (an empty entry is
-    /// dropped again by [`AorGuard::prune`](crate::store::AorGuard::prune)).
+    /// Change this AoR, creating its entry if absent, with room for one
+    /// subscription in the allocation that holds the AoR (most edits that
+    /// create an entry store one: no second allocation when they do). An
+    /// entry left empty is dropped again by
+    /// [`AorGuard::prune`](crate::store::AorGuard::prune).
     pub fn edit_or_insert<'e>(&'e mut self, cs: &'e mut ChangeSet<A>) -> Result<AorEdit<'e, A>, StoreError> {
-        Ok(self.entry_or_insert()?.edit(cs))
+        Ok(self.entry_or_insert_for(1)?.edit(cs))
     }
 }
 

@@ -537,7 +537,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
 
     /// [`AorGuard::entry_or_insert`], a new entry with room for `subs`
     /// subscriptions.
-    fn entry_or_insert_for(&mut self, subs: usize) -> Result<&mut AorEntry<A>, StoreError> {
+    pub(crate) fn entry_or_insert_for(&mut self, subs: usize) -> Result<&mut AorEntry<A>, StoreError> {
         let aor = self.aor;
         if self.entry().is_none() {
             let e = AorEntry {

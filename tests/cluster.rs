@@ -22,6 +22,11 @@
 //! * `expired_line_seize_frees_the_line_on_every_node`: a line-seize made
 //!   on node 1 and never refreshed expires: the line is idle on every node,
 //!   each phone gets exactly one idle NOTIFY from its own node;
+//! * `a_line_stuck_in_seized_is_purged_on_every_node`: a line seized on
+//!   node 2 (its line-seize refreshed, no call) for longer than
+//!   `seized_ttl`: the purge frees it on every node, each phone gets
+//!   exactly one idle NOTIFY from its own node, the line-seize
+//!   subscription stays;
 //! * `every_release_path_reaches_every_node`: line-seize unsubscribe,
 //!   `sca.release_appearance` on another node, a call's BYE: the same;
 //! * `a_dead_phone_releases_its_line_on_every_node`: subscriber liveness
@@ -1660,6 +1665,98 @@ fn expired_line_seize_frees_the_line_on_every_node() {
         "A's last line-seize NOTIFY: {st}"
     );
     assert!(got[1..].iter().all(|g| g.line_seize.is_empty()));
+}
+
+/// A line stuck in seized (seized through node 2 with a long-lived
+/// line-seize, no call follows) is purged after `seized_ttl` (4 s here; the
+/// C module's fixed 120 s by default) on every node: every node frees it
+/// at the same absolute time (the appearance's mtime is replicated), every
+/// phone gets exactly one idle call-info NOTIFY from its own node, and the
+/// line-seize subscription is left alone (no line-seize NOTIFY; it lives
+/// on until it expires, as in the C module).
+#[test]
+fn a_line_stuck_in_seized_is_purged_on_every_node() {
+    let _g = serial();
+    let specs: Vec<NodeSpec> = common::cluster::default_specs(3)
+        .into_iter()
+        .map(|mut s| {
+            s.extra_modparams += "modparam(\"sca_rs\", \"purge_expired_interval\", 1)\n\
+                                  modparam(\"sca_rs\", \"seized_ttl\", 4)\n\
+                                  modparam(\"sca_rs\", \"line_seize_max_expires\", 120)\n";
+            s
+        })
+        .collect();
+    let Some(c) = Cluster::start("stuck_seized", specs) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+
+    // B seizes line 1 through node 2 for 120 s and never calls
+    b.ua.proxy = b.home;
+    let mut ls = b.ua.dialog(AOR);
+    let s = b
+        .ua
+        .send_subscribe(&mut ls, &Subscribe::new("line-seize", 120).call_info(&call_info("1")))
+        .expect("send line-seize");
+    let r = b.ua.expect_final_response(&s, WAIT).expect("reply to line-seize");
+    assert_eq!(r.status(), Some(200), "seize through node 2: {}", r.raw);
+    expect_notifies(
+        "seize on node 2",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 2", "seized", Some(2));
+    c.wait_agree("line-seize subscription everywhere", AGREE, subscriptions, |v| v.len() == 4);
+
+    // seized_ttl 4 s, the purge every second: the line is idle everywhere
+    let got = collect_until_idle(&c, &mut [&mut a, &mut b, &mut cc], Duration::from_secs(30), |g| {
+        g.iter().all(|g| !g.call_info.is_empty())
+    });
+    for (id, k) in c.running() {
+        assert!(
+            appearances(k).is_empty(),
+            "node {id} still lists {:?} after seized_ttl",
+            appearances(k)
+        );
+        assert!(
+            log_count(k, "purged stale appearances of sip:100@127.0.0.1") >= 1,
+            "node {id} purged the stale line itself"
+        );
+        assert_eq!(
+            subscriptions(k).len(),
+            4,
+            "node {id}: the purge frees the line, the line-seize subscription stays: {:?}",
+            subscriptions(k)
+        );
+    }
+    for (p, g) in [&a, &b, &cc].iter().zip(&got) {
+        assert_eq!(
+            g.call_info.len(),
+            1,
+            "{} (node {}) gets exactly one call-info NOTIFY at the purge: {:?}",
+            p.name,
+            p.home_id,
+            g.call_info.iter().map(call_info_of).collect::<Vec<_>>()
+        );
+        let ci = call_info_of(&g.call_info[0]);
+        assert!(
+            ci.contains("appearance-index=*;appearance-state=idle") && !ci.contains("appearance-index=1"),
+            "{}: the NOTIFY at the purge shows the line idle: {ci}",
+            p.name
+        );
+        assert_eq!(g.call_info[0].peer, Some(p.home), "{}: NOTIFYed by its own node", p.name);
+        assert!(g.line_seize.is_empty(), "{}: no line-seize NOTIFY: the subscription stays", p.name);
+    }
 }
 
 /// Every other way a line is released, on three nodes: after each, every

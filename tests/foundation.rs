@@ -95,6 +95,21 @@ fn a_bad_modparam_value_stops_kamailio_with_a_clear_log_line() {
     );
 }
 
+#[test]
+fn a_seized_ttl_of_zero_stops_kamailio_with_a_clear_log_line() {
+    let tpl = example_template(&ScaModule::Rust).replace(
+        "\"call_info_max_expires\", 3600)",
+        "\"call_info_max_expires\", 3600)\nmodparam(\"sca_rs\", \"seized_ttl\", 0)",
+    );
+    assert!(tpl.contains("\"seized_ttl\", 0"), "the template took the parameter");
+    let r = Kamailio::try_start(KamailioOpts::new(&tpl, ScaModule::Rust).ready_timeout(Duration::from_secs(5)));
+    let err = r.err().expect("kamailio must refuse to start");
+    assert!(
+        err.contains("seized_ttl must be a positive number of seconds, got 0"),
+        "log names the parameter and value:\n{err}"
+    );
+}
+
 /// One call-info SUBSCRIBE / NOTIFY / unSUBSCRIBE exchange; returns the
 /// UA's transcript (normalized) and the messages seen.
 struct Run {

@@ -171,6 +171,7 @@ scenario_tests! {
     held_private: c_held_private, rust_held_private;
     malformed_call_info: c_malformed_call_info, rust_malformed_call_info;
     race_seize: c_race_seize, rust_race_seize;
+    stale_seize_purge: c_stale_seize_purge, rust_stale_seize_purge;
 }
 
 #[test]
@@ -185,6 +186,7 @@ fn every_scenario_has_tests() {
         "held_private",
         "malformed_call_info",
         "race_seize",
+        "stale_seize_purge",
     ];
     let all: Vec<&str> = scenarios::ALL.iter().map(|(n, _)| *n).collect();
     assert_eq!(all, listed);

@@ -7,6 +7,7 @@
 //! while a reply is sent (sl calls back into this module).
 
 use sca_core::appearance::{DialogRef, StrUpdate, FLAG_CALLEE_PENDING, FLAG_OWNER_PENDING};
+use sca_core::change::AnswerError;
 use sca_core::model::{EventType, SubState};
 use sca_core::parse::appearance::AppearanceState;
 use sca_core::parse::callinfo::{self, AppearanceIndex};
@@ -272,7 +273,9 @@ pub fn update<'m>(
             let mut g = effects::edit(st, aor, now);
             if !g.entry().is_some_and(|e| e.has_subscribers(EventType::CallInfo)) {
                 shared_flags &= !flag;
-                g.unregister();
+                if let Some(mut ed) = g.core() {
+                    ed.unregister();
+                }
             }
         }
     }
@@ -349,15 +352,11 @@ fn invite_request(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
 
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
     let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
-    let alloc = g.alloc();
-    let Some(e) = g.entry_mut() else { return 1 };
+    let Some(mut ed) = g.core() else { return 1 };
+    let alloc = ed.alloc();
     let idx = cx.ci.index;
-    let app = if idx > 0 {
-        e.apps.get_mut(idx)
-    } else {
-        e.apps.iter_mut().find(|a| a.dialog() == d)
-    };
-    match app {
+    let found = if idx > 0 { Some(idx) } else { ed.entry().apps().iter().find(|a| a.dialog() == d).map(|a| a.index) };
+    match found.and_then(|i| ed.app_mut(i)) {
         Some(app) => {
             if state != AppearanceState::Unknown && app.state != state {
                 app.set_state(state, cx.now);
@@ -372,7 +371,7 @@ fn invite_request(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
             state.as_str()
         ),
     }
-    g.notify_group();
+    ed.notify_group();
     1
 }
 
@@ -384,7 +383,7 @@ fn retrieval_target(cx: &Ctx<'_>) -> Option<AppearanceState> {
         return None;
     }
     let g = cx.st.store.lock_aor(&cx.from_aor);
-    let state = g.entry()?.apps.get(cx.ci.index)?.state;
+    let state = g.entry()?.apps().get(cx.ci.index)?.state;
     // The C module only treats `held` lines this way, so a retrieval of a
     // `held-private` line was never refused; we answer it 403 as the spec
     // and the C code's own comment intend (docs/compat.md).
@@ -406,7 +405,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
     {
         let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
         let alloc = g.alloc();
-        let Some(app) = g.entry_mut().and_then(|e| e.apps.get_mut(cx.ci.index)) else {
+        let Some(app) = g.core().and_then(|ed| ed.into_app_mut(cx.ci.index)) else {
             lm_err!("no active appearances for {}", B(&cx.from_aor));
             return -1;
         };
@@ -454,7 +453,7 @@ fn seize_held_call(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>, held: AppearanceState
         let mut g = effects::edit(cx.st, &callee_aor, cx.now);
         if g.is_shared() {
             let alloc = g.alloc();
-            let found = g.entry_mut().and_then(|e| e.apps.by_dialog_mut(&prev.0, &prev.1));
+            let found = g.core().and_then(|ed| ed.app_index_by_dialog(&prev.0, &prev.1).and_then(|i| ed.into_app_mut(i)));
             match found {
                 Some(app) => {
                     app.flags |= FLAG_CALLEE_PENDING;
@@ -487,7 +486,8 @@ fn invite_reply_18x(cx: &mut Ctx<'_>) -> i32 {
     if !g.is_shared() {
         return 1;
     }
-    let owner = match g.entry_mut().and_then(|e| e.apps.by_dialog_mut(cx.call_id, cx.from.tag)) {
+    let Some(mut ed) = g.core() else { return -1 };
+    let owner = match ed.app_by_dialog_mut(cx.call_id, cx.from.tag) {
         None => return -1,
         Some(app) if app.state == state => return 1,
         Some(app) => {
@@ -496,10 +496,8 @@ fn invite_reply_18x(cx: &mut Ctx<'_>) -> i32 {
         }
     };
     // the call proceeds: the line-seize has served its purpose
-    if let Some(mut ed) = g.core() {
-        ed.end_sub(EventType::LineSeize, &owner, SubState::TerminatedNoresource, false);
-        ed.notify_group();
-    }
+    ed.end_sub(EventType::LineSeize, &owner, SubState::TerminatedNoresource, false);
+    ed.notify_group();
     1
 }
 
@@ -530,17 +528,6 @@ fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
         Err(e) => lm_err!("no canonical AoR for {}: {e}", B(cx.to.uri)),
     }
 
-    let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
-    let alloc = g.alloc();
-    let Some(e) = g.entry_mut() else { return 1 };
-    let Some(app) = e.apps.by_dialog_mut(cx.call_id, cx.from.tag) else {
-        // no SCA line is involved in this call
-        g.notify_group();
-        return 1;
-    };
-    if !app.state.is_held() {
-        app.set_state(AppearanceState::Active, cx.now);
-    }
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
     let mut app_uri = Vec::new();
     if cx.from_aor != cx.to_aor {
@@ -550,18 +537,17 @@ fn invite_reply_200(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
             format::write_appearance_uri(&mut app_uri, (!display.is_empty()).then_some(display), &aor);
         }
     }
-    let u = StrUpdate {
-        dialog: Some(d),
-        callee: Some(cx.contact),
-        uri: (!app_uri.is_empty()).then_some(&app_uri[..]),
-        ..Default::default()
-    };
-    if app.update_strs(&u, alloc).is_err() {
-        lm_err!("out of shared memory updating {} appearance-index {}", B(&cx.from_aor), app.index);
-        return -1;
+    let mut g = effects::edit(cx.st, &cx.from_aor, cx.now);
+    let Some(mut ed) = g.core() else { return 1 };
+    // no SCA line involved in this call: the group is told all the same
+    match ed.caller_answered(d, cx.contact, (!app_uri.is_empty()).then_some(&app_uri[..]), cx.now) {
+        Ok(_) => 1,
+        Err(_) => {
+            let idx = ed.app_index_by_dialog(cx.call_id, cx.from.tag).unwrap_or(0);
+            lm_err!("out of shared memory updating {} appearance-index {idx}", B(&cx.from_aor));
+            -1
+        }
     }
-    g.notify_group();
-    1
 }
 
 fn display_of<'a>(na: &NameAddr<'a>) -> &'a [u8] {
@@ -580,51 +566,33 @@ fn callee_answers(cx: &mut Ctx<'_>) -> i32 {
     if !g.is_shared() {
         return 1;
     }
-    let alloc = g.alloc();
-    let Some(e) = g.entry_mut() else { return 1 };
+    let Some(mut ed) = g.core() else { return 1 };
     let d = DialogRef { call_id: cx.call_id, from_tag: cx.from.tag, to_tag: cx.to.tag };
-    let idx = cx.ci.index;
-    let existing = if e.apps.get(idx).is_some() {
-        e.apps.get_mut(idx)
-    } else {
-        e.apps.by_dialog_mut(cx.call_id, cx.from.tag)
-    };
-    if let Some(app) = existing {
-        if cx.ci.state != AppearanceState::Unknown {
-            app.set_state(cx.ci.state, cx.now);
+    // an answer may not light up a line above the bound (docs/security.md):
+    // checked where the answer would seize a line (no appearance of the call)
+    {
+        let apps = ed.entry().apps();
+        let idx = cx.ci.index;
+        if apps.get(idx).is_none() && apps.by_dialog(cx.call_id, cx.from.tag).is_none() {
+            let want = if idx > 0 { idx } else { apps.next_free_index() };
+            if let Err(r) = sca_core::limits::check_index(&cx.cfg.limits, want) {
+                crate::module::limits::refused(&cx.cfg.limits, r, "answer's appearance", cx.contact, &cx.to_aor, cx.now);
+                return 1;
+            }
         }
-        let u = StrUpdate { dialog: Some(d), owner: Some(cx.contact), ..Default::default() };
-        return if app.update_strs(&u, alloc).is_ok() { 1 } else { -1 };
     }
-    // an answer may not light up a line above the bound (docs/security.md)
-    let want = if idx > 0 { idx } else { e.apps.next_free_index() };
-    if let Err(r) = sca_core::limits::check_index(&cx.cfg.limits, want) {
-        crate::module::limits::refused(&cx.cfg.limits, r, "answer's appearance", cx.contact, &cx.to_aor, cx.now);
-        return 1;
-    }
-    let idx = match e.apps.seize((idx > 0).then_some(idx), cx.contact, cx.now, alloc) {
-        Ok(i) => i,
-        Err(err) => {
-            lm_err!("failed to seize index {idx} for {}: {err:?}", B(cx.contact));
-            return -1;
-        }
-    };
-    let Some(app) = e.apps.get_mut(idx) else { return -1 };
-    app.set_state(AppearanceState::ActivePending, cx.now);
     let display = display_of(&cx.from);
     let mut app_uri = Vec::new();
     format::write_appearance_uri(&mut app_uri, (!display.is_empty()).then_some(display), cx.from.uri);
-    let u = StrUpdate {
-        dialog: Some(d),
-        owner: Some(cx.contact),
-        callee: Some(cx.from.uri),
-        uri: (!app_uri.is_empty()).then_some(&app_uri[..]),
-        ..Default::default()
-    };
-    if app.update_strs(&u, alloc).is_err() {
-        return -1;
+    let idx = cx.ci.index;
+    match ed.callee_answered(idx, cx.ci.state, d, cx.contact, cx.from.uri, &app_uri, cx.now) {
+        Ok(_) => 1,
+        Err(AnswerError::Seize(err)) => {
+            lm_err!("failed to seize index {idx} for {}: {err:?}", B(cx.contact));
+            -1
+        }
+        Err(AnswerError::NoMemory) => -1,
     }
-    1
 }
 
 fn invite_reply_error(cx: &mut Ctx<'_>, status: u32) -> i32 {
@@ -652,22 +620,12 @@ fn notify_aor(cx: &Ctx<'_>, aor: &[u8]) {
 // ---------------------------------------------------------------- BYE, CANCEL
 
 /// Release the appearance of this call on `aor` (found by index, else by
-/// dialog) and tell the group. `Err` when none was found.
+/// dialog; `AorEdit::release_call`) and tell the group. `Err` when none was
+/// found.
 fn release_call(cx: &Ctx<'_>, aor: &[u8], index: u32, tag: &[u8]) -> Result<(), ()> {
     let mut g = effects::edit(cx.st, aor, cx.now);
     let Some(mut ed) = g.core() else { return Err(()) };
-    let apps = &ed.entry().apps;
-    let idx = if index > 0 && apps.get(index).is_some() {
-        Some(index)
-    } else {
-        apps.by_dialog(cx.call_id, tag).map(|a| a.index)
-    };
-    let Some(idx) = idx else { return Err(()) };
-    let same_call = apps.get(idx).is_some_and(|a| a.dialog().call_id == cx.call_id);
-    if same_call {
-        ed.release(idx);
-    }
-    Ok(())
+    ed.release_call(index, cx.call_id, tag).map(|_| ()).map_err(|_| ())
 }
 
 fn bye(cx: &mut Ctx<'_>, msg: &mut SipMsg<'_>) -> i32 {
@@ -731,8 +689,8 @@ entry! {
         {
             let mut g = effects::edit(st, &from_aor, now);
             if g.is_shared() {
-                if let Some(e) = g.entry_mut() {
-                    match e.apps.by_dialog_mut(call_id, from.tag) {
+                if let Some(mut ed) = g.core() {
+                    match ed.app_by_dialog_mut(call_id, from.tag) {
                         None => lm_err!(
                             "ACK callback: no appearance for {} matching call-id <{}> and from-tag <{}>",
                             B(&from_aor),
@@ -742,7 +700,7 @@ entry! {
                         // music on hold: the hold SDP may come in the ACK
                         Some(app) if held => {
                             app.set_state(AppearanceState::Held, now);
-                            g.notify_group();
+                            ed.notify_group();
                         }
                         Some(_) => {}
                     }
@@ -753,13 +711,9 @@ entry! {
         if !g.is_shared() {
             return;
         }
-        if let Some(e) = g.entry_mut() {
-            if let Some(app) = e.apps.by_dialog_mut(call_id, to.tag) {
-                if app.state == AppearanceState::ActivePending {
-                    app.set_state(AppearanceState::Active, now);
-                }
-            }
-            g.notify_group();
+        if let Some(mut ed) = g.core() {
+            ed.confirm_pending(call_id, to.tag, now);
+            ed.notify_group();
         }
     }
 }

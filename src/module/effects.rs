@@ -23,7 +23,7 @@ use core::ops::{Deref, DerefMut};
 use sca_core::change::{AorEdit, ChangeSet};
 use sca_core::cluster::replica::Snapshot;
 use sca_core::model::EventType;
-use sca_core::store::{AorEntry, AorGuard, SubscriptionRec};
+use sca_core::store::{AorEntry, AorGuard, StoreError, Subscription, SubscriptionRec};
 
 use crate::host::lock::KLock;
 use crate::host::log::B;
@@ -45,15 +45,15 @@ pub fn apply(cfg: &Config, st: &Shared, aor: &[u8], e: Option<&mut AorEntry<Shm>
         let sub = &mut x.sub;
         // its row goes with it (in the next DB write)
         if sub.needs_db_delete() {
-            st.add_tombstone(aor, sub.subscriber(), sub.event);
+            st.add_tombstone(aor, sub.subscriber(), sub.event());
         }
-        if !x.notify || !is_local(sub.ver) {
+        if !x.notify || !is_local(sub.ver()) {
             continue;
         }
-        sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
+        sub.count_notify();
         h.clear();
         let built = match e.as_deref() {
-            Some(e) => notify::call_info_header(e, sub.event, sub.index, &mut h),
+            Some(e) => notify::call_info_header(e, sub.event(), sub.index(), &mut h),
             None => notify::idle_call_info_header(&sub.to_rec(aor), &mut h),
         };
         if built.is_ok() {
@@ -63,14 +63,13 @@ pub fn apply(cfg: &Config, st: &Shared, aor: &[u8], e: Option<&mut AorEntry<Shm>
     let Some(e) = e else { return };
     for (event, subscriber) in &cs.notify_subs {
         let Some(i) = e.find_sub(*event, subscriber) else { continue };
-        if !is_local(e.subs[i].ver) {
+        let sub = &e.subs()[i];
+        if !is_local(sub.ver()) {
             continue;
         }
         h.clear();
-        let built = notify::call_info_header(e, *event, e.subs[i].index, &mut h);
-        let sub = &mut e.subs[i];
-        sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-        sub.touch();
+        let built = notify::call_info_header(e, *event, sub.index(), &mut h);
+        let Some(sub) = notify_sent(e, i) else { continue };
         if built.is_ok() {
             let _ = notify::send(cfg, &sub.to_rec(aor), &h, now);
         }
@@ -91,14 +90,23 @@ fn notify_group(cfg: &Config, entry: &mut AorEntry<Shm>, now: i64) {
         return;
     }
     let aor = entry.aor().to_vec();
-    for sub in entry.subs.iter_mut() {
-        if sub.event != EventType::CallInfo || sub.state.is_terminated() || !is_local(sub.ver) {
+    for i in 0..entry.subs().len() {
+        let sub = &entry.subs()[i];
+        if sub.event() != EventType::CallInfo || sub.state().is_terminated() || !is_local(sub.ver()) {
             continue;
         }
-        sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-        sub.touch();
-        let _ = notify::send(cfg, &sub.to_rec(&aor), &h, now);
+        if let Some(sub) = notify_sent(entry, i) {
+            let _ = notify::send(cfg, &sub.to_rec(&aor), &h, now);
+        }
     }
+}
+
+/// Subscription `i` of `e` is being NOTIFYed: its CSeq goes on (see
+/// [`AorEdit::notify_sent`]).
+fn notify_sent(e: &mut AorEntry<Shm>, i: usize) -> Option<&Subscription<Shm>> {
+    let mut bookkeeping = ChangeSet::new();
+    e.edit(&mut bookkeeping).notify_sent(i)?;
+    e.subs().get(i)
 }
 
 /// A locked AoR being changed: its [`ChangeSet`] is applied, and (local
@@ -147,6 +155,12 @@ impl Edit<'_> {
         Some(e.edit(&mut self.cs))
     }
 
+    /// [`Edit::core`], the entry created if absent (dropped again at the
+    /// end of the edit if it stays empty).
+    pub fn core_or_insert(&mut self) -> Result<AorEdit<'_, Shm>, StoreError> {
+        self.g.edit_or_insert(&mut self.cs)
+    }
+
     /// The changes so far (for a peer's apply, which records by hand what
     /// `sca_core::cluster::replica` did).
     pub fn changes(&mut self) -> &mut ChangeSet<Shm> {
@@ -160,6 +174,15 @@ impl Edit<'_> {
 
     /// Apply and replicate now, then unlock.
     pub fn finish(self) {}
+
+    /// Take the changes out, to be applied after the SIP reply
+    /// ([`subscribe_notifies`]); what is left to the end of the edit is
+    /// the capture for the peers. Dropped unapplied (an error reply): the
+    /// change set of a SUBSCRIBE that failed is never told, as in the C
+    /// module.
+    pub fn defer_effects(&mut self) -> ChangeSet<Shm> {
+        core::mem::take(&mut self.cs)
+    }
 }
 
 impl Drop for Edit<'_> {
@@ -167,18 +190,17 @@ impl Drop for Edit<'_> {
         // nothing told and nothing captured while unwinding: the change
         // may be half done
         let mut msgs = Vec::new();
+        let mut watch = Vec::new();
         if !std::thread::panicking() {
             let cs = core::mem::take(&mut self.cs);
-            let ended = !cs.ended.is_empty();
+            watch = to_watch(self.g.entry(), &cs);
             if !cs.is_empty() {
                 if let Some(cfg) = config() {
                     let aor = self.g.aor().to_vec();
                     apply(cfg, self.st, &aor, self.g.entry_mut(), cs, self.now);
                 }
             }
-            if ended {
-                self.g.prune();
-            }
+            self.g.prune();
             if let Some(snap) = self.snap.take() {
                 msgs = cluster::capture(&snap, &mut self.g);
             }
@@ -188,6 +210,7 @@ impl Drop for Edit<'_> {
         if !msgs.is_empty() {
             cluster::broadcast(msgs);
         }
+        liveness_watch(&watch);
     }
 }
 
@@ -219,12 +242,13 @@ pub fn sweep(st: &Shared, cfg: &Config, now: i64, mut f: impl FnMut(&mut AorEdit
 
 /// A SUBSCRIBE's NOTIFYs, after its reply (the C module's order): the
 /// subscriber's (as stored now: its route set and CSeq; `rec` with CSeq 1
-/// when nothing is stored, an unsubscribe), then, for a seize or release,
-/// the group's; then a `new` call-info subscription's phone is monitored
+/// when nothing is stored, an unsubscribe), then the rest of `cs`, the
+/// SUBSCRIBE's changes ([`Edit::defer_effects`]): for a seize or release
+/// the group's; then the phone of a subscription `cs` added is monitored
 /// (liveness; refreshes change nothing there, and the periodic reconcile
 /// catches up with restored ones). Err when the subscriber's NOTIFY could
 /// not be sent.
-pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, index: i32, group: bool, new: bool, now: i64) -> Result<(), ()> {
+pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, index: i32, cs: ChangeSet<Shm>, now: i64) -> Result<(), ()> {
     let mut guard = st.store.lock_aor(rec.aor);
     let mut call_info = Vec::with_capacity(256);
     let event = rec.event;
@@ -232,12 +256,11 @@ pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, 
         Some(e) => {
             let built = notify::call_info_header(e, event, index, &mut call_info);
             let aor = e.aor().to_vec();
-            match e.find_sub(event, rec.subscriber).and_then(|i| e.subs.get_mut(i)) {
-                Some(sub) => {
-                    sub.notify_cseq = sub.notify_cseq.wrapping_add(1);
-                    sub.touch();
-                    built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor), &call_info, now))
-                }
+            match e.find_sub(event, rec.subscriber) {
+                Some(i) => match notify_sent(e, i) {
+                    Some(sub) => built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor), &call_info, now)),
+                    None => Err(()),
+                },
                 None => built.and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec.clone() }, &call_info, now)),
             }
         }
@@ -248,16 +271,36 @@ pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, 
         lm_err!("SCA {} SUBSCRIBE+NOTIFY for {} failed", event.name(), B(rec.subscriber));
         return Err(());
     }
-    if group {
-        if let Some(e) = guard.entry_mut() {
-            notify_group(cfg, e, now);
-        }
+    let watch = to_watch(guard.entry(), &cs);
+    if !cs.is_empty() {
+        apply(cfg, st, rec.aor, guard.entry_mut(), cs, now);
     }
     drop(guard);
-    if new && event == EventType::CallInfo && liveness::enabled() {
-        liveness::watch(rec.subscriber, rec.record_route);
-    }
+    liveness_watch(&watch);
     Ok(())
+}
+
+/// Liveness: the phones of the call-info subscriptions `cs` added (live,
+/// NOTIFYed by this node), each with the route set stored for it.
+fn to_watch(e: Option<&AorEntry<Shm>>, cs: &ChangeSet<Shm>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(e) = e else { return Vec::new() };
+    if cs.added.is_empty() || !liveness::enabled() {
+        return Vec::new();
+    }
+    cs.added
+        .iter()
+        .filter(|(event, _)| *event == EventType::CallInfo)
+        .filter_map(|(event, who)| e.find_sub(*event, who).map(|i| &e.subs()[i]))
+        .filter(|s| !s.state().is_terminated() && is_local(s.ver()))
+        .map(|s| (s.subscriber().to_vec(), s.record_route().to_vec()))
+        .collect()
+}
+
+/// Monitor the phones [`to_watch`] found (outside the AoR's lock).
+fn liveness_watch(phones: &[(Vec<u8>, Vec<u8>)]) {
+    for (contact, route) in phones {
+        liveness::watch(contact, route);
+    }
 }
 
 /// NOTIFY the call-info group of `aor` (nothing changed here; a peer or

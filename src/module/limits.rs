@@ -66,7 +66,7 @@ pub fn counts(contact: &[u8], aor_subs: usize) -> Counts {
 pub fn recount(store: &sca_core::store::Store<Shm, crate::host::lock::KLock>) {
     if let Some(s) = state() {
         let mut r = s.census.begin_recount();
-        store.for_each_aor(|e| e.subs.iter().for_each(|sub| r.count(sub.subscriber())));
+        store.for_each_aor(|e| e.subs().iter().for_each(|sub| r.count(sub.subscriber())));
         s.census.finish_recount(r);
     }
 }

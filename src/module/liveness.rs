@@ -85,8 +85,8 @@ pub fn reconcile() {
     st.store.for_each_aor(|e| {
         for s in e.subs_of(EventType::CallInfo) {
             // with clustering, each node pings the phones subscribed through it
-            if !s.state.is_terminated()
-                && effects::is_local(s.ver)
+            if !s.state().is_terminated()
+                && effects::is_local(s.ver())
                 && !wanted.contains_key(s.subscriber())
                 && keepalive::parses_as_sip_uri(s.subscriber())
             {

@@ -97,7 +97,7 @@ fn appearances(states: &[AppearanceState]) -> i64 {
     let Some(st) = shared() else { return 0 };
     let mut n = 0;
     st.store
-        .for_each_aor(|e| n += e.apps.iter().filter(|a| states.contains(&a.state)).count());
+        .for_each_aor(|e| n += e.apps().iter().filter(|a| states.contains(&a.state)).count());
     n as i64
 }
 
@@ -107,7 +107,7 @@ fn db_backlog() -> i64 {
     let Some(st) = shared() else { return 0 };
     let mut n = 0;
     st.store
-        .for_each_aor(|e| n += e.subs.iter().filter(|s| s.is_dirty()).count());
+        .for_each_aor(|e| n += e.subs().iter().filter(|s| s.is_dirty()).count());
     (n + st.tombstones_len()) as i64
 }
 

@@ -64,7 +64,7 @@ pub fn call_info_header(entry: &AorEntry<Shm>, event: EventType, index: i32, out
         format::write_index_header(out, host, index as u32);
         return Ok(());
     }
-    let apps = entry.apps.iter().map(|a| format::Appearance {
+    let apps = entry.apps().iter().map(|a| format::Appearance {
         index: a.index,
         state: a.state,
         uri: (!a.uri().is_empty()).then(|| a.uri()),

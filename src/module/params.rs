@@ -13,6 +13,9 @@ pub static CALL_INFO_MAX_EXPIRES: HostCell<c_int> = HostCell::new(3600);
 pub static LINE_SEIZE_MAX_EXPIRES: HostCell<c_int> = HostCell::new(15);
 pub static PURGE_EXPIRED_INTERVAL: HostCell<c_int> = HostCell::new(120);
 pub static DB_UPDATE_INTERVAL: HostCell<c_int> = HostCell::new(300);
+/// sca_rs only: seconds a line may stay seized without a call before the
+/// purge frees it (the C module's fixed `SCA_APPEARANCE_STATE_SEIZED_TTL`).
+pub static SEIZED_TTL: HostCell<c_int> = HostCell::new(sca_core::appearance::SEIZED_TTL as c_int);
 pub static ONHOLD_BFLAG: HostCell<c_int> = HostCell::new(-1);
 pub static DB_URL: StrParam = StrParam::new();
 pub static SUBS_TABLE: StrParam = StrParam::new();
@@ -56,7 +59,7 @@ pub static MEMBERS_DB_URL: StrParam = StrParam::new();
 pub static MIN_FREE_SHM_PERCENT: HostCell<c_int> = HostCell::new(Limits::DEFAULT.min_free_shm_percent as c_int);
 
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 32 + 8;
+const N_PARAMS: usize = 33 + 8;
 
 pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -90,6 +93,7 @@ pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"min_free_shm_percent", PARAM_INT, MIN_FREE_SHM_PERCENT.get() as *mut c_void),
     param(c"members_table", PARAM_STR, MEMBERS_TABLE.ptr()),
     param(c"members_db_url", PARAM_STR, MEMBERS_DB_URL.ptr()),
+    param(c"seized_ttl", PARAM_INT, SEIZED_TTL.get() as *mut c_void),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -110,6 +114,9 @@ pub struct Config {
     pub call_info_max_expires: u32,
     pub line_seize_max_expires: u32,
     pub purge_expired_interval: u32,
+    /// Seconds a line stays seized without a call before the purge frees
+    /// it (default 120, the C module's constant).
+    pub seized_ttl: u32,
     pub db_update_interval: u32,
     pub onhold_bflag: i32,
     pub db_url: Option<Vec<u8>>,
@@ -245,6 +252,7 @@ impl Config {
             call_info_max_expires: positive("call_info_max_expires", CALL_INFO_MAX_EXPIRES.read())?,
             line_seize_max_expires: positive("line_seize_max_expires", LINE_SEIZE_MAX_EXPIRES.read())?,
             purge_expired_interval: positive("purge_expired_interval", PURGE_EXPIRED_INTERVAL.read())?,
+            seized_ttl: positive("seized_ttl", SEIZED_TTL.read())?,
             db_update_interval: positive("db_update_interval", DB_UPDATE_INTERVAL.read())?,
             onhold_bflag,
             db_url: opt_str(&DB_URL),

@@ -81,7 +81,7 @@ entry! {
         let now = crate::module::subscribe::now();
         let mut lines = Vec::new();
         st.store.for_each_aor(|e| {
-            for sub in e.subs.iter() {
+            for sub in e.subs().iter() {
                 let line = match (uri::parts(e.aor()), uri::parts(sub.subscriber())) {
                     (Ok(a), Ok(s)) => format!(
                         "{} {}{}{} {} {} {}",
@@ -89,20 +89,20 @@ entry! {
                         lossy(s.host),
                         if s.port.is_some() { ":" } else { "" },
                         lossy(s.port.unwrap_or_default()),
-                        sub.event.name(),
-                        sub.expires - now,
-                        sub.state.as_str()
+                        sub.event().name(),
+                        sub.expires() - now,
+                        sub.state().as_str()
                     ),
                     _ => format!(
                         "{} {} {} {} {}",
                         lossy(e.aor()),
                         lossy(sub.subscriber()),
-                        sub.event.name(),
-                        sub.expires,
-                        sub.state.as_str()
+                        sub.event().name(),
+                        sub.expires(),
+                        sub.state().as_str()
                     ),
                 };
-                lines.push(match crate::module::cluster::node_field(sub.ver) {
+                lines.push(match crate::module::cluster::node_field(sub.ver()) {
                     Some(n) => format!("{line} node={n}"),
                     None => line,
                 });
@@ -118,7 +118,7 @@ entry! {
 }
 
 fn appearance_lines(e: &sca_core::store::AorEntry<crate::host::shm::Shm>, out: &mut Vec<String>) {
-    for a in e.apps.iter() {
+    for a in e.apps().iter() {
         let d = a.dialog();
         // sca_rs only, and only when set: the owner's phone stopped
         // answering during the call (subscriber liveness)
@@ -211,7 +211,7 @@ entry! {
             return;
         };
         let g = st.store.lock_aor(&aor);
-        let Some(e) = g.entry().filter(|e| e.shared) else {
+        let Some(e) = g.entry().filter(|e| e.is_shared()) else {
             drop(g);
             r.fault(404, &format!("{} is not a shared appearance", lossy(&aor)));
             return;
@@ -271,7 +271,7 @@ entry! {
             .map(|e| {
                 e.subs_of(event)
                     .filter(|s| contact.as_deref().is_none_or(|c| c == s.subscriber()))
-                    .map(|s| format!("{} {} {} {}", lossy(e.aor()), event.name(), lossy(s.subscriber()), s.expires))
+                    .map(|s| format!("{} {} {} {}", lossy(e.aor()), event.name(), lossy(s.subscriber()), s.expires()))
                     .collect()
             })
             .unwrap_or_default();
@@ -306,7 +306,7 @@ fn deactivate(st: &crate::module::Shared, filter: impl Fn(&[u8], &[u8]) -> bool)
         let Some(mut ed) = ed.core() else { return };
         let aor = ed.entry().aor().to_vec();
         // each node deactivates the subscriptions it NOTIFYs
-        let ended = ed.deactivate(|s| filter(&aor, s.subscriber()) && crate::module::effects::is_local(s.ver));
+        let ended = ed.deactivate(|s| filter(&aor, s.subscriber()) && crate::module::effects::is_local(s.ver()));
         for (event, subscriber) in ended {
             lines.push(format!("Deactivating {} subscription from {}", event.name(), lossy(&subscriber)));
         }
@@ -341,20 +341,20 @@ entry! {
 fn with_shared_aor(
     aor: &[u8],
     create: bool,
-    f: impl FnOnce(&mut sca_core::store::AorEntry<crate::host::shm::Shm>, i64) -> Result<String, String>,
+    f: impl FnOnce(&mut sca_core::change::AorEdit<'_, crate::host::shm::Shm>, i64) -> Result<String, String>,
 ) -> Result<String, String> {
     let Some(st) = shared() else { return Err("not initialised".into()) };
     let now = crate::module::subscribe::now();
     let mut g = crate::module::effects::edit(st, aor, now);
     if create {
         // like the C module's seize: the AoR becomes a shared appearance
-        g.entry_or_insert().map_err(|_| "out of shared memory".to_string())?.shared = true;
+        g.core_or_insert().map_err(|_| "out of shared memory".to_string())?.set_shared();
     }
-    let Some(e) = g.entry_mut().filter(|e| e.shared) else {
+    let Some(mut ed) = g.core().filter(|ed| ed.entry().is_shared()) else {
         return Err(format!("No appearances for {}", lossy(aor)));
     };
-    let line = f(e, now)?;
-    g.notify_group();
+    let line = f(&mut ed, now)?;
+    ed.notify_group();
     Ok(line)
 }
 
@@ -364,7 +364,7 @@ entry! {
             return r.fault(500, "usage: sca.seize_appearance sip:user@domain");
         };
         let res = with_shared_aor(&aor, true, |e, now| {
-            let idx = e.apps.seize(None, &owner, now, crate::host::shm::Shm).map_err(|_| "Failed to seize line".to_string())?;
+            let idx = e.seize(None, &owner, now).map_err(|_| "Failed to seize line".to_string())?;
             Ok(format!("Seized {} appearance-index {idx} for {}", lossy(&aor), lossy(&owner)))
         });
         match res {
@@ -387,7 +387,7 @@ entry! {
             return r.fault(500, &format!("{}: invalid state", lossy(&state)));
         };
         let res = with_shared_aor(&aor, false, |e, now| {
-            let app = u32::try_from(idx).ok().and_then(|i| e.apps.get_mut(i));
+            let app = u32::try_from(idx).ok().and_then(|i| e.app_mut(i));
             let Some(app) = app else { return Err(format!("Failed to update {} appearance-index {idx}", lossy(&aor))) };
             app.set_state(state, now);
             if let Some(u) = &uri {
@@ -413,7 +413,7 @@ entry! {
             return r.fault(500, "appearance-index must be > 0");
         }
         let res = with_shared_aor(&aor, false, |e, _| {
-            if e.apps.release(idx as u32) {
+            if e.release(idx as u32) {
                 Ok(String::new())
             } else {
                 Err(format!("{} appearance index {idx} is not in use", lossy(&aor)))

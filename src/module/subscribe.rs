@@ -7,14 +7,15 @@
 use sca_core::model::{EventType, SubState};
 use sca_core::parse;
 use sca_core::appearance::SeizeError;
+use sca_core::change::AorEdit;
 use sca_core::limits::{self, Limits, Refusal};
-use sca_core::store::{AorGuard, SubscriptionRec};
+use sca_core::store::SubscriptionRec;
 
 use crate::host::log::B;
-use crate::host::lock::KLock;
 use crate::host::msg::SipMsg;
 use crate::host::shm::Shm;
 use crate::host::sl;
+use crate::module::effects::Edit;
 use crate::module::{config, metrics, params::Config, shared, Shared};
 use crate::{entry, lm_dbg, lm_err, lm_info};
 
@@ -194,8 +195,6 @@ fn parse_request<'m>(cfg: &Config, msg: &mut SipMsg<'m>, event: EventType) -> Re
 struct Outcome {
     /// The appearance index to show a line-seize subscriber (or -1).
     index: i32,
-    /// Tell the AoR's call-info subscribers (a line was seized/released).
-    notify_group: bool,
 }
 
 pub fn handle_subscribe(st: &Shared, cfg: &Config, msg: &mut SipMsg<'_>, now: i64) -> i32 {
@@ -308,14 +307,14 @@ pub fn handle_subscribe_uris<'m>(
     };
 
     let mut guard = crate::module::effects::edit(st, req.aor, now);
-    let outcome = match decide(&mut guard, &mut rec, &req, seize_index, &cfg.limits, now) {
-        Ok(o) => o,
-        Err(r) => {
-            drop(guard);
-            return reply_error(msg, r);
-        }
-    };
+    let decided = decide(&mut guard, &mut rec, &req, seize_index, &cfg.limits, now);
+    // stored and replicated now; NOTIFYs and liveness after the reply
+    let changes = guard.defer_effects();
     drop(guard);
+    let outcome = match decided {
+        Ok(o) => o,
+        Err(r) => return reply_error(msg, r),
+    };
 
     let (code, reason) = event.ok_reply();
     let mut extra = Vec::with_capacity(160);
@@ -330,10 +329,9 @@ pub fn handle_subscribe_uris<'m>(
     }
     metrics::subscribe_replied(code);
 
-    // NOTIFY the subscriber, then for a seize or release the group; a new
+    // NOTIFY the subscriber, then (a seize or release) the group; a new
     // subscription's phone is watched (liveness)
-    let new_sub = state != SubState::Terminated && !req.in_dialog;
-    if crate::module::effects::subscribe_notifies(st, cfg, &rec, outcome.index, outcome.notify_group, new_sub, now).is_err() {
+    if crate::module::effects::subscribe_notifies(st, cfg, &rec, outcome.index, changes, now).is_err() {
         return -1;
     }
     if state == SubState::Terminated {
@@ -345,9 +343,11 @@ pub fn handle_subscribe_uris<'m>(
 }
 
 /// The locked part: store, refresh or end the subscription; seize or
-/// release a line. `rec` is updated to what the NOTIFY must say.
+/// release a line (through the edit, which records it: the group's
+/// NOTIFY and liveness follow from the change set after the reply). `rec`
+/// is updated to what the NOTIFY must say.
 fn decide(
-    guard: &mut AorGuard<'_, Shm, KLock>,
+    guard: &mut Edit<'_>,
     rec: &mut SubscriptionRec<'_>,
     req: &Request<'_>,
     seize_index: Option<u32>,
@@ -355,21 +355,35 @@ fn decide(
     now: i64,
 ) -> Result<Outcome, Reject> {
     let event = rec.event;
-    let mut out = Outcome { index: rec.index, notify_group: event == EventType::LineSeize };
-    let alloc = guard.alloc();
+    let mut out = Outcome { index: rec.index };
     // a subscription last refreshed through another node (cluster) moves
     // here; that node's NOTIFYs were not replicated, so the CSeq jumps
     let existing = guard.find_sub(event, req.subscriber).map(|s| {
-        let cseq = if crate::module::effects::is_local(s.ver) { s.notify_cseq } else { s.notify_cseq.wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
-        (cseq, s.record_route().to_vec(), s.index, s.state.is_terminated())
+        let cseq = if crate::module::effects::is_local(s.ver()) { s.notify_cseq() } else { s.notify_cseq().wrapping_add(sca_core::cluster::ORIGIN_CSEQ_JUMP) };
+        (cseq, s.record_route().to_vec(), s.index(), s.state().is_terminated())
     });
-    let seize = |guard: &mut AorGuard<'_, Shm, KLock>| -> Result<u32, Reject> {
-        // checked before an entry is made for a new AoR: a refusal leaves nothing
-        let none = sca_core::appearance::Appearances::new_in(alloc);
-        let apps = guard.entry().map_or(&none, |e| &e.apps);
-        limits::check_seize(lim, apps, seize_index, req.subscriber).map_err(|r| refuse(lim, r, req, event, now))?;
-        let e = guard.entry_or_insert().map_err(|_| Reject(500, "Internal Server Error - seize appearance index"))?;
-        e.apps.seize(seize_index, req.subscriber, now, alloc).map_err(|err| match err {
+    if existing.is_none() && (req.in_dialog || req.expires == 0) {
+        return if req.in_dialog {
+            Err(Reject(481, "Call Leg/Transaction Does Not Exist"))
+        } else {
+            // an out-of-dialog unsubscribe for nothing: answer, store nothing
+            Ok(out)
+        };
+    }
+    if existing.is_none() {
+        // a new subscription: the bounds (docs/security.md), checked before
+        // an entry is made for a new AoR, so a refusal leaves nothing
+        let aor_subs = guard.entry().map_or(0, |e| e.subs().len());
+        let counts = crate::module::limits::counts(req.subscriber, aor_subs);
+        limits::check_new_sub(lim, &counts).map_err(|r| refuse(lim, r, req, event, now))?;
+    }
+    // (an entry made here for a new AoR whose seize is refused stays empty
+    // and is dropped at the end of the edit)
+    let mut ed = guard.core_or_insert().map_err(|_| Reject(500, "Internal Server Error - save subscription"))?;
+    let seize = |ed: &mut AorEdit<'_, Shm>| -> Result<u32, Reject> {
+        limits::check_seize(lim, ed.entry().apps(), seize_index, req.subscriber)
+            .map_err(|r| refuse(lim, r, req, event, now))?;
+        ed.seize(seize_index, req.subscriber, now).map_err(|err| match err {
             SeizeError::Unavailable => {
                 metrics::SEIZES_REFUSED.inc();
                 Reject(480, "Temporarily Unavailable")
@@ -387,13 +401,12 @@ fn decide(
             if event == EventType::LineSeize {
                 if req.expires == 0 {
                     let idx = seize_index.unwrap_or(0);
-                    let released = guard.entry_mut().is_some_and(|e| e.apps.release(idx));
-                    if !released {
+                    if !ed.release(idx) {
                         return Err(Reject(500, "Internal Server Error - release seized line"));
                     }
                 } else if !req.in_dialog {
                     // a new seize from the same phone (not a refresh)
-                    let idx = seize(guard)?;
+                    let idx = seize(&mut ed)?;
                     rec.index = idx as i32;
                     out.index = rec.index;
                 } else if rec.index <= 0 {
@@ -402,11 +415,11 @@ fn decide(
                 }
             } else if !req.in_dialog {
                 // an out-of-dialog SUBSCRIBE from a phone that holds lines
-                // means it rebooted: its lines are free again
-                let released = guard.entry_mut().map_or(0, |e| e.apps.release_owner(req.subscriber));
+                // means it rebooted: its lines are free again (the group
+                // is told)
+                let released = ed.release_owner(req.subscriber);
                 if released > 0 {
                     lm_info!("released {released} appearances for subscriber {}", B(req.subscriber));
-                    out.notify_group = true;
                 }
             }
             let stored = if rec.record_route.is_empty() {
@@ -414,7 +427,7 @@ fn decide(
             } else {
                 rec.clone()
             };
-            if let Err(e) = guard.put_sub(&stored) {
+            if let Err(e) = ed.put_sub(&stored) {
                 lm_err!("cannot update the subscription of {}: {e:?}", B(req.subscriber));
                 return Err(Reject(500, "Internal Server Error - update subscription"));
             }
@@ -426,29 +439,27 @@ fn decide(
                 crate::module::limits::counted(req.subscriber, 1);
             }
         }
-        None if req.in_dialog => return Err(Reject(481, "Call Leg/Transaction Does Not Exist")),
-        None if req.expires > 0 => {
-            let aor_subs = guard.entry().map_or(0, |e| e.subs.len());
-            let counts = crate::module::limits::counts(req.subscriber, aor_subs);
-            limits::check_new_sub(lim, &counts).map_err(|r| refuse(lim, r, req, event, now))?;
+        None => {
             if event == EventType::LineSeize {
-                let idx = seize(guard)?;
+                let idx = seize(&mut ed)?;
                 rec.index = idx as i32;
                 out.index = rec.index;
             }
-            if let Err(e) = guard.put_sub(rec) {
+            if let Err(e) = ed.put_sub(rec) {
                 lm_err!("cannot save the subscription of {}: {e:?}", B(req.subscriber));
                 if event == EventType::LineSeize && rec.index > 0 {
-                    if let Some(e) = guard.entry_mut() {
-                        e.apps.release(rec.index as u32);
-                    }
+                    // undone; the change set is dropped with the error
+                    ed.release(rec.index as u32);
                 }
                 return Err(Reject(500, "Internal Server Error - save subscription"));
             }
             crate::module::limits::counted(req.subscriber, 1);
         }
-        // an out-of-dialog unsubscribe for nothing: answer, store nothing
-        None => out.notify_group = false,
+    }
+    // a line-seize SUBSCRIBE (seize, refresh or release) re-NOTIFYs the
+    // group, as the C module does
+    if event == EventType::LineSeize {
+        ed.notify_group();
     }
     Ok(out)
 }

@@ -713,6 +713,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("held_private", held_private),
     ("malformed_call_info", malformed_call_info),
     ("race_seize", race_seize),
+    ("stale_seize_purge", stale_seize_purge),
 ];
 
 /// `Some("signal N")` if the log says a Kamailio child process was killed
@@ -857,6 +858,52 @@ pub fn subscribe_unsubscribe_expiry(module: ScaModule) -> ScenarioResult {
             }
             ctx.quiet();
             ctx.rpc(&["sca.subscription_count", "call-info"]);
+            Ok(())
+        },
+    )
+}
+
+/// A line stuck in seized: A1 seizes index 1 with a long-lived line-seize
+/// (line_seize_max_expires=300) and no call follows; after the C module's
+/// `SCA_APPEARANCE_STATE_SEIZED_TTL` (120 s; sca_rs's `seized_ttl`
+/// default) the stale-appearance purge (every second here) frees the line
+/// and NOTIFYs the call-info subscribers; the line-seize subscription is
+/// left to expire on its own. Slow: two minutes of waiting for the purge.
+pub fn stale_seize_purge(module: ScaModule) -> ScenarioResult {
+    let opts = opts_with(
+        &module,
+        &[("purge_expired_interval", "1"), ("line_seize_max_expires", "300")],
+    );
+    run(
+        "stale_seize_purge",
+        module,
+        "a line seized for 120 s without a call is purged with a group NOTIFY (purge_expired_interval=1, line_seize_max_expires=300)",
+        opts,
+        PHONES,
+        |ctx| {
+            ctx.step("A1 subscribes call-info")?;
+            ctx.subscribe_call_info("A1")?;
+            ctx.step("A2 subscribes call-info")?;
+            ctx.subscribe_call_info("A2")?;
+
+            ctx.step("A1 seizes appearance-index 1 (line-seize, Expires 300), no call follows")?;
+            let (_s1, r) = ctx.seize("A1", "1", 300)?;
+            expect_status(ctx, &r, 200);
+            ctx.notifies(&[("A1", 2), ("A2", 1)]);
+            ctx.rpc(&["sca.all_appearances"]);
+
+            ctx.step("the purge frees the line stuck in seized (after 120 s)")?;
+            // wait for the purge's NOTIFY itself, on each phone
+            let deadline = Instant::now() + Duration::from_secs(150);
+            for label in ["A1", "A2"] {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if ctx.ua(label).recv_where(left, "purge NOTIFY", |m| m.method() == Some("NOTIFY")).is_err() {
+                    ctx.note(&format!("{label} got no NOTIFY from the stale-appearance purge within 150 s"));
+                }
+            }
+            ctx.quiet();
+            ctx.rpc(&["sca.all_appearances"]);
+            ctx.rpc(&["sca.subscription_count", "line-seize"]);
             Ok(())
         },
     )

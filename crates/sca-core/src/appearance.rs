@@ -361,16 +361,27 @@ impl<A: Allocator + Clone> Appearances<A> {
     /// Drop appearances stuck in seized (for [`SEIZED_TTL`]) or
     /// active-pending (for [`PENDING_TTL`]); how many were dropped.
     pub fn purge_stale(&mut self, now: i64) -> usize {
-        let before = self.list.len();
+        self.purge_stale_after(now, SEIZED_TTL).len()
+    }
+
+    /// [`Appearances::purge_stale`] with appearances stuck in seized for
+    /// `seized_ttl` seconds (the `seized_ttl` module parameter); the
+    /// indexes dropped.
+    pub fn purge_stale_after(&mut self, now: i64, seized_ttl: i64) -> std::vec::Vec<u32> {
+        let mut gone = std::vec::Vec::new();
         self.list.retain(|a| {
             let ttl = match a.state {
-                AppearanceState::Seized => SEIZED_TTL,
+                AppearanceState::Seized => seized_ttl,
                 AppearanceState::ActivePending => PENDING_TTL,
                 _ => return true,
             };
-            now - a.mtime < ttl
+            let keep = now - a.mtime < ttl;
+            if !keep {
+                gone.push(a.index);
+            }
+            keep
         });
-        before - self.list.len()
+        gone
     }
 }
 
@@ -474,5 +485,16 @@ mod tests {
         assert_eq!(a.purge_stale(135), 1); // pending since 100
         assert_eq!(a.purge_stale(10_000), 0); // active stays
         assert_eq!(a.iter().map(|x| x.index).collect::<std::vec::Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn the_seized_ttl_can_be_shorter_and_the_purge_names_the_lines() {
+        let mut a = apps();
+        a.seize(Some(3), b"o", 0, Global).expect("seize");
+        a.seize(Some(5), b"o", 2, Global).expect("seize");
+        assert!(a.purge_stale_after(3, 4).is_empty());
+        assert_eq!(a.purge_stale_after(4, 4), [3]);
+        assert_eq!(a.purge_stale_after(6, 4), [5]);
+        assert!(a.is_empty());
     }
 }

@@ -10,9 +10,12 @@
 //! allocator is Kamailio's shared memory and the lock a Kamailio
 //! `gen_lock_t`; in tests, the global heap and a spin lock.
 //!
-//! State changes go through explicit operations ([`SubscriptionRec`] in,
-//! [`Change`] out) so that persistence and replication can record and
-//! replay them.
+//! Nothing outside this crate writes an entry's fields: an AoR changes
+//! through an [`AorEdit`](crate::change::AorEdit), which records what
+//! changed in a [`ChangeSet`](crate::change::ChangeSet) (for NOTIFYs, DB
+//! deletes, replication and liveness), or through the clearly named
+//! restore path ([`AorGuard::merge_restored`]) and the cluster's apply
+//! ([`crate::cluster::replica`]).
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use allocator_api2::vec::Vec;
@@ -71,12 +74,12 @@ const S_RR: usize = 4;
 /// A stored subscription: its strings in one allocation.
 pub struct Subscription<A: Allocator> {
     strs: Packed<A, 5>,
-    pub event: EventType,
-    pub state: SubState,
-    pub expires: i64,
-    pub index: i32,
-    pub notify_cseq: u32,
-    pub subscribe_cseq: u32,
+    pub(crate) event: EventType,
+    pub(crate) state: SubState,
+    pub(crate) expires: i64,
+    pub(crate) index: i32,
+    pub(crate) notify_cseq: u32,
+    pub(crate) subscribe_cseq: u32,
     /// Persistence bookkeeping (see [`crate::persist`]): bumped by every
     /// change ([`Subscription::touch`], a replacing [`AorGuard::put_sub`]).
     gen: u32,
@@ -92,7 +95,7 @@ pub struct Subscription<A: Allocator> {
     /// Cluster only: the packed [`Ver`](crate::cluster::Ver) of the latest
     /// SUBSCRIBE; its node is the subscription's origin, the one node that
     /// NOTIFYs it (0: written locally, not stamped).
-    pub ver: u64,
+    pub(crate) ver: u64,
 }
 
 impl<A: Allocator> Subscription<A> {
@@ -120,6 +123,14 @@ impl<A: Allocator> Subscription<A> {
     pub fn touch(&mut self) {
         self.gen = self.gen.wrapping_add(1);
         self.dirty = true;
+    }
+
+    /// A NOTIFY of it is being sent: its CSeq goes on, and its row is
+    /// rewritten. (Code outside this crate holds a subscription mutably
+    /// only once it has left the store: an ended one.)
+    pub fn count_notify(&mut self) {
+        self.notify_cseq = self.notify_cseq.wrapping_add(1);
+        self.touch();
     }
 
     /// Whether this node writes this subscription to its DB at all (a
@@ -182,6 +193,33 @@ impl<A: Allocator> Subscription<A> {
         self.in_db || self.may_be_in_db
     }
 
+    pub fn event(&self) -> EventType {
+        self.event
+    }
+    pub fn state(&self) -> SubState {
+        self.state
+    }
+    /// Absolute expiry, seconds since the epoch (0: ended).
+    pub fn expires(&self) -> i64 {
+        self.expires
+    }
+    /// Seized appearance index (line-seize only), or -1.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+    /// CSeq of the last NOTIFY sent.
+    pub fn notify_cseq(&self) -> u32 {
+        self.notify_cseq
+    }
+    pub fn subscribe_cseq(&self) -> u32 {
+        self.subscribe_cseq
+    }
+    /// Cluster: the packed version of the latest SUBSCRIBE (0: local, not
+    /// stamped).
+    pub fn ver(&self) -> u64 {
+        self.ver
+    }
+
     pub fn subscriber(&self) -> &[u8] {
         self.strs.get(S_SUBSCRIBER)
     }
@@ -231,16 +269,31 @@ impl<A: Allocator> Subscription<A> {
 /// it when the table grows (rare).
 pub struct AorEntry<A: Allocator + Clone> {
     /// The subscriptions, with the AoR as their allocation's tail.
-    pub subs: ThinVec<Subscription<A>, A>,
-    pub apps: Appearances<A>,
+    pub(crate) subs: ThinVec<Subscription<A>, A>,
+    pub(crate) apps: Appearances<A>,
     /// A shared appearance (the C module's "registered appearance list"):
-    /// set when a subscription is stored, cleared by [`AorGuard::unregister`].
-    pub shared: bool,
+    /// set when a subscription is stored, cleared by [`AorEdit::unregister`](crate::change::AorEdit::unregister).
+    pub(crate) shared: bool,
 }
 
 impl<A: Allocator + Clone> AorEntry<A> {
     pub fn aor(&self) -> &[u8] {
         self.subs.tail()
+    }
+
+    /// The subscriptions, in no particular order.
+    pub fn subs(&self) -> &[Subscription<A>] {
+        &self.subs
+    }
+
+    /// The appearances (lines in use).
+    pub fn apps(&self) -> &Appearances<A> {
+        &self.apps
+    }
+
+    /// Is this AoR a shared appearance (C: `sca_uri_is_shared_appearance`)?
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     pub fn find_sub(&self, event: EventType, subscriber: &[u8]) -> Option<usize> {
@@ -259,11 +312,36 @@ impl<A: Allocator + Clone> AorEntry<A> {
         self.subs.iter().any(|s| s.event == event)
     }
 
+    /// Insert or replace the subscription of (`r.event`, `r.subscriber`)
+    /// (marks the AoR shared). On `NoMemory` nothing changed.
+    pub(crate) fn put_sub(&mut self, r: &SubscriptionRec<'_>) -> Result<Stored, StoreError> {
+        let mut sub = Subscription::new_in(r, self.subs.allocator().clone())?;
+        self.shared = true;
+        match self.find_sub(r.event, r.subscriber) {
+            Some(i) => {
+                // the same row in the DB: its history carries over
+                let old = &self.subs[i];
+                sub.gen = old.gen.wrapping_add(1);
+                sub.in_db = old.in_db;
+                sub.may_be_in_db = old.may_be_in_db;
+                self.subs[i] = sub;
+                Ok(Stored::Replaced)
+            }
+            None => {
+                // exact: most AoRs have one or two subscribers, and every
+                // spare slot is shared memory
+                self.subs.try_reserve_exact(1)?;
+                self.subs.push_within_capacity(sub).map_err(|_| StoreError::NoMemory)?;
+                Ok(Stored::Inserted)
+            }
+        }
+    }
+
     /// The phone at `contact` is gone (subscriber liveness): its
     /// subscriptions to this AoR end (returned, for a last NOTIFY and the
     /// DB), the lines it only seized are released, its appearances in a
     /// call are flagged and kept.
-    pub fn contact_gone(&mut self, contact: &[u8]) -> ContactGone<A> {
+    pub(crate) fn contact_gone(&mut self, contact: &[u8]) -> ContactGone<A> {
         let mut ended = std::vec::Vec::new();
         let mut i = 0;
         while i < self.subs.len() {
@@ -291,13 +369,13 @@ impl<A: Allocator> ContactGone<A> {
     }
 }
 
-/// What an operation did, for the caller to log, persist or replicate.
+/// What storing a subscription did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub enum Stored {
+    /// There was none of this (event, subscriber).
     Inserted,
-    Updated,
-    Removed,
-    Unchanged,
+    /// It replaced the one there was.
+    Replaced,
 }
 
 /// What [`AorGuard::merge_restored`] did.
@@ -459,7 +537,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
 
     /// [`AorGuard::entry_or_insert`], a new entry with room for `subs`
     /// subscriptions.
-    fn entry_or_insert_for(&mut self, subs: usize) -> Result<&mut AorEntry<A>, StoreError> {
+    pub(crate) fn entry_or_insert_for(&mut self, subs: usize) -> Result<&mut AorEntry<A>, StoreError> {
         let aor = self.aor;
         if self.entry().is_none() {
             let e = AorEntry {
@@ -493,7 +571,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
         e.find_sub(event, subscriber).and_then(|i| e.subs.get(i))
     }
 
-    pub fn find_sub_mut(
+    pub(crate) fn find_sub_mut(
         &mut self,
         event: EventType,
         subscriber: &[u8],
@@ -503,60 +581,21 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
         e.subs.get_mut(i)
     }
 
-    /// Insert or replace the subscription of (`r.event`, `r.subscriber`).
+    /// Insert or replace the subscription of (`r.event`, `r.subscriber`),
+    /// creating the entry if needed (restore, the cluster's apply, tests;
+    /// handlers use [`AorEdit::put_sub`](crate::change::AorEdit::put_sub)).
     /// On `NoMemory` the store is unchanged.
-    pub fn put_sub(&mut self, r: &SubscriptionRec<'_>) -> Result<Change, StoreError> {
-        let alloc = self.alloc.clone();
-        self.entry_or_insert_for(1)?;
-        let mut sub = match Subscription::new_in(r, alloc) {
-            Ok(s) => s,
-            Err(_) => {
-                self.prune();
-                return Err(StoreError::NoMemory);
-            }
-        };
-        let e = self.entry_or_insert()?;
-        e.shared = true;
-        match e.find_sub(r.event, r.subscriber) {
-            Some(i) => {
-                // the same row in the DB: its history carries over
-                let old = &e.subs[i];
-                sub.gen = old.gen.wrapping_add(1);
-                sub.in_db = old.in_db;
-                sub.may_be_in_db = old.may_be_in_db;
-                e.subs[i] = sub;
-                Ok(Change::Updated)
-            }
-            None => {
-                // exact: most AoRs have one or two subscribers, and every
-                // spare slot is shared memory
-                if e.subs.try_reserve_exact(1).is_err() {
-                    self.prune();
-                    return Err(StoreError::NoMemory);
-                }
-                if e.subs.push_within_capacity(sub).is_err() {
-                    self.prune();
-                    return Err(StoreError::NoMemory);
-                }
-                Ok(Change::Inserted)
-            }
+    pub(crate) fn put_sub(&mut self, r: &SubscriptionRec<'_>) -> Result<Stored, StoreError> {
+        let res = self.entry_or_insert_for(1).and_then(|e| e.put_sub(r));
+        if res.is_err() {
+            self.prune();
         }
+        res
     }
 
     /// Is this AoR a shared appearance (C: `sca_uri_is_shared_appearance`)?
     pub fn is_shared(&self) -> bool {
         self.entry().is_some_and(|e| e.shared)
-    }
-
-    /// Forget that this AoR is shared (C: `sca_appearance_unregister`):
-    /// drops its appearances too.
-    pub fn unregister(&mut self) {
-        let alloc = self.alloc.clone();
-        if let Some(e) = self.entry_mut() {
-            e.shared = false;
-            e.apps = Appearances::new_in(alloc);
-        }
-        self.prune();
     }
 
     pub fn alloc(&self) -> A {
@@ -588,13 +627,14 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
 
     /// Remove the subscription of (`event`, `subscriber`) and hand it over
     /// (the entry stays, even if empty: [`AorGuard::prune`] drops it).
-    pub fn take_sub(&mut self, event: EventType, subscriber: &[u8]) -> Option<Subscription<A>> {
+    pub(crate) fn take_sub(&mut self, event: EventType, subscriber: &[u8]) -> Option<Subscription<A>> {
         let e = self.entry_mut()?;
         let i = e.find_sub(event, subscriber)?;
         Some(e.subs.swap_remove(i))
     }
 
-    pub fn remove_sub(&mut self, event: EventType, subscriber: &[u8]) -> Change {
+    #[cfg(test)]
+    pub(crate) fn remove_sub(&mut self, event: EventType, subscriber: &[u8]) -> bool {
         let removed = match self.entry_mut() {
             Some(e) => match e.find_sub(event, subscriber) {
                 Some(i) => {
@@ -606,11 +646,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
             None => false,
         };
         self.prune();
-        if removed {
-            Change::Removed
-        } else {
-            Change::Unchanged
-        }
+        removed
     }
 }
 
@@ -662,12 +698,12 @@ mod tests {
         let aor = b"sip:100@example.com";
         {
             let mut g = s.lock_aor(aor);
-            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.1", EventType::CallInfo)), Ok(Change::Inserted));
-            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.2", EventType::CallInfo)), Ok(Change::Inserted));
-            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.1", EventType::LineSeize)), Ok(Change::Inserted));
+            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.1", EventType::CallInfo)), Ok(Stored::Inserted));
+            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.2", EventType::CallInfo)), Ok(Stored::Inserted));
+            assert_eq!(g.put_sub(&rec(aor, b"sip:100@10.0.0.1", EventType::LineSeize)), Ok(Stored::Inserted));
             let mut r = rec(aor, b"sip:100@10.0.0.1", EventType::CallInfo);
             r.expires = 2000;
-            assert_eq!(g.put_sub(&r), Ok(Change::Updated));
+            assert_eq!(g.put_sub(&r), Ok(Stored::Replaced));
             let found = g.find_sub(EventType::CallInfo, b"sip:100@10.0.0.1").expect("found");
             assert_eq!(found.expires, 2000);
             assert_eq!(found.to_rec(aor), r);
@@ -676,8 +712,8 @@ mod tests {
         assert_eq!(s.subscription_count(EventType::LineSeize), 1);
         {
             let mut g = s.lock_aor(aor);
-            assert_eq!(g.remove_sub(EventType::CallInfo, b"sip:100@10.0.0.1"), Change::Removed);
-            assert_eq!(g.remove_sub(EventType::CallInfo, b"sip:100@10.0.0.1"), Change::Unchanged);
+            assert!(g.remove_sub(EventType::CallInfo, b"sip:100@10.0.0.1"));
+            assert!(!g.remove_sub(EventType::CallInfo, b"sip:100@10.0.0.1"));
         }
         assert_eq!(s.subscription_count(EventType::CallInfo), 1);
     }
@@ -695,7 +731,9 @@ mod tests {
             // like the C module's appearance list: registered on the first
             // subscription, kept after the last one
             assert!(g.is_shared());
-            g.unregister();
+            let mut cs = crate::change::ChangeSet::new();
+            g.entry_mut().expect("entry").edit(&mut cs).unregister();
+            g.prune();
             assert!(!g.is_shared());
             assert!(g.entry().is_none());
         }

@@ -114,6 +114,11 @@ impl<T, A: Allocator> ThinVec<T, A> {
         h.div_ceil(a) * a
     }
 
+    /// The allocator it allocates with.
+    pub(crate) fn allocator(&self) -> &A {
+        &self.alloc
+    }
+
     pub fn capacity(&self) -> usize {
         self.header().map_or(0, |h| h.cap as usize)
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use allocator_api2::alloc::{AllocError, Allocator, Global};
 
+use sca_core::change::ChangeSet;
 use sca_core::appearance::{DialogRef, StrUpdate};
 use sca_core::keepalive::{Config as KaConfig, Now, PingResult, Table};
 use sca_core::model::{EventType, SubState};
@@ -76,17 +77,18 @@ fn sca_round(store: &Store<Counting, SpinLock>, n: usize, round: usize) {
         let a2 = format!("sip:{i}@10.0.0.2:5060");
         let (aor, a1, a2) = (aor.as_bytes(), a1.as_bytes(), a2.as_bytes());
         let mut g = store.lock_aor(aor);
-        g.put_sub(&rec(aor, a1, EventType::CallInfo, 1000, -1)).expect("subscribe");
-        g.put_sub(&rec(aor, a2, EventType::CallInfo, 1000, -1)).expect("subscribe");
+        let mut cs = ChangeSet::new();
+        let mut ed = g.edit_or_insert(&mut cs).expect("entry");
+        ed.put_sub(&rec(aor, a1, EventType::CallInfo, 1000, -1)).expect("subscribe");
+        ed.put_sub(&rec(aor, a2, EventType::CallInfo, 1000, -1)).expect("subscribe");
         // refresh with longer strings (reallocates)
         let mut r = rec(aor, a1, EventType::CallInfo, 2000, -1);
         r.record_route = b"<sip:10.0.0.254;lr>,<sip:10.0.0.253;lr;transport=tcp>";
-        g.put_sub(&r).expect("refresh");
-        g.put_sub(&rec(aor, a1, EventType::LineSeize, 1015, 1)).expect("line-seize");
-        let alloc = g.alloc();
-        let e = g.entry_mut().expect("entry");
-        let idx = e.apps.seize(None, a1, 10, alloc.clone()).expect("seize");
-        let app = e.apps.get_mut(idx).expect("seized");
+        ed.put_sub(&r).expect("refresh");
+        ed.put_sub(&rec(aor, a1, EventType::LineSeize, 1015, 1)).expect("line-seize");
+        let alloc = ed.alloc();
+        let idx = ed.seize(None, a1, 10).expect("seize");
+        let app = ed.app_mut(idx).expect("seized");
         let d = DialogRef { call_id: b"call-1@10.0.0.1", from_tag: b"ft1", to_tag: b"" };
         app.update_strs(&StrUpdate { owner: None, callee: Some(b"sip:bob@example.com"), uri: Some(b"\"Bob\" <sip:bob@example.com>"), dialog: Some(d), keep_previous: false }, alloc.clone())
             .expect("progressing");
@@ -95,20 +97,22 @@ fn sca_round(store: &Store<Counting, SpinLock>, n: usize, round: usize) {
         app.set_state(AppearanceState::Held, 13);
         // retrieval by the other phone keeps the previous owner and dialog
         let d2 = DialogRef { call_id: b"call-2@10.0.0.2", from_tag: b"ft2", to_tag: b"tt2" };
-        app.update_strs(&StrUpdate { owner: Some(a2), callee: None, uri: None, dialog: Some(d2), keep_previous: true }, alloc.clone())
+        app.update_strs(&StrUpdate { owner: Some(a2), callee: None, uri: None, dialog: Some(d2), keep_previous: true }, alloc)
             .expect("retrieve");
         app.set_state(AppearanceState::Active, 14);
         // a second line seized, then released by dialog and by owner
-        let idx2 = e.apps.seize(Some(7), a2, 15, alloc.clone()).expect("seize 7");
-        assert!(e.apps.release(idx2));
-        assert_eq!(e.apps.release_by_dialog(b"call-2@10.0.0.2", b"ft2"), Some(idx));
-        e.apps.seize(None, a2, 16, alloc).expect("seize again");
-        assert_eq!(e.apps.release_owner(a2), 1);
+        let idx2 = ed.seize(Some(7), a2, 15).expect("seize 7");
+        assert!(ed.release(idx2));
+        assert_eq!(ed.release_by_dialog(b"call-2@10.0.0.2", b"ft2"), Some(idx));
+        ed.seize(None, a2, 16).expect("seize again");
+        assert_eq!(ed.release_owner(a2), 1);
         // unsubscribe all, unregister
-        g.remove_sub(EventType::LineSeize, a1);
-        g.remove_sub(EventType::CallInfo, a1);
-        g.remove_sub(EventType::CallInfo, a2);
-        g.unregister();
+        ed.end_sub(EventType::LineSeize, a1, SubState::TerminatedTimeout, false).expect("a1 line-seize");
+        ed.end_sub(EventType::CallInfo, a1, SubState::TerminatedTimeout, false).expect("a1 call-info");
+        ed.end_sub(EventType::CallInfo, a2, SubState::TerminatedTimeout, false).expect("a2 call-info");
+        ed.unregister();
+        drop(cs);
+        g.prune();
         assert!(g.entry().is_none(), "the AoR entry is gone");
     }
 }
@@ -127,7 +131,8 @@ fn sca_store_gives_every_byte_back() {
         }
         // a store with subscriptions still in it is freed whole on drop
         let mut g = store.lock_aor(b"sip:left@example.com");
-        g.put_sub(&rec(b"sip:left@example.com", b"sip:x@10.0.0.9", EventType::CallInfo, 9, -1)).expect("put");
+        let mut cs = ChangeSet::new();
+        g.edit_or_insert(&mut cs).expect("entry").put_sub(&rec(b"sip:left@example.com", b"sip:x@10.0.0.9", EventType::CallInfo, 9, -1)).expect("put");
     }
     assert_eq!(alloc.live(), (0, 0), "dropping the store frees everything");
 }

@@ -20,14 +20,14 @@ pub(super) fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyS
             Record::SubPut(p) => {
                 let mut g = effects::edit_from_peer(st, p.sub.aor, now);
                 let mut t = tombs(c, n);
-                let local_before = g.find_sub(p.sub.event, p.sub.subscriber).map(|x| x.notify_cseq);
+                let local_before = g.find_sub(p.sub.event, p.sub.subscriber).map(|x| x.notify_cseq());
                 let r = replica::apply_sub_put(&mut g, p, n.id, &mut t);
                 drop(t);
                 if matches!(r, Ok(Applied::Changed)) && p.origin == n.id {
                     // our own subscription coming back (after a restart): our
                     // NOTIFYs since its last SUBSCRIBE were not replicated
-                    if let Some(sub) = g.find_sub_mut(p.sub.event, p.sub.subscriber) {
-                        sub.notify_cseq = sub.notify_cseq.max(local_before.unwrap_or(0)).wrapping_add(ORIGIN_CSEQ_JUMP);
+                    if let Some(mut ed) = g.core() {
+                        ed.resume_notify_cseq(p.sub.event, p.sub.subscriber, local_before.unwrap_or(0));
                     }
                 }
                 r.unwrap_or_else(|_| {
@@ -94,16 +94,8 @@ pub(super) fn apply(m: &Message<'_>, notify_groups: bool, from: &[u8]) -> ApplyS
 /// as when the call's progress ends it locally; call-info `deactivated`.
 /// A last NOTIFY is due unless it was already terminated (effects sends
 /// it if the subscription is ours).
-pub(super) fn last_notify(mut sub: sca_core::store::Subscription<Shm>) -> sca_core::change::Ended<Shm> {
-    let notify = !sub.state.is_terminated();
-    if notify {
-        sub.state = match sub.event {
-            EventType::LineSeize => SubState::TerminatedNoresource,
-            EventType::CallInfo => SubState::TerminatedDeactivated,
-        };
-        sub.expires = 0;
-    }
-    sca_core::change::Ended { sub, notify }
+pub(super) fn last_notify(sub: sca_core::store::Subscription<Shm>) -> sca_core::change::Ended<Shm> {
+    sca_core::change::Ended::deleted_by_peer(sub)
 }
 
 /// Seizes of ours that lost to a peer's earlier ones: the phone is told as
@@ -125,7 +117,7 @@ pub(super) fn lost(st: &Shared, aor: &[u8], lost: &[replica::Lost], from: &[u8],
         );
         let local = g
             .find_sub(EventType::LineSeize, &l.owner)
-            .is_some_and(|s| s.index == l.index as i32 && effects::is_local(s.ver));
+            .is_some_and(|s| s.index() == l.index as i32 && effects::is_local(s.ver()));
         if local {
             if let Some(mut ed) = g.core() {
                 ed.end_sub(EventType::LineSeize, &l.owner, SubState::TerminatedNoresource, false);

@@ -97,7 +97,8 @@ fn local_digest(fresh: bool) -> Option<Digest> {
     let started = std::time::Instant::now();
     let mut d = Digest::new();
     let now = now();
-    st.store.for_each_aor(|e| d.add(e, n.id, now));
+    let seized_ttl = seized_ttl();
+    st.store.for_each_aor(|e| d.add(e, n.id, now, seized_ttl));
     c.heal_counters
         .digest_us
         .store(started.elapsed().as_micros() as u64, Relaxed);
@@ -107,6 +108,11 @@ fn local_digest(fresh: bool) -> Option<Digest> {
         h.own_ms = now_ms();
     }
     Some(d)
+}
+
+/// The stale-line purge's age of a line stuck in seized (`seized_ttl`).
+fn seized_ttl() -> i64 {
+    config().map_or(sca_core::appearance::SEIZED_TTL, |c| i64::from(c.seized_ttl))
 }
 
 fn digest_message(session: u32, cursor: u32) -> Option<Vec<u8>> {
@@ -197,6 +203,8 @@ pub(super) fn store_chunk(
     let limit = (max_bytes as usize).clamp(1024, 60000);
     let slots = st.store.slot_count();
     let mut slot = cursor as usize;
+    // lines the purge is about to free are not sent (see digest::purge_due)
+    let seized_ttl = seized_ttl();
     let now = now();
     // the closing SYNC_CHUNK record and some slack
     const RESERVE: usize = 64;
@@ -206,7 +214,7 @@ pub(super) fn store_chunk(
             if full || only.is_some_and(|d| !d.contains(e.aor())) {
                 return;
             }
-            let recs = digest::entry_records(e, n.id, now);
+            let recs = digest::entry_records(e, n.id, now, seized_ttl);
             if recs.iter().map(|r| r.encoded_len()).sum::<usize>() + RESERVE > b.room()
                 && b.record_count() > 0
             {

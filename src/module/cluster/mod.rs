@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use sca_core::cluster::codec::{self, Builder, Header, Kind, Message, Record, SyncChunk, SyncReq, SYNC_DONE};
 use sca_core::cluster::replica::{self, node_of, Applied, Snapshot, Tomb, Tombs};
-use sca_core::cluster::{MAX_NODE_ID, ORIGIN_CSEQ_JUMP};
+use sca_core::cluster::MAX_NODE_ID;
 use sca_core::model::{EventType, SubState};
 use sca_core::store::AorGuard;
 use sca_core::sync::Locked;

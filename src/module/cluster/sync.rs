@@ -193,7 +193,7 @@ pub(super) fn notify_local_groups() {
     let (Some(st), Some(cfg)) = (shared(), config()) else { return };
     let now = now();
     effects::sweep(st, cfg, now, |ed| {
-        if !ed.entry().apps.is_empty() {
+        if !ed.entry().apps().is_empty() {
             ed.notify_group();
         }
     });

@@ -28,7 +28,7 @@ use foldhash::fast::FixedState;
 use super::codec::{AorApps, Record, SubDel, SubPut, Tombstone};
 use super::replica::{self, app_key, sub_key, Tombs};
 use super::Ver;
-use crate::appearance::{PENDING_TTL, SEIZED_TTL};
+use crate::appearance::PENDING_TTL;
 use crate::parse::appearance::AppearanceState;
 use crate::store::AorEntry;
 
@@ -58,9 +58,9 @@ fn mix(mut x: u64) -> u64 {
 /// stuck in seized or active-pending at `now`? Each node purges at its
 /// own interval, so such appearances are neither summed nor sent: a node
 /// that has purged one must not get it back from one that has not yet.
-pub fn purge_due(state: AppearanceState, mtime: i64, now: i64) -> bool {
+pub fn purge_due(state: AppearanceState, mtime: i64, now: i64, seized_ttl: i64) -> bool {
     match state {
-        AppearanceState::Seized => now - mtime >= SEIZED_TTL,
+        AppearanceState::Seized => now - mtime >= seized_ttl,
         AppearanceState::ActivePending => now - mtime >= PENDING_TTL,
         _ => false,
     }
@@ -73,7 +73,7 @@ pub fn purge_due(state: AppearanceState, mtime: i64, now: i64) -> bool {
 /// restored from this node's database and
 /// not stamped since counts as this node's with stamp 0, as a full sync
 /// sends it.
-pub fn aor_sum<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64) -> u64 {
+pub fn aor_sum<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64, seized_ttl: i64) -> u64 {
     let mut acc = 0u64;
     let mut any = false;
     for s in e.subs.iter() {
@@ -97,7 +97,7 @@ pub fn aor_sum<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64) ->
     for a in e
         .apps
         .iter()
-        .filter(|a| a.inc != 0 && !purge_due(a.state, a.mtime, now))
+        .filter(|a| a.inc != 0 && !purge_due(a.state, a.mtime, now, seized_ttl))
     {
         let mut h = FixedState::with_seed(SEED).build_hasher();
         h.write_u8(b'A');
@@ -135,8 +135,8 @@ impl Digest {
     }
 
     /// Count `e` in (see [`aor_sum`]).
-    pub fn add<A: Allocator + Clone>(&mut self, e: &AorEntry<A>, self_id: u32, now: i64) {
-        let s = aor_sum(e, self_id, now);
+    pub fn add<A: Allocator + Clone>(&mut self, e: &AorEntry<A>, self_id: u32, now: i64, seized_ttl: i64) {
+        let s = aor_sum(e, self_id, now, seized_ttl);
         if s != 0 {
             let b = bucket_of(e.aor());
             if let Some(x) = self.sums.get_mut(b) {
@@ -206,6 +206,7 @@ pub fn entry_records<A: Allocator + Clone>(
     e: &AorEntry<A>,
     self_id: u32,
     now: i64,
+    seized_ttl: i64,
 ) -> Vec<Record<'_>> {
     let mut recs: Vec<Record<'_>> = e
         .subs
@@ -225,7 +226,7 @@ pub fn entry_records<A: Allocator + Clone>(
     if e.shared || !e.apps.is_empty() {
         let mut r = replica::aor_apps_record(e, Vec::new());
         if let Record::AorApps(a) = &mut r {
-            a.apps.retain(|x| !purge_due(x.state, x.mtime, now));
+            a.apps.retain(|x| !purge_due(x.state, x.mtime, now, seized_ttl));
         }
         recs.push(r);
     }
@@ -294,6 +295,7 @@ fn sub_correction<'a>(p: &SubPut<'a>, tombs: &mut impl Tombs) -> Option<SubDel<'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::appearance::SEIZED_TTL;
     use crate::model::EventType;
     use crate::testutil::{rec, store};
 
@@ -316,8 +318,8 @@ mod tests {
             b.lock_aor(aor).put_sub(&r).expect("put");
         }
         let (mut da, mut db) = (Digest::new(), Digest::new());
-        a.for_each_aor(|e| da.add(e, 1, 0));
-        b.for_each_aor(|e| db.add(e, 1, 0));
+        a.for_each_aor(|e| da.add(e, 1, 0, SEIZED_TTL));
+        b.for_each_aor(|e| db.add(e, 1, 0, SEIZED_TTL));
         assert_eq!(da, db);
         assert!(da.differing(db.sums()).is_empty());
         assert!(da.sums().iter().any(|s| *s != 0));
@@ -330,7 +332,7 @@ mod tests {
             s.ver = Ver::new(5, 2).pack();
         }
         let mut db = Digest::new();
-        b.for_each_aor(|e| db.add(e, 1, 0));
+        b.for_each_aor(|e| db.add(e, 1, 0, SEIZED_TTL));
         let d = da.differing(db.sums());
         assert_eq!(d.count(), 1);
         assert!(d.contains(&aors[7]));
@@ -341,25 +343,25 @@ mod tests {
 
     #[test]
     fn lines_due_for_the_purge_and_expired_subscriptions_are_neither_summed_nor_sent() {
-        assert!(!purge_due(AppearanceState::Seized, 0, 119));
-        assert!(purge_due(AppearanceState::Seized, 0, 120));
-        assert!(!purge_due(AppearanceState::ActivePending, 100, 134));
-        assert!(purge_due(AppearanceState::ActivePending, 100, 135));
-        assert!(!purge_due(AppearanceState::Active, 0, 1_000_000));
+        assert!(!purge_due(AppearanceState::Seized, 0, 119, SEIZED_TTL));
+        assert!(purge_due(AppearanceState::Seized, 0, 120, SEIZED_TTL));
+        assert!(!purge_due(AppearanceState::ActivePending, 100, 134, SEIZED_TTL));
+        assert!(purge_due(AppearanceState::ActivePending, 100, 135, SEIZED_TTL));
+        assert!(!purge_due(AppearanceState::Active, 0, 1_000_000, SEIZED_TTL));
         let s = store(2);
         let mut g = s.lock_aor(AOR);
         g.put_sub(&rec(AOR, b"sip:a@1", EventType::CallInfo))
             .expect("put");
         let e = g.entry().expect("entry");
         let puts = |now| {
-            entry_records(e, 1, now)
+            entry_records(e, 1, now, SEIZED_TTL)
                 .iter()
                 .filter(|r| matches!(r, Record::SubPut(_)))
                 .count()
         };
         assert_eq!(puts(999), 1);
         assert_eq!(puts(1000), 0);
-        match &entry_records(e, 7, 0)[0] {
+        match &entry_records(e, 7, 0, SEIZED_TTL)[0] {
             Record::SubPut(p) => assert_eq!(
                 (p.origin, p.ver),
                 (7, Ver::new(0, 7)),
@@ -376,20 +378,20 @@ mod tests {
         g.put_sub(&rec(AOR, b"sip:a@1", EventType::CallInfo))
             .expect("put");
         let e = g.entry().expect("entry");
-        let live = aor_sum(e, 3, 0);
+        let live = aor_sum(e, 3, 0, SEIZED_TTL);
         assert_ne!(live, 0);
         // expired at 1000: out, like an empty AoR
-        assert_eq!(aor_sum(e, 3, 1000), 0);
+        assert_eq!(aor_sum(e, 3, 1000, SEIZED_TTL), 0);
         // a restored (unstamped) one counts as stamp (0, self)
         drop(g);
         let mut g = s.lock_aor(AOR);
         g.find_sub_mut(EventType::CallInfo, b"sip:a@1")
             .expect("sub")
             .ver = Ver::new(0, 3).pack();
-        assert_eq!(aor_sum(g.entry().expect("entry"), 3, 0), live);
+        assert_eq!(aor_sum(g.entry().expect("entry"), 3, 0, SEIZED_TTL), live);
         g.find_sub_mut(EventType::CallInfo, b"sip:a@1")
             .expect("sub")
             .state = crate::model::SubState::TerminatedTimeout;
-        assert_eq!(aor_sum(g.entry().expect("entry"), 3, 0), 0);
+        assert_eq!(aor_sum(g.entry().expect("entry"), 3, 0, SEIZED_TTL), 0);
     }
 }

@@ -424,7 +424,7 @@ use crate::cluster::digest::{self, Digest};
 impl Node {
     fn digest(&self) -> Digest {
         let mut d = Digest::new();
-        self.store.for_each_aor(|e| d.add(e, self.id, 0));
+        self.store.for_each_aor(|e| d.add(e, self.id, 0, crate::appearance::SEIZED_TTL));
         d
     }
 
@@ -437,7 +437,7 @@ impl Node {
             codec::Builder::new(&Header::new(Kind::Changes, self.id, 7, 1)).expect("builder");
         self.store.for_each_aor(|e| {
             if diff.contains(e.aor()) {
-                for r in digest::entry_records(e, self.id, 0) {
+                for r in digest::entry_records(e, self.id, 0, crate::appearance::SEIZED_TTL) {
                     b.push(&r).expect("fits");
                 }
             }

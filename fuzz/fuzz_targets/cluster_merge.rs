@@ -38,7 +38,7 @@ fn apply(store: &Store<Global, SpinLock>, tombs: &mut MapTombs, records: &[Recor
                 let mut g = store.lock_aor(a.aor);
                 let _ = apply_aor_apps(&mut g, a, 1, tombs);
             }
-            Record::SyncReq(_) | Record::SyncChunk(_) => {}
+            Record::SyncReq(_) | Record::SyncChunk(_) | Record::Digest(_) => {}
         }
     }
 }
@@ -46,10 +46,10 @@ fn apply(store: &Store<Global, SpinLock>, tombs: &mut MapTombs, records: &[Recor
 fn dump(store: &Store<Global, SpinLock>) -> Vec<String> {
     let mut out = Vec::new();
     store.for_each_aor(|e| {
-        for s in e.subs.iter() {
-            out.push(format!("{:?} {:?} {:?} {} {}", e.aor(), s.event, s.subscriber(), s.ver, s.expires));
+        for s in e.subs().iter() {
+            out.push(format!("{:?} {:?} {:?} {} {}", e.aor(), s.event(), s.subscriber(), s.ver(), s.expires()));
         }
-        for a in e.apps.iter() {
+        for a in e.apps().iter() {
             out.push(format!("{:?} {} {:?} {} {} {:?}", e.aor(), a.index, a.state, a.inc, a.ver, a.strs()));
         }
     });

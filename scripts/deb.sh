@@ -61,7 +61,7 @@ install -m 0644 "$module" "$stage$moddir/sca_rs.so"
 objcopy --strip-debug "$stage$moddir/sca_rs.so"
 install -m 0644 "$top/README.md" "$doc/README.md"
 install -m 0644 "$top"/docs/*.md "$doc/docs/"
-install -m 0644 "$top"/cfg-examples/*.cfg "$doc/examples/"
+install -m 0644 "$top"/cfg-examples/*.cfg "$top"/cfg-examples/*.lua "$doc/examples/"
 # the sca_members table (docs/security.md), like Kamailio's own schema files
 for d in db_sqlite postgres mysql; do
   install -d "$stage/usr/share/$pkg/schema/$d"

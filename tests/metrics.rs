@@ -43,7 +43,8 @@ fn example(gateway: &str, defines: &str) -> KamailioOpts {
     let tpl = format!(
         "#!define LISTEN udp:127.0.0.1:{{{{PORT}}}}\n#!define HTTP_LISTEN tcp:127.0.0.1:{{{{PORT}}}}\n\
          #!define DBURL \"{{{{DB_URL}}}}\"\n#!define CTL \"{{{{CTL_SOCKET}}}}\"\n\
-         #!define GATEWAY \"{gateway}\"\n#!define PING_INTERVAL 1\n#!define FR_TIMER 1000\n{defines}{text}"
+         #!define GATEWAY \"{gateway}\"\n#!define PING_INTERVAL 1\n#!define FR_TIMER 1000\n\
+         #!define SCA_EXAMPLE_WITHOUT_AUTH\n{defines}{text}"
     );
     KamailioOpts::new(&tpl, ScaModule::Rust)
 }

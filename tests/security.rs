@@ -1,7 +1,7 @@
 //! Who may see and seize a line (docs/security.md), with a real Kamailio:
-//! the example config as shipped (digest authentication of SUBSCRIBE and
-//! INVITE, membership through `sca_is_member()` and the `sca_members`
-//! table), and the bounds only the module can enforce (seized lines per
+//! the example configs as shipped (native, KEMI/Lua and metrics: digest
+//! authentication of SUBSCRIBE and INVITE, membership through
+//! `sca_is_member()` / `KSR.sca.is_member` and the `sca_members` table), and the bounds only the module can enforce (seized lines per
 //! contact, the highest appearance index, subscriptions per contact, per
 //! AoR and in total), their refusals counted and logged once per source.
 
@@ -467,16 +467,30 @@ fn restored_subscriptions_count_against_the_bounds() {
 
 // ------------------------------------------------------------ the example config
 
-/// cfg-examples/kamailio-sca.cfg as shipped, the harness's port, ctl
-/// socket, DB and module path going in through its own switches.
-fn example_template() -> String {
-    let text = std::fs::read_to_string(repo_root().join("cfg-examples/kamailio-sca.cfg"))
-        .expect("read the example");
+/// The shipped example configs that route SCA (each secure by default).
+const NATIVE: &str = "cfg-examples/kamailio-sca.cfg";
+/// The KEMI one: its routing is cfg-examples/kamailio-sca.lua.
+const KEMI: &str = "cfg-examples/kamailio-sca-kemi.cfg";
+const METRICS: &str = "cfg-examples/kamailio-sca-metrics.cfg";
+
+/// An example config as shipped, the harness's port, ctl socket, DB and
+/// module path going in through its own switches (`#!define`s before its
+/// text; each example defines only what is not defined yet).
+fn example_template(file: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join(file))
+        .unwrap_or_else(|e| panic!("read {file}: {e}"));
+    assert!(text.contains("loadmodule \"sca_rs.so\""), "{file} loads sca_rs.so");
     let text = text.replace(
         "loadmodule \"sca_rs.so\"",
         "loadmodule \"{{SCA_LOADMODULE}}\"",
     );
-    format!("#!define LISTEN udp:127.0.0.1:{{{{PORT}}}}\n#!define DBURL \"{{{{DB_URL}}}}\"\n#!define CTL \"{{{{CTL_SOCKET}}}}\"\n{text}")
+    let lua = repo_root().join("cfg-examples/kamailio-sca.lua");
+    format!(
+        "#!define LISTEN udp:127.0.0.1:{{{{PORT}}}}\n#!define DBURL \"{{{{DB_URL}}}}\"\n#!define CTL \"{{{{CTL_SOCKET}}}}\"\n\
+         #!define KEMI_SCRIPT \"{}\"\n\
+         #!define HTTP_LISTEN tcp:127.0.0.1:{{{{PORT}}}}\n#!define GATEWAY \"127.0.0.1:{{{{PORT}}}}\"\n#!define PING_INTERVAL 3600\n{text}",
+        lua.display()
+    )
 }
 
 /// Users (password = user name reversed) and memberships of line 100.
@@ -491,6 +505,10 @@ INSERT INTO sca_members (aor, member) VALUES ('100@127.0.0.1', 'sip:bob@127.0.0.
 ";
 
 fn start_example() -> Kamailio {
+    start_example_file(NATIVE)
+}
+
+fn start_example_file(file: &str) -> Kamailio {
     let mut sql =
         std::fs::read_to_string(kamailio_file(SQLITE_SCHEMA_DIR).join("auth_db-create.sql"))
             .expect("auth_db schema");
@@ -499,7 +517,7 @@ fn start_example() -> Kamailio {
             .expect("our schema"),
     );
     sql.push_str(SEED);
-    Kamailio::start(KamailioOpts::new(&example_template(), ScaModule::Rust).db_seed_sql(&sql))
+    Kamailio::start(KamailioOpts::new(&example_template(file), ScaModule::Rust).db_seed_sql(&sql))
 }
 
 /// Credentials: (user, password).
@@ -563,7 +581,20 @@ fn nothing_stored(k: &Kamailio) {
 
 #[test]
 fn the_example_config_challenges_strangers_and_refuses_non_members() {
-    let k = start_example();
+    challenges_strangers_and_refuses_non_members(start_example());
+}
+
+#[test]
+fn the_kemi_example_challenges_strangers_and_refuses_non_members() {
+    challenges_strangers_and_refuses_non_members(start_example_file(KEMI));
+}
+
+#[test]
+fn the_metrics_example_challenges_strangers_and_refuses_non_members() {
+    challenges_strangers_and_refuses_non_members(start_example_file(METRICS));
+}
+
+fn challenges_strangers_and_refuses_non_members(k: Kamailio) {
     let mut stranger = ua("S", &k);
 
     // no credentials: challenged, nothing stored, no NOTIFY
@@ -699,7 +730,17 @@ fn the_example_config_challenges_strangers_and_refuses_non_members() {
 
 #[test]
 fn members_use_the_example_config_end_to_end() {
-    let k = start_example();
+    members_end_to_end(start_example());
+}
+
+#[test]
+fn members_use_the_kemi_example_end_to_end() {
+    members_end_to_end(start_example_file(KEMI));
+}
+
+/// Members subscribe, seize, call, hold and retrieve through an example;
+/// a non-member cannot call from the shared line.
+fn members_end_to_end(k: Kamailio) {
     let mut alice = ua("ALICE", &k);
     let mut bob = ua("BOB", &k);
     let mut carol = Ua::new("CAROL", "200", k.addr()).expect("UA");

@@ -776,3 +776,83 @@ fn cluster_statistics_follow_replication() {
     assert_moved(&a2, &r2, &[("cluster_msgs_rejected", 1)]);
     assert_eq!(r2["cluster_peers_active"], 1);
 }
+
+/// A DB that refuses the writes: each failed attempt counts in
+/// `db_rows_failed`, the changes wait in `db_backlog` (nothing counted as
+/// written); once the DB takes them again the backlog drains, the rows are
+/// written and the failures stop growing.
+#[test]
+fn a_failing_db_counts_failed_rows_and_keeps_the_backlog() {
+    let gw = Gateway::new(200);
+    let k = Kamailio::start(example(&gw.hostport(), ""));
+    let mut a = phone(&k, "A", "101");
+    subscribe_call_info(&mut a, AOR);
+    assert!(
+        wait_until(WAIT, || {
+            let s = both(&k);
+            s["db_backlog"] == 0 && s["db_rows_written"] >= 1
+        }),
+        "the first subscription is written: {:?}",
+        both(&k)
+    );
+    let before = both(&k);
+    assert_eq!(before["db_rows_failed"], 0);
+
+    // the table goes away (as a DB that refuses writes): two more phones
+    k.sqlite("ALTER TABLE sca_subscriptions RENAME TO sca_subscriptions_away;")
+        .expect("rename the table");
+    let mut b = phone(&k, "B", "102");
+    let mut c = phone(&k, "C", "103");
+    subscribe_call_info(&mut b, AOR);
+    subscribe_call_info(&mut c, AOR);
+    // a write attempt (every second) fails for both rows, and the next again
+    assert!(
+        wait_until(WAIT, || both(&k)["db_rows_failed"] >= 4),
+        "failed writes counted: {:?}",
+        both(&k)
+    );
+    let failing = both(&k);
+    assert!(failing["db_backlog"] >= 2, "{failing:?}");
+    assert_eq!(
+        failing["db_rows_written"], before["db_rows_written"],
+        "nothing counted as written while the DB refuses"
+    );
+    assert!(
+        k.log_errors().iter().any(|l| l.contains("SCA DB write failed")),
+        "{:?}",
+        k.log_errors()
+    );
+
+    // the DB is back: the backlog drains, both rows are written, the
+    // failures stop growing
+    k.sqlite("ALTER TABLE sca_subscriptions_away RENAME TO sca_subscriptions;")
+        .expect("rename the table back");
+    assert!(
+        wait_until(WAIT, || both(&k)["db_backlog"] == 0),
+        "backlog drained after the DB came back: {:?}",
+        both(&k)
+    );
+    let healed = both(&k);
+    assert!(
+        healed["db_rows_written"] >= before["db_rows_written"] + 2,
+        "{before:?} -> {healed:?}"
+    );
+    let rows: i64 = k
+        .sqlite("SELECT count(*) FROM sca_subscriptions;")
+        .expect("sqlite")
+        .trim()
+        .parse()
+        .expect("count");
+    assert_eq!(rows, 3, "every subscription in the DB");
+    // no attempt is left to fail: the next write (a fourth phone) succeeds
+    let mut d = phone(&k, "D", "104");
+    subscribe_call_info(&mut d, AOR);
+    assert!(
+        wait_until(WAIT, || {
+            let s = both(&k);
+            s["db_backlog"] == 0 && s["db_rows_written"] > healed["db_rows_written"]
+        }),
+        "the fourth phone's row is written"
+    );
+    assert_eq!(both(&k)["db_rows_failed"], healed["db_rows_failed"]);
+}

@@ -36,7 +36,11 @@
 //!   of the seizing phone on its node: its last NOTIFYs from that node
 //!   only, its subscriptions gone from every node, and the line it held
 //!   (left seized, as in the C module) freed on every node at
-//!   `seized_ttl`, each other phone told once by its own node.
+//!   `seized_ttl`, each other phone told once by its own node;
+//! * `a_rejected_call_and_a_rebooted_phone_release_on_every_node`: a call
+//!   rejected with 486 through another node, and the seizing phone
+//!   subscribing afresh after a reboot: the same as the other release
+//!   paths.
 //!
 //! Where 127.0.0.2/.3 are not usable the tests print `SKIP: ...` and return.
 //! The tests run one at a time (three Kamailios each, timing checks).
@@ -2042,4 +2046,76 @@ fn an_rpc_deactivation_reaches_every_node() {
             p.name
         );
     }
+}
+
+/// Two more ways a line is released, on three nodes: after each, every
+/// node lists the line idle and every phone gets exactly one idle
+/// call-info NOTIFY from its own node.
+///
+/// 1. a call from a line seized through node 1, sent through node 2, is
+///    rejected by the callee (486): node 2 frees the line (and, as the C
+///    module does, first repeats the unchanged seized state, which only
+///    node 2's own phone hears);
+/// 2. the phone that seized a line through node 1 reboots: it subscribes
+///    to call-info afresh (a new dialog, out of the old one) through node
+///    1, which frees every line it held.
+#[test]
+fn a_rejected_call_and_a_rebooted_phone_release_on_every_node() {
+    let _g = serial();
+    let Some(c) = Cluster::start_n("rejected_call_reboot", 3) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    let mut d = Ua::new("D", "200", c.addr(2)).expect("bind UA socket");
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let idle = "<sip:127.0.0.1>;appearance-index=*;appearance-state=idle";
+    let seized = "appearance-index=1;appearance-state=seized";
+
+    // 1. seized through node 1, the INVITE through node 2, D answers 486
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies("seize on node 1", &mut [&mut a, &mut b, &mut cc], 1, 1, seized);
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+    let call = invite(&c, &mut a, &mut d, 2);
+    expect_notifies("INVITE through node 2", &mut [&mut a, &mut b, &mut cc], 1, 1, seized);
+    agree_one(&c, "after the INVITE through node 2", "seized", Some(1));
+    answer(&mut d, &call.d_invite, 486, "Busy Here", None);
+    expect_status(&mut a.ua, &call.invite, 486);
+    // (node 2 first repeats the unchanged state to its own phone, as the
+    // C module does: scenario_rejected_call; an unchanged state is not
+    // replicated, docs/cluster.md "Limits")
+    let got = collect_until(&mut [&mut a, &mut b, &mut cc], |g| {
+        g.iter().all(|g| latest(g).is_some_and(|m| call_info_of(m).contains(idle)))
+    });
+    for ((p, g), most) in [&a, &b, &cc].iter().zip(&got).zip([1, 2, 1]) {
+        let cis: Vec<String> = g.call_info.iter().map(call_info_of).collect();
+        assert!(
+            (1..=most).contains(&cis.len()) && latest(g).is_some_and(|m| call_info_of(m).contains(idle)),
+            "486 through node 2: {} (node {}) ends with one idle NOTIFY from its own node: {cis:?}",
+            p.name,
+            p.home_id
+        );
+        assert!(cis[..cis.len() - 1].iter().all(|ci| ci.contains(seized)), "{}: {cis:?}", p.name);
+    }
+    agree_none(&c, "after the 486 through node 2");
+
+    // 2. seized again through node 1; A reboots and subscribes afresh
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies("seize on node 1 again", &mut [&mut a, &mut b, &mut cc], 1, 1, seized);
+    agree_one(&c, "after the second seize on node 1", "seized", Some(1));
+    a.subscribe_call_info();
+    expect_notifies("A's fresh call-info SUBSCRIBE on node 1", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
+    agree_none(&c, "after A's reboot");
+    let a_hp = a.contact_hostport();
+    c.wait_agree("A's one call-info subscription everywhere", AGREE, subscriptions, |v| {
+        v.iter().filter(|l| l.contains(&a_hp) && l.contains(" call-info ")).count() == 1
+    });
 }

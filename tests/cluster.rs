@@ -31,7 +31,16 @@
 //!   `sca.release_appearance` on another node, a call's BYE: the same;
 //! * `a_dead_phone_releases_its_line_on_every_node`: subscriber liveness
 //!   declares the seizing phone down on its node: the same, and its
-//!   subscriptions are gone everywhere.
+//!   subscriptions are gone everywhere;
+//! * `an_rpc_deactivation_reaches_every_node`: `sca.deactivate_subscription`
+//!   of the seizing phone on its node: its last NOTIFYs from that node
+//!   only, its subscriptions gone from every node, and the line it held
+//!   (left seized, as in the C module) freed on every node at
+//!   `seized_ttl`, each other phone told once by its own node;
+//! * `a_rejected_call_and_a_rebooted_phone_release_on_every_node`: a call
+//!   rejected with 486 through another node, and the seizing phone
+//!   subscribing afresh after a reboot: the same as the other release
+//!   paths.
 //!
 //! Where 127.0.0.2/.3 are not usable the tests print `SKIP: ...` and return.
 //! The tests run one at a time (three Kamailios each, timing checks).
@@ -1913,4 +1922,200 @@ fn a_dead_phone_releases_its_line_on_every_node() {
     let st = got[0].call_info[0].header("Subscription-State").unwrap_or("");
     assert!(st.starts_with("terminated") && st.contains("reason=deactivated"), "A's last call-info NOTIFY: {st}");
     assert_eq!(cluster_stat(c.node(1), "tx_failed"), 0);
+}
+
+/// `sca.deactivate_subscription` on three nodes: node 1 ends the
+/// subscriptions of A (subscribed through it, holding line 1 with a
+/// long-lived line-seize) in place, `deactivated`, with a last NOTIFY of
+/// each from node 1 only; the other phones hear nothing of it (the C
+/// module does not NOTIFY the group). The change reaches every node: the
+/// purge drops A's terminated subscriptions everywhere, and the line,
+/// which a deactivation leaves seized as in the C module, is freed on
+/// every node when it has been seized for `seized_ttl`: B and C get
+/// exactly one idle NOTIFY each from their own node, A none (its
+/// call-info subscription is gone).
+#[test]
+fn an_rpc_deactivation_reaches_every_node() {
+    let _g = serial();
+    let specs: Vec<NodeSpec> = common::cluster::default_specs(3)
+        .into_iter()
+        .map(|mut s| {
+            s.extra_modparams += "modparam(\"sca_rs\", \"purge_expired_interval\", 1)\n\
+                                  modparam(\"sca_rs\", \"seized_ttl\", 8)\n\
+                                  modparam(\"sca_rs\", \"line_seize_max_expires\", 120)\n";
+            s
+        })
+        .collect();
+    let Some(c) = Cluster::start("rpc_deactivation", specs) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+
+    // A seizes line 1 through node 1 for 120 s
+    a.ua.proxy = a.home;
+    let mut ls = a.ua.dialog(AOR);
+    let s = a
+        .ua
+        .send_subscribe(&mut ls, &Subscribe::new("line-seize", 120).call_info(&call_info("1")))
+        .expect("send line-seize");
+    let r = a.ua.expect_final_response(&s, WAIT).expect("reply to line-seize");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies(
+        "seize on node 1",
+        &mut [&mut a, &mut b, &mut cc],
+        1,
+        1,
+        "appearance-index=1;appearance-state=seized",
+    );
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+    c.wait_agree("line-seize subscription everywhere", AGREE, subscriptions, |v| v.len() == 4);
+
+    // node 1 deactivates A's subscriptions (it is their origin)
+    let contact = format!("sip:100@{}", a.ua.local);
+    let out = c.node(1).rpc(&["sca.deactivate_subscription", AOR, &contact]);
+    let mut lines: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("Deactivating call-info subscription from {contact}"),
+            format!("Deactivating line-seize subscription from {contact}"),
+        ],
+        "{out}"
+    );
+    let got = collect_until(&mut [&mut a, &mut b, &mut cc], |g| {
+        g[0].call_info.len() + g[0].line_seize.len() >= 2
+    });
+    let states: Vec<&str> = got[0]
+        .call_info
+        .iter()
+        .chain(&got[0].line_seize)
+        .map(|m| m.header("Subscription-State").unwrap_or(""))
+        .collect();
+    assert_eq!(
+        states,
+        ["terminated;reason=deactivated", "terminated;reason=deactivated"],
+        "A's last NOTIFYs (call-info, line-seize), from node 1"
+    );
+    for (p, g) in [&b, &cc].iter().zip(&got[1..]) {
+        assert!(
+            g.call_info.is_empty() && g.line_seize.is_empty(),
+            "{} hears nothing of A's deactivation: {:?}",
+            p.name,
+            g.call_info.iter().map(call_info_of).collect::<Vec<_>>()
+        );
+    }
+    // every node drops A's terminated subscriptions at its purge
+    c.wait_agree("A's subscriptions gone from every node", AGREE, subscriptions, |v| {
+        v.len() == 2 && !v.iter().any(|l| l.contains(&a.contact_hostport()))
+    });
+
+    // the line stays seized until seized_ttl, then is idle everywhere
+    let got = collect_until_idle(&c, &mut [&mut a, &mut b, &mut cc], Duration::from_secs(30), |g| {
+        g[1..].iter().all(|g| !g.call_info.is_empty())
+    });
+    for (id, k) in c.running() {
+        assert!(appearances(k).is_empty(), "node {id} still lists {:?} after seized_ttl", appearances(k));
+        assert_eq!(subscriptions(k).len(), 2, "node {id}: {:?}", subscriptions(k));
+    }
+    assert!(
+        got[0].call_info.is_empty() && got[0].line_seize.is_empty(),
+        "A, deactivated, gets nothing more"
+    );
+    for (p, g) in [&b, &cc].iter().zip(&got[1..]) {
+        assert_eq!(
+            g.call_info.len(),
+            1,
+            "{} (node {}) gets exactly one call-info NOTIFY when the line is freed: {:?}",
+            p.name,
+            p.home_id,
+            g.call_info.iter().map(call_info_of).collect::<Vec<_>>()
+        );
+        let ci = call_info_of(&g.call_info[0]);
+        assert!(
+            ci.contains("appearance-index=*;appearance-state=idle") && !ci.contains("appearance-index=1"),
+            "{}: the line is idle: {ci}",
+            p.name
+        );
+    }
+}
+
+/// Two more ways a line is released, on three nodes: after each, every
+/// node lists the line idle and every phone gets exactly one idle
+/// call-info NOTIFY from its own node.
+///
+/// 1. a call from a line seized through node 1, sent through node 2, is
+///    rejected by the callee (486): node 2 frees the line (and, as the C
+///    module does, first repeats the unchanged seized state, which only
+///    node 2's own phone hears);
+/// 2. the phone that seized a line through node 1 reboots: it subscribes
+///    to call-info afresh (a new dialog, out of the old one) through node
+///    1, which frees every line it held.
+#[test]
+fn a_rejected_call_and_a_rebooted_phone_release_on_every_node() {
+    let _g = serial();
+    let Some(c) = Cluster::start_n("rejected_call_reboot", 3) else {
+        return;
+    };
+    c.wait_mesh(MESH);
+    wait_synced(&c, Duration::from_secs(10));
+    let mut a = Phone::new(&c, "A", "100", 1);
+    let mut b = Phone::new(&c, "B", "100", 2);
+    let mut cc = Phone::new(&c, "C", "100", 3);
+    let mut d = Ua::new("D", "200", c.addr(2)).expect("bind UA socket");
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let idle = "<sip:127.0.0.1>;appearance-index=*;appearance-state=idle";
+    let seized = "appearance-index=1;appearance-state=seized";
+
+    // 1. seized through node 1, the INVITE through node 2, D answers 486
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies("seize on node 1", &mut [&mut a, &mut b, &mut cc], 1, 1, seized);
+    agree_one(&c, "after the seize on node 1", "seized", Some(1));
+    let call = invite(&c, &mut a, &mut d, 2);
+    expect_notifies("INVITE through node 2", &mut [&mut a, &mut b, &mut cc], 1, 1, seized);
+    agree_one(&c, "after the INVITE through node 2", "seized", Some(1));
+    answer(&mut d, &call.d_invite, 486, "Busy Here", None);
+    expect_status(&mut a.ua, &call.invite, 486);
+    // (node 2 first repeats the unchanged state to its own phone, as the
+    // C module does: scenario_rejected_call; an unchanged state is not
+    // replicated, docs/cluster.md "Limits")
+    let got = collect_until(&mut [&mut a, &mut b, &mut cc], |g| {
+        g.iter().all(|g| latest(g).is_some_and(|m| call_info_of(m).contains(idle)))
+    });
+    for ((p, g), most) in [&a, &b, &cc].iter().zip(&got).zip([1, 2, 1]) {
+        let cis: Vec<String> = g.call_info.iter().map(call_info_of).collect();
+        assert!(
+            (1..=most).contains(&cis.len()) && latest(g).is_some_and(|m| call_info_of(m).contains(idle)),
+            "486 through node 2: {} (node {}) ends with one idle NOTIFY from its own node: {cis:?}",
+            p.name,
+            p.home_id
+        );
+        assert!(cis[..cis.len() - 1].iter().all(|ci| ci.contains(seized)), "{}: {cis:?}", p.name);
+    }
+    agree_none(&c, "after the 486 through node 2");
+
+    // 2. seized again through node 1; A reboots and subscribes afresh
+    let (_ls, r) = a.seize("1");
+    assert_eq!(r.status(), Some(200), "seize through node 1: {}", r.raw);
+    expect_notifies("seize on node 1 again", &mut [&mut a, &mut b, &mut cc], 1, 1, seized);
+    agree_one(&c, "after the second seize on node 1", "seized", Some(1));
+    a.subscribe_call_info();
+    expect_notifies("A's fresh call-info SUBSCRIBE on node 1", &mut [&mut a, &mut b, &mut cc], 1, 1, idle);
+    agree_none(&c, "after A's reboot");
+    let a_hp = a.contact_hostport();
+    c.wait_agree("A's one call-info subscription everywhere", AGREE, subscriptions, |v| {
+        v.iter().filter(|l| l.contains(&a_hp) && l.contains(" call-info ")).count() == 1
+    });
 }

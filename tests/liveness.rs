@@ -233,6 +233,43 @@ fn a_phone_answering_405_to_options_is_alive() {
     assert!(k.rpc(&["sca.all_appearances"]).contains(" 1 seized "));
 }
 
+/// A phone stops being pinged as soon as its last call-info subscription
+/// ends, not at the next once-per-interval recount (30 s here, so it
+/// cannot have run): a phone subscribed to two AoRs stays monitored when
+/// it unsubscribes from one, and goes when it unsubscribes from the
+/// other (one keepalive destination per phone, counting its AoRs).
+#[test]
+fn a_phone_is_no_longer_pinged_once_its_last_call_info_subscription_ends() {
+    const AOR2: &str = "sip:101@127.0.0.1";
+    let k = start(ScaModule::Rust, Some(30));
+    let mut a = phone(&k, "A", "100", Some(200));
+    let mut b = phone(&k, "B", "100", Some(200));
+    let mut d1 = subscribe_call_info(&mut a, AOR);
+    let mut d2 = subscribe_call_info(&mut a, AOR2);
+    let unsubscribe = |ua: &mut Ua, d: &mut common::sip::Dialog| {
+        let s = ua.send_subscribe(d, &Subscribe::new("call-info", 0)).expect("unSUBSCRIBE");
+        let r = ua.expect_final_response(&s, RECV_TIMEOUT).expect("reply to the unSUBSCRIBE");
+        assert_eq!(r.status(), Some(202), "{}", r.raw);
+        let n = ua.expect_request("NOTIFY", RECV_TIMEOUT).expect("terminated NOTIFY");
+        assert!(n.header("Subscription-State").is_some_and(|s| s.starts_with("terminated")), "{}", n.raw);
+    };
+    let within = Duration::from_secs(3);
+    wait_for("A monitored once", within, || stat(&k, "monitored") == 1, || drop(pump(&mut a, Duration::from_millis(50))));
+
+    // A leaves AOR, B comes: A still has AOR2, so both are monitored
+    unsubscribe(&mut a, &mut d1);
+    subscribe_call_info(&mut b, AOR);
+    wait_for("A (still on AOR2) and B monitored", within, || stat(&k, "monitored") == 2, || drop(pump(&mut a, Duration::from_millis(50))));
+
+    // A leaves AOR2, its last: no longer monitored, B still is
+    unsubscribe(&mut a, &mut d2);
+    wait_for("A no longer monitored", within, || stat(&k, "monitored") == 1, || drop(pump(&mut b, Duration::from_millis(50))));
+    let listed = k.rpc(&["keepalive.list"]);
+    assert!(!listed.contains(&port_of(&a)), "A is not a keepalive destination: {listed}");
+    assert!(listed.contains(&port_of(&b)), "B is: {listed}");
+    assert_eq!(stat(&k, "declared_dead"), 0);
+}
+
 /// Off (the default): no OPTIONS to phones, a silent phone's seized line
 /// stays seized, as with Debian's C module (run against both).
 #[test]

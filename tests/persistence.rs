@@ -297,8 +297,8 @@ fn graceful_restart_under_load_loses_no_acknowledged_subscription() {
         // as fast as Kamailio answers: the DB writer lags behind, and the
         // final flush must write everything
         let load = s.spawn(|| subscribe_load(addr, 0, &stop));
-        // stop Kamailio in the middle of the load
-        std::thread::sleep(Duration::from_millis(800));
+        // stop Kamailio in the middle of the load (well under way)
+        assert!(wait_until(Duration::from_secs(30), || call_info_count(&k) >= 100), "the load runs\n{}", k.log_tail(20));
         let st = k.stop().expect("graceful stop under load");
         assert!(st.success(), "{st}");
         stop.store(true, Ordering::Relaxed);
@@ -320,18 +320,23 @@ fn kill_9_under_load_loses_at_most_the_last_interval() {
     let mut k = start(&db, 1);
     let addr = k.addr();
     let stop = AtomicBool::new(false);
+    // db_update_interval is 1 s; a flush takes a moment more
+    let margin = Duration::from_millis(2000);
     let (acked, killed_at) = std::thread::scope(|s| {
         // a rate the DB writer keeps up with (README, Persistence: sqlite
         // writes about 1500 new rows/s on the test machine)
         let load = s.spawn(|| subscribe_load(addr, 300, &stop));
-        std::thread::sleep(Duration::from_millis(3500));
+        // once 100 subscriptions are stored, the load goes on until they
+        // are older than the margin: the writer had its chance at them
+        assert!(wait_until(Duration::from_secs(30), || call_info_count(&k) >= 100), "the load runs\n{}", k.log_tail(20));
+        let hundred_at = Instant::now();
+        let old = margin + Duration::from_millis(500);
+        assert!(wait_until(old + Duration::from_secs(30), || hundred_at.elapsed() > old && call_info_count(&k) >= 200), "the load goes on");
         let t = Instant::now();
         k.kill9();
         stop.store(true, Ordering::Relaxed);
         (load.join().expect("load thread"), t)
     });
-    // db_update_interval is 1 s; a flush takes a moment more
-    let margin = Duration::from_millis(2000);
     let old_enough: Vec<&String> = acked.iter().filter(|(_, at)| *at + margin < killed_at).map(|(s, _)| s).collect();
     assert!(old_enough.len() > 20, "the load ran long enough: {} of {}", old_enough.len(), acked.len());
     let rows = db_keys(&db);

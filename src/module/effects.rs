@@ -13,11 +13,18 @@
 //! 3. the call-info group: one NOTIFY each (this node's subscriptions).
 //!
 //! An [`Edit`] then captures the AoR for the cluster (local changes only;
-//! a peer's records are never sent on), unlocks, and broadcasts. The
-//! SUBSCRIBE path answers first and NOTIFYs after its reply
+//! a peer's records are never sent on), unlocks, broadcasts, and tells
+//! subscriber liveness which contacts the AoR started or stopped needing
+//! pinged ([`Watched`]); both compare the AoR with what it was when
+//! locked, so no change escapes them. The SUBSCRIBE path answers first
+//! and NOTIFYs (and tells liveness) after its reply
 //! ([`subscribe_notifies`]).
+//!
+//! DB writes need nothing here: `sca-core` marks a subscription's row to
+//! be written in the very method that changes it. Only a removed
+//! subscription, which leaves nothing to mark, needs its DB delete queued
+//! (step 1).
 
-use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 
 use sca_core::change::{AorEdit, ChangeSet};
@@ -112,10 +119,14 @@ fn notify_sent(e: &mut AorEntry<Shm>, i: usize) -> Option<&Subscription<Shm>> {
 /// A locked AoR being changed: its [`ChangeSet`] is applied, and (local
 /// changes) replicated, when it is finished or dropped.
 pub struct Edit<'s> {
-    g: ManuallyDrop<AorGuard<'s, Shm, KLock>>,
+    /// The AoR's lock (None only inside `drop`, which unlocks before it
+    /// broadcasts).
+    g: Option<AorGuard<'s, Shm, KLock>>,
     st: &'s Shared,
     /// Cluster: the AoR as locked, for the capture.
     snap: Option<Snapshot>,
+    /// Liveness on: the contacts the AoR needed pinged as locked.
+    watched: Option<Watched>,
     cs: ChangeSet<Shm>,
     now: i64,
 }
@@ -124,26 +135,31 @@ pub struct Edit<'s> {
 pub fn edit<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
     let g = st.store.lock_aor(aor);
     let snap = cluster::enabled().then(|| Snapshot::take(g.entry()));
-    Edit { g: ManuallyDrop::new(g), st, snap, cs: ChangeSet::new(), now }
+    let watched = Watched::take(g.entry());
+    Edit { g: Some(g), st, snap, watched, cs: ChangeSet::new(), now }
 }
 
 /// Lock `aor` to apply a peer's records to it: effects, no replication.
 /// (Subscriptions a peer stores or refreshes need no effect here: their
-/// NOTIFYs, DB rows and pings are their origin's.)
+/// NOTIFYs, DB rows and pings are their origin's; but one of ours that a
+/// peer's newer record takes over is no longer pinged here, and one that
+/// comes back to us from a peer is.)
 pub fn edit_from_peer<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
-    Edit { g: ManuallyDrop::new(st.store.lock_aor(aor)), st, snap: None, cs: ChangeSet::new(), now }
+    let g = st.store.lock_aor(aor);
+    let watched = Watched::take(g.entry());
+    Edit { g: Some(g), st, snap: None, watched, cs: ChangeSet::new(), now }
 }
 
 impl<'s> Deref for Edit<'s> {
     type Target = AorGuard<'s, Shm, KLock>;
     fn deref(&self) -> &Self::Target {
-        &self.g
+        self.g.as_ref().expect("an edit holds its lock until dropped")
     }
 }
 
 impl DerefMut for Edit<'_> {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.g
+        self.g.as_mut().expect("an edit holds its lock until dropped")
     }
 }
 
@@ -151,14 +167,14 @@ impl Edit<'_> {
     /// The AoR's entry as an edit that records what it changes (None: no
     /// such AoR).
     pub fn core(&mut self) -> Option<AorEdit<'_, Shm>> {
-        let e = self.g.entry_mut()?;
+        let e = self.g.as_mut()?.entry_mut()?;
         Some(e.edit(&mut self.cs))
     }
 
     /// [`Edit::core`], the entry created if absent (dropped again at the
     /// end of the edit if it stays empty).
     pub fn core_or_insert(&mut self) -> Result<AorEdit<'_, Shm>, StoreError> {
-        self.g.edit_or_insert(&mut self.cs)
+        self.g.as_mut().expect("an edit holds its lock until dropped").edit_or_insert(&mut self.cs)
     }
 
     /// The changes so far (for a peer's apply, which records by hand what
@@ -176,41 +192,54 @@ impl Edit<'_> {
     pub fn finish(self) {}
 
     /// Take the changes out, to be applied after the SIP reply
-    /// ([`subscribe_notifies`]); what is left to the end of the edit is
-    /// the capture for the peers. Dropped unapplied (an error reply): the
-    /// change set of a SUBSCRIBE that failed is never told, as in the C
-    /// module.
-    pub fn defer_effects(&mut self) -> ChangeSet<Shm> {
-        core::mem::take(&mut self.cs)
+    /// ([`subscribe_notifies`]), with what liveness is to hear of them
+    /// (the edit is done: nothing changes the AoR after this); what is
+    /// left to the end of the edit is the capture for the peers. Dropped
+    /// unapplied (an error reply): the change set of a SUBSCRIBE that
+    /// failed is never told, as in the C module (an error leaves the
+    /// phone's subscriptions as they were).
+    pub fn defer_effects(&mut self) -> Deferred {
+        let e = self.g.as_ref().and_then(|g| g.entry());
+        let watch = self.watched.take().map(|w| w.delta(e)).unwrap_or_default();
+        Deferred { cs: core::mem::take(&mut self.cs), watch }
     }
+}
+
+/// A SUBSCRIBE's effects, told after its reply ([`Edit::defer_effects`]).
+pub struct Deferred {
+    cs: ChangeSet<Shm>,
+    watch: WatchDelta,
 }
 
 impl Drop for Edit<'_> {
     fn drop(&mut self) {
+        let Some(mut g) = self.g.take() else { return };
         // nothing told and nothing captured while unwinding: the change
         // may be half done
         let mut msgs = Vec::new();
-        let mut watch = Vec::new();
+        let mut watch = WatchDelta::default();
         if !std::thread::panicking() {
             let cs = core::mem::take(&mut self.cs);
-            watch = to_watch(self.g.entry(), &cs);
             if !cs.is_empty() {
                 if let Some(cfg) = config() {
-                    let aor = self.g.aor().to_vec();
-                    apply(cfg, self.st, &aor, self.g.entry_mut(), cs, self.now);
+                    let aor = g.aor().to_vec();
+                    apply(cfg, self.st, &aor, g.entry_mut(), cs, self.now);
                 }
             }
-            self.g.prune();
+            g.prune();
+            if let Some(w) = self.watched.take() {
+                watch = w.delta(g.entry());
+            }
             if let Some(snap) = self.snap.take() {
-                msgs = cluster::capture(&snap, &mut self.g);
+                msgs = cluster::capture(&snap, &mut g);
             }
         }
-        // SAFETY: [I3] dropped exactly once, here; not used afterwards.
-        unsafe { ManuallyDrop::drop(&mut self.g) };
+        // unlocked before anything is sent
+        drop(g);
         if !msgs.is_empty() {
             cluster::broadcast(msgs);
         }
-        liveness_watch(&watch);
+        watch.tell();
     }
 }
 
@@ -228,27 +257,34 @@ pub fn for_each_aor(st: &Shared, now: i64, mut f: impl FnMut(&mut Edit<'_>)) {
 }
 
 /// Store-wide sweep that every node does for its own copies (the purge):
-/// `f` edits each AoR; the effects are applied, nothing is replicated.
+/// `f` edits each AoR; the effects are applied (liveness hears of them
+/// once every slot is unlocked again), nothing is replicated.
 pub fn sweep(st: &Shared, cfg: &Config, now: i64, mut f: impl FnMut(&mut AorEdit<'_, Shm>)) {
+    let mut watch = WatchDelta::default();
     st.store.retain_aors(|e| {
+        let watched = Watched::take(Some(e));
         let mut cs = ChangeSet::new();
         f(&mut e.edit(&mut cs));
         if !cs.is_empty() {
             let aor = e.aor().to_vec();
             apply(cfg, st, &aor, Some(e), cs, now);
+            if let Some(w) = watched {
+                watch.extend(w.delta(Some(e)));
+            }
         }
     });
+    watch.tell();
 }
 
 /// A SUBSCRIBE's NOTIFYs, after its reply (the C module's order): the
 /// subscriber's (as stored now: its route set and CSeq; `rec` with CSeq 1
-/// when nothing is stored, an unsubscribe), then the rest of `cs`, the
+/// when nothing is stored, an unsubscribe), then the rest of the
 /// SUBSCRIBE's changes ([`Edit::defer_effects`]): for a seize or release
-/// the group's; then the phone of a subscription `cs` added is monitored
-/// (liveness; refreshes change nothing there, and the periodic reconcile
-/// catches up with restored ones). Err when the subscriber's NOTIFY could
-/// not be sent.
-pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, index: i32, cs: ChangeSet<Shm>, now: i64) -> Result<(), ()> {
+/// the group's; then liveness: a phone whose call-info subscription is
+/// new here is monitored, one that unsubscribed is not any more (when it
+/// was its last). Err when the subscriber's NOTIFY could not be sent.
+pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, index: i32, d: Deferred, now: i64) -> Result<(), ()> {
+    let Deferred { cs, watch } = d;
     let mut guard = st.store.lock_aor(rec.aor);
     let mut call_info = Vec::with_capacity(256);
     let event = rec.event;
@@ -269,37 +305,85 @@ pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, 
     };
     if sent.is_err() {
         lm_err!("SCA {} SUBSCRIBE+NOTIFY for {} failed", event.name(), B(rec.subscriber));
+        drop(guard);
+        // stored all the same: liveness counts it
+        watch.tell();
         return Err(());
     }
-    let watch = to_watch(guard.entry(), &cs);
     if !cs.is_empty() {
         apply(cfg, st, rec.aor, guard.entry_mut(), cs, now);
     }
     drop(guard);
-    liveness_watch(&watch);
+    watch.tell();
     Ok(())
 }
 
-/// Liveness: the phones of the call-info subscriptions `cs` added (live,
-/// NOTIFYed by this node), each with the route set stored for it.
-fn to_watch(e: Option<&AorEntry<Shm>>, cs: &ChangeSet<Shm>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Some(e) = e else { return Vec::new() };
-    if cs.added.is_empty() || !liveness::enabled() {
-        return Vec::new();
-    }
-    cs.added
-        .iter()
-        .filter(|(event, _)| *event == EventType::CallInfo)
-        .filter_map(|(event, who)| e.find_sub(*event, who).map(|i| &e.subs()[i]))
+/// Subscriber liveness: the contacts an AoR needs pinged, that is those of
+/// its live call-info subscriptions that this node NOTIFYs (at most one
+/// subscription per contact in an AoR), sorted. Taken when an AoR is
+/// locked for an edit (None: liveness off), compared with the AoR when
+/// the edit ends ([`Watched::delta`]): each contact the AoR gained is
+/// watched, each it lost (unsubscribed, expired, ended, deactivated, or
+/// taken over by a peer) unwatched; liveness counts per contact the AoRs
+/// that need it, so a phone stops being pinged when its last call-info
+/// subscription ends.
+struct Watched(Vec<Vec<u8>>);
+
+/// The live call-info subscriptions of `e` that this node NOTIFYs.
+fn pinged_subs(e: Option<&AorEntry<Shm>>) -> impl Iterator<Item = &Subscription<Shm>> {
+    e.into_iter()
+        .flat_map(|e| e.subs_of(EventType::CallInfo))
         .filter(|s| !s.state().is_terminated() && is_local(s.ver()))
-        .map(|s| (s.subscriber().to_vec(), s.record_route().to_vec()))
-        .collect()
 }
 
-/// Monitor the phones [`to_watch`] found (outside the AoR's lock).
-fn liveness_watch(phones: &[(Vec<u8>, Vec<u8>)]) {
-    for (contact, route) in phones {
-        liveness::watch(contact, route);
+impl Watched {
+    fn take(e: Option<&AorEntry<Shm>>) -> Option<Watched> {
+        if !liveness::enabled() {
+            return None;
+        }
+        let mut v: Vec<Vec<u8>> = pinged_subs(e).map(|s| s.subscriber().to_vec()).collect();
+        v.sort_unstable();
+        Some(Watched(v))
+    }
+
+    /// What changed between the AoR as taken and `e`, the AoR now.
+    fn delta(self, e: Option<&AorEntry<Shm>>) -> WatchDelta {
+        let before = self.0;
+        let mut d = WatchDelta::default();
+        let mut after: Vec<&[u8]> = Vec::with_capacity(before.len() + 1);
+        for s in pinged_subs(e) {
+            after.push(s.subscriber());
+            if before.binary_search_by(|c| c.as_slice().cmp(s.subscriber())).is_err() {
+                d.watch.push((s.subscriber().to_vec(), s.record_route().to_vec()));
+            }
+        }
+        after.sort_unstable();
+        d.unwatch = before.into_iter().filter(|c| after.binary_search(&c.as_slice()).is_err()).collect();
+        d
+    }
+}
+
+/// Contacts to watch (with the route set to ping over) and to unwatch,
+/// told to liveness outside the AoR's lock ([`WatchDelta::tell`]).
+#[derive(Default)]
+struct WatchDelta {
+    watch: Vec<(Vec<u8>, Vec<u8>)>,
+    unwatch: Vec<Vec<u8>>,
+}
+
+impl WatchDelta {
+    fn extend(&mut self, o: WatchDelta) {
+        self.watch.extend(o.watch);
+        self.unwatch.extend(o.unwatch);
+    }
+
+    fn tell(self) {
+        for (contact, route) in &self.watch {
+            liveness::watch(contact, route);
+        }
+        for contact in &self.unwatch {
+            liveness::unwatch(contact);
+        }
     }
 }
 

@@ -5,10 +5,15 @@
 //! every other phone of the group until timers expire (docs/liveness.md).
 //!
 //! - Every distinct contact with a call-info subscription is one keepalive
-//!   destination of owner [`OWNER`], however many AoRs it subscribes to:
-//!   added when its first subscription is stored, and the set is brought
-//!   in line with the store once per interval ([`reconcile`]); first pings
-//!   are spread over the interval.
+//!   destination of owner [`OWNER`], however many AoRs it subscribes to,
+//!   counting the AoRs: effects.rs calls [`watch`] when an AoR gains a
+//!   live call-info subscription of the contact that this node NOTIFYs,
+//!   and [`unwatch`] when it loses it (unsubscribed, expired, deactivated,
+//!   taken over by a peer), so the contact stops being pinged as soon as
+//!   its last one ends. Once per interval [`reconcile`] recounts from the
+//!   store (subscriptions restored from the DB, `keepalive.del` or
+//!   `keepalive.flush` of a phone, a count off after an edit raced the
+//!   previous recount); first pings are spread over the interval.
 //! - Pings go over the subscription's stored route set (Record-Route), as
 //!   its NOTIFYs do, so a phone behind an edge proxy is reached through it.
 //! - Any reply to OPTIONS, whatever its code, proves the phone is there.
@@ -58,7 +63,7 @@ pub fn enabled() -> bool {
     interval_ms().is_some()
 }
 
-/// Monitor `contact` (a call-info subscription was just stored for it),
+/// Monitor `contact` (one more AoR has a call-info subscription of it),
 /// pinged over `route`, the subscription's stored route set (empty: to
 /// the contact directly).
 pub fn watch(contact: &[u8], route: &[u8]) {
@@ -75,22 +80,36 @@ pub fn watch(contact: &[u8], route: &[u8]) {
     }
 }
 
+/// One AoR fewer has a call-info subscription of `contact`: it stops
+/// being monitored when that was the last.
+pub fn unwatch(contact: &[u8]) {
+    if !enabled() {
+        return;
+    }
+    if keepalive::with_table(|t| t.release(contact, OWNER)) == Some(Some(true)) {
+        lm_dbg!("subscriber {} no longer subscribed: not monitored", B(contact));
+    }
+}
+
 /// Make the monitored phones exactly the contacts with a live call-info
-/// subscription (subscriptions restored from the DB, ended, expired).
+/// subscription, each counting the AoRs it has one in (subscriptions
+/// restored from the DB, destinations removed over RPC, counts an edit
+/// racing the previous reconcile left off).
 pub fn reconcile() {
     let (Some(iv), Some(st)) = (interval_ms(), shared()) else { return };
-    // contact -> the route set to ping it over (that of one of its
-    // subscriptions; a phone has one path to this server)
-    let mut wanted: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    // contact -> (the route set to ping it over, that of one of its
+    // subscriptions: a phone has one path to this server; the AoRs)
+    let mut wanted: HashMap<Vec<u8>, (Vec<u8>, u32)> = HashMap::new();
     st.store.for_each_aor(|e| {
         for s in e.subs_of(EventType::CallInfo) {
             // with clustering, each node pings the phones subscribed through it
-            if !s.state().is_terminated()
-                && effects::is_local(s.ver())
-                && !wanted.contains_key(s.subscriber())
-                && keepalive::parses_as_sip_uri(s.subscriber())
-            {
-                wanted.insert(s.subscriber().to_vec(), s.record_route().to_vec());
+            if s.state().is_terminated() || !effects::is_local(s.ver()) {
+                continue;
+            }
+            if let Some((_, n)) = wanted.get_mut(s.subscriber()) {
+                *n += 1;
+            } else if keepalive::parses_as_sip_uri(s.subscriber()) {
+                wanted.insert(s.subscriber().to_vec(), (s.record_route().to_vec(), 1));
             }
         }
     });

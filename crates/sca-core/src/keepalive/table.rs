@@ -191,6 +191,10 @@ struct Dest<A: Allocator, H> {
     inflight: [(u32, u64); INFLIGHT],
     stats: Stats,
     hooks: H,
+    /// A monitored group's destination (`add_spread`, `sync_owner`): how
+    /// many of the owner's things need it; [`Table::release`] removes it
+    /// when the last one lets go. 1 for every other destination.
+    refs: u32,
 }
 
 impl<A: Allocator, H: Copy> Dest<A, H> {
@@ -400,7 +404,7 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
             return Ok(Added::Exists { id: d.id, state: d.state, uri: d.uri().to_vec(), replaced });
         }
         let first_ping_ms = now.mono_ms + self.cfg.first_ping_delay_ms;
-        let id = self.push_new(&uri, owner, b"", flags, interval_ms, hooks.unwrap_or_default(), |_, _| first_ping_ms)?;
+        let id = self.push_new(&uri, owner, b"", flags, interval_ms, hooks.unwrap_or_default(), 1, |_, _| first_ping_ms)?;
         Ok(Added::New { id, uri })
     }
 
@@ -415,6 +419,7 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
         flags: i32,
         interval_ms: Option<u64>,
         hooks: H,
+        refs: u32,
         first_ping: impl FnOnce(u64, u64) -> u64,
     ) -> Result<u64, KaError> {
         if self.next_id > MAX_ID {
@@ -443,20 +448,22 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
             inflight: [(0, 0); INFLIGHT],
             stats: Stats::default(),
             hooks,
+            refs,
         });
         Ok(id)
     }
 
     /// Make `owner`'s destinations exactly `wanted` (URI with a scheme →
-    /// route set to ping over), in one pass: the others of `owner` are
-    /// removed, a changed route set is updated, the missing ones added
-    /// with `flags` and `interval_ms`, their first pings spread over one
-    /// interval (thousands added at once are not pinged in a burst).
-    /// `wanted` is left holding what was added. Returns (added, removed).
+    /// (route set to ping over, how many things need it)), in one pass:
+    /// the others of `owner` are removed, a changed route set is updated,
+    /// every count set, the missing ones added with `flags` and
+    /// `interval_ms`, their first pings spread over one interval
+    /// (thousands added at once are not pinged in a burst). `wanted` is
+    /// left holding what was added. Returns (added, removed).
     pub fn sync_owner(
         &mut self,
         owner: &[u8],
-        wanted: &mut std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>>,
+        wanted: &mut std::collections::HashMap<std::vec::Vec<u8>, (std::vec::Vec<u8>, u32)>,
         flags: i32,
         interval_ms: u64,
         now: Now,
@@ -467,7 +474,8 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
             if d.owner() != owner {
                 return true;
             }
-            let Some(route) = wanted.remove(d.uri()) else { return false };
+            let Some((route, refs)) = wanted.remove(d.uri()) else { return false };
+            d.refs = refs.max(1);
             if route != d.route() {
                 // on no memory the old route set stays until the next sync
                 if let Ok(strs) = Packed::new_in([d.uri(), d.owner(), &route], alloc.clone()) {
@@ -478,9 +486,9 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
         });
         let removed = before - self.dests.len();
         let mut added = 0;
-        for (uri, route) in wanted.iter() {
+        for (uri, (route, refs)) in wanted.iter() {
             let first = |id, iv| now.mono_ms + spread_in(id, iv);
-            self.push_new(uri, owner, route, flags, Some(interval_ms), H::default(), first)?;
+            self.push_new(uri, owner, route, flags, Some(interval_ms), H::default(), (*refs).max(1), first)?;
             added += 1;
         }
         Ok((added, removed))
@@ -489,7 +497,8 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
     /// Like [`Table::add`] for one destination of a monitored group,
     /// pinged over `route` (a route set; empty: straight to the URI): the
     /// first ping somewhere in the first interval rather than right away.
-    /// An existing one keeps its route set (the next sync_owner updates it).
+    /// An existing one keeps its route set (the next sync_owner updates it)
+    /// and counts one more thing that needs it ([`Table::release`]).
     pub fn add_spread(
         &mut self,
         uri_in: &[u8],
@@ -501,12 +510,28 @@ impl<A: Allocator + Clone, H: Copy + Default> Table<A, H> {
     ) -> Result<Added<H>, KaError> {
         let uri = uri::normalize(uri_in);
         if let Some(i) = self.position(&uri, owner) {
-            let d = &self.dests[i];
+            let d = &mut self.dests[i];
+            d.refs = d.refs.saturating_add(1);
             return Ok(Added::Exists { id: d.id, state: d.state, uri: d.uri().to_vec(), replaced: None });
         }
         let first = |id, iv| now.mono_ms + spread_in(id, iv);
-        let id = self.push_new(&uri, owner, route, flags, Some(interval_ms), H::default(), first)?;
+        let id = self.push_new(&uri, owner, route, flags, Some(interval_ms), H::default(), 1, first)?;
         Ok(Added::New { id, uri })
+    }
+
+    /// One thing that needed the group destination `uri` of `owner` (see
+    /// [`Table::add_spread`]) lets go of it: removed when it was the last.
+    /// Some(true) removed, Some(false) still needed, None: not there.
+    pub fn release(&mut self, uri_in: &[u8], owner: &[u8]) -> Option<bool> {
+        let uri = uri::normalize(uri_in);
+        let i = self.position(&uri, owner)?;
+        let d = &mut self.dests[i];
+        d.refs = d.refs.saturating_sub(1);
+        if d.refs > 0 {
+            return Some(false);
+        }
+        self.dests.remove(i);
+        Some(true)
     }
 
     /// (all, up, down) destinations of `owner`.
@@ -769,9 +794,12 @@ mod tests {
         t.add(b"sip:gw@x", b"drouting", 0, None, None, at(0)).expect("add");
         t.add(b"sip:p1@x", b"phones", 0, None, None, at(0)).expect("add");
         t.add(b"sip:p2@x", b"phones", 0, None, None, at(0)).expect("add");
-        let mut wanted: std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>> =
-            [(b"sip:p2@x".to_vec(), vec![]), (b"sip:p3@x".to_vec(), b"<sip:edge;lr>".to_vec()), (b"sip:p4@x".to_vec(), vec![])]
-                .into();
+        let mut wanted: std::collections::HashMap<std::vec::Vec<u8>, (std::vec::Vec<u8>, u32)> = [
+            (b"sip:p2@x".to_vec(), (vec![], 1)),
+            (b"sip:p3@x".to_vec(), (b"<sip:edge;lr>".to_vec(), 1)),
+            (b"sip:p4@x".to_vec(), (vec![], 1)),
+        ]
+        .into();
         assert_eq!(t.sync_owner(b"phones", &mut wanted, FLAG_ANY_REPLY_ALIVE, 30_000, at(0)), Ok((2, 1)));
         assert_eq!(wanted.len(), 2, "left with what was added");
         let mut uris: std::vec::Vec<(std::vec::Vec<u8>, std::vec::Vec<u8>)> =
@@ -788,10 +816,10 @@ mod tests {
         );
         assert_eq!(t.count_owner(b"phones"), (3, 0, 0));
         // p2 moved behind an edge proxy: same destination, new route set
-        let mut again: std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>> = [
-            (b"sip:p2@x".to_vec(), b"<sip:edge2;lr>".to_vec()),
-            (b"sip:p3@x".to_vec(), b"<sip:edge;lr>".to_vec()),
-            (b"sip:p4@x".to_vec(), vec![]),
+        let mut again: std::collections::HashMap<std::vec::Vec<u8>, (std::vec::Vec<u8>, u32)> = [
+            (b"sip:p2@x".to_vec(), (b"<sip:edge2;lr>".to_vec(), 1)),
+            (b"sip:p3@x".to_vec(), (b"<sip:edge;lr>".to_vec(), 1)),
+            (b"sip:p4@x".to_vec(), (vec![], 1)),
         ]
         .into();
         assert_eq!(t.sync_owner(b"phones", &mut again, 0, 30_000, at(1)), Ok((0, 0)));
@@ -805,10 +833,33 @@ mod tests {
     }
 
     #[test]
+    fn a_group_destination_goes_when_the_last_thing_that_needs_it_lets_go() {
+        let mut t = table(c_like());
+        assert!(matches!(t.add_spread(b"sip:p1@x", b"phones", b"", 0, 10_000, at(0)), Ok(Added::New { .. })));
+        assert!(matches!(t.add_spread(b"p1@x", b"phones", b"", 0, 10_000, at(0)), Ok(Added::Exists { .. })));
+        assert_eq!(t.release(b"sip:p1@x", b"other"), None, "another owner's");
+        assert_eq!(t.release(b"sip:p1@x", b"phones"), Some(false), "still needed once");
+        assert_eq!(t.count_owner(b"phones"), (1, 0, 0));
+        assert_eq!(t.release(b"p1@x", b"phones"), Some(true));
+        assert_eq!(t.count_owner(b"phones"), (0, 0, 0));
+        assert_eq!(t.release(b"sip:p1@x", b"phones"), None);
+        // sync_owner sets the counts: three things need p2, then only one
+        let mut wanted: std::collections::HashMap<std::vec::Vec<u8>, (std::vec::Vec<u8>, u32)> =
+            [(b"sip:p2@x".to_vec(), (vec![], 3))].into();
+        t.sync_owner(b"phones", &mut wanted, 0, 10_000, at(0)).expect("sync");
+        assert_eq!(t.release(b"sip:p2@x", b"phones"), Some(false));
+        let mut wanted: std::collections::HashMap<std::vec::Vec<u8>, (std::vec::Vec<u8>, u32)> =
+            [(b"sip:p2@x".to_vec(), (vec![], 1))].into();
+        t.sync_owner(b"phones", &mut wanted, 0, 10_000, at(1)).expect("sync");
+        assert_eq!(t.release(b"sip:p2@x", b"phones"), Some(true));
+        assert!(t.is_empty());
+    }
+
+    #[test]
     fn spread_first_pings_cover_the_interval_instead_of_a_burst() {
         let mut t = table(c_like());
-        let mut wanted: std::collections::HashMap<std::vec::Vec<u8>, std::vec::Vec<u8>> =
-            (0..1000).map(|i| (format!("sip:p{i}@x").into_bytes(), vec![])).collect();
+        let mut wanted: std::collections::HashMap<std::vec::Vec<u8>, (std::vec::Vec<u8>, u32)> =
+            (0..1000).map(|i| (format!("sip:p{i}@x").into_bytes(), (vec![], 1))).collect();
         t.sync_owner(b"phones", &mut wanted, 0, 10_000, at(0)).expect("sync");
         // in each tenth of the interval, about a tenth of the first pings
         let mut seen = std::collections::HashSet::new();

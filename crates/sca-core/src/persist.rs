@@ -303,30 +303,48 @@ pub mod sql {
     /// `sca_subscriptions`, in its order), [`CHUNK`] rows each. The stored
     /// SUBSCRIBE CSeq is the next one expected, as the C module stores it.
     pub fn inserts(table: &str, columns: &[&str], rows: &[&RowData], server_id: i32) -> Vec<String> {
+        use core::fmt::Write;
+        let head = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
         rows.chunks(CHUNK)
             .map(|chunk| {
-                let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+                // one allocation a statement: the values' length plus quotes,
+                // separators and numbers
+                let text: usize = chunk
+                    .iter()
+                    .map(|r| {
+                        [&r.subscriber, &r.aor, &r.call_id, &r.from_tag, &r.to_tag, &r.record_route]
+                            .iter()
+                            .map(|v| v.len() + v.iter().filter(|&&c| c == b'\'').count() + 2)
+                            .sum::<usize>()
+                            + 96
+                    })
+                    .sum();
+                let mut sql = String::with_capacity(head.len() + text);
+                sql.push_str(&head);
                 for (i, r) in chunk.iter().enumerate() {
                     sql.push_str(if i == 0 { "(" } else { ", (" });
                     push_str(&mut sql, &r.subscriber);
                     sql.push_str(", ");
                     push_str(&mut sql, &r.aor);
-                    sql.push_str(&format!(
+                    // (writing into a String cannot fail)
+                    let _ = write!(
+                        sql,
                         ", {}, {}, {}, {}, ",
                         r.event as i32,
                         i32::try_from(r.expires).unwrap_or(i32::MAX),
                         r.state as i32,
                         r.index.max(0)
-                    ));
+                    );
                     for v in [&r.call_id, &r.from_tag, &r.to_tag, &r.record_route] {
                         push_str(&mut sql, v);
                         sql.push_str(", ");
                     }
-                    sql.push_str(&format!(
+                    let _ = write!(
+                        sql,
                         "{}, {}, {server_id})",
                         r.notify_cseq as i32,
                         r.subscribe_cseq.wrapping_add(1) as i32
-                    ));
+                    );
                 }
                 sql
             })

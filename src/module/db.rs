@@ -5,7 +5,9 @@
 //! - Restore: in mod_init, before the workers fork, every unexpired row of
 //!   this server (`server_id`) goes into shared memory, read in keyed pages
 //!   (`id > last ORDER BY id LIMIT n`, each page freed before the next) so
-//!   a table of any size fits Kamailio's private memory. A restore that
+//!   a table of any size fits Kamailio's private memory; on sqlite and
+//!   PostgreSQL a page comes back as one aggregated text value
+//!   ([`page`]), one private-memory allocation instead of ~7 a row. A restore that
 //!   fails is logged as an ERROR and retried by the DB writer process until
 //!   it succeeds, merged with what phones subscribed meanwhile.
 //! - Write-behind: a dedicated timer process (like the C module's "SCA DB

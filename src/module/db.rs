@@ -5,7 +5,9 @@
 //! - Restore: in mod_init, before the workers fork, every unexpired row of
 //!   this server (`server_id`) goes into shared memory, read in keyed pages
 //!   (`id > last ORDER BY id LIMIT n`, each page freed before the next) so
-//!   a table of any size fits Kamailio's private memory. A restore that
+//!   a table of any size fits Kamailio's private memory; on sqlite and
+//!   PostgreSQL a page comes back as one aggregated text value
+//!   ([`page`]), one private-memory allocation instead of ~7 a row. A restore that
 //!   fails is logged as an ERROR and retried by the DB writer process until
 //!   it succeeds, merged with what phones subscribed meanwhile.
 //! - Write-behind: a dedicated timer process (like the C module's "SCA DB
@@ -28,7 +30,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sca_core::model::{EventType, SubState};
-use sca_core::persist::{self, sql, RowData, RowOp, RowWrite};
+use sca_core::persist::{self, page, sql, RowData, RowOp, RowWrite};
 use sca_core::store::{Restored, SubscriptionRec};
 
 use crate::host::db::{DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
@@ -159,6 +161,119 @@ struct RestoreStats {
     store: Duration,
 }
 
+/// Which restore read a backend gets: its rows aggregated into one text
+/// value a page (sqlite, PostgreSQL), or row by row (any other).
+fn page_dialect(cfg: &Config) -> Option<page::Dialect> {
+    let url = cfg.db_url.as_deref()?;
+    if url.starts_with(b"sqlite:") {
+        Some(page::Dialect::Sqlite)
+    } else if url.starts_with(b"postgres:") {
+        Some(page::Dialect::Postgres)
+    } else {
+        None
+    }
+}
+
+/// Rows a restore page aggregated into one text value starts with; halved
+/// (down to [`AGG_PAGE_MIN`]) while a page's text is over [`AGG_PAGE_BYTES`],
+/// so that one value stays far below Kamailio's default 8 MB of private
+/// memory whatever the rows hold.
+const AGG_PAGE_ROWS: usize = 2000;
+const AGG_PAGE_MIN: usize = 100;
+const AGG_PAGE_BYTES: usize = 1 << 20;
+
+/// The aggregated read's state: rows a page, the strings' buffers.
+struct AggCursor {
+    rows: usize,
+    bufs: [Vec<u8>; 6],
+}
+
+/// One row read back: merged into the store unless skipped.
+fn take_row(
+    st: &Shared,
+    stats: &mut RestoreStats,
+    now: i64,
+    id: i64,
+    sid: Option<i64>,
+    rec: Option<SubscriptionRec<'_>>,
+) -> Result<(), String> {
+    let Some(rec) = rec else {
+        if stats.skipped < 10 {
+            lm_err!("skipping malformed row id {id} of {}", table());
+        }
+        stats.skipped += 1;
+        return Ok(());
+    };
+    if rec.state.is_terminated() || rec.expires <= now || sid != Some(i64::from(server_id())) {
+        stats.skipped += 1;
+        return Ok(());
+    }
+    match st.store.lock_aor(rec.aor).merge_restored(&rec) {
+        Ok(Restored::Added | Restored::ReplacedLive) => stats.added += 1,
+        Ok(Restored::KeptLive) => stats.kept_live += 1,
+        Err(e) => return Err(format!("out of shared memory after {} subscriptions ({e:?}): raise -m", stats.added)),
+    }
+    Ok(())
+}
+
+/// One aggregated page after `last_id` (see [`page`]): Ok(Some(rows
+/// read)), or Ok(None) when the page cannot be used: the caller reads it
+/// again row by row from the same `last_id` (rows of it merged already
+/// merge again harmlessly, as in a retried restore).
+fn restore_agg_page(
+    con: &DbConn<'_>,
+    d: page::Dialect,
+    st: &Shared,
+    stats: &mut RestoreStats,
+    now: i64,
+    last_id: &mut i64,
+    cur: &mut AggCursor,
+) -> Result<Option<usize>, String> {
+    let table = table();
+    let AggCursor { rows, bufs } = cur;
+    let t0 = Instant::now();
+    let res = match con.raw_rows(&page::query(d, table, *last_id, *rows)) {
+        Ok(r) => r,
+        Err(e) => {
+            lm_warn!("reading {table} a page at a time failed after id {last_id} ({e}): reading it row by row");
+            return Ok(None);
+        }
+    };
+    let t1 = Instant::now();
+    let first = res.first();
+    let count = first.and_then(|r| r.first()).and_then(Value::int).unwrap_or(-1);
+    let text = first.and_then(|r| r.get(2)).map(Value::bytes).unwrap_or(&[]);
+    // every line read, each with an id, before anything is merged
+    let lines: Vec<&[u8]> = page::lines(text).collect();
+    if usize::try_from(count).ok() != Some(lines.len()) {
+        lm_warn!(
+            "a page of {table} after id {last_id} gave {} lines for {count} rows: reading it row by row",
+            lines.len()
+        );
+        return Ok(None);
+    }
+    let mut max_id = *last_id;
+    for line in &lines {
+        let row = match page::parse(line, bufs) {
+            Some(r) => r,
+            None => {
+                lm_warn!("a page of {table} after id {last_id} has a line that cannot be read: reading it row by row");
+                return Ok(None);
+            }
+        };
+        max_id = max_id.max(row.id);
+        take_row(st, stats, now, row.id, row.server_id, row.rec)?;
+    }
+    stats.read += t1 - t0;
+    stats.store += t1.elapsed();
+    stats.pages += 1;
+    *last_id = max_id;
+    if text.len() > AGG_PAGE_BYTES {
+        *rows = (*rows / 2).max(AGG_PAGE_MIN);
+    }
+    Ok(Some(lines.len()))
+}
+
 /// Read this server's unexpired rows page by page into the store, merged
 /// with what is there (nothing at start-up; a retry after fork finds what
 /// phones subscribed meanwhile). Err: the DB could not be read (rows of
@@ -177,12 +292,23 @@ fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, St
     let cols = COLUMNS.join(", ");
     let mut stats = RestoreStats::default();
     let mut last_id: i64 = 0;
+    let mut agg = page_dialect(cfg);
+    let mut cur = AggCursor { rows: AGG_PAGE_ROWS, bufs: Default::default() };
     loop {
         // Only the primary key in the query: every backend then walks it
         // from `last_id` (with a filter on server_id or expires, a planner
         // without fresh statistics, as PostgreSQL after a bulk load, sorts
         // the whole table for each page). Other servers' rows and expired
         // ones are skipped here.
+        if let Some(d) = agg {
+            let asked = cur.rows;
+            match restore_agg_page(&con, d, st, &mut stats, now, &mut last_id, &mut cur)? {
+                Some(n) if n < asked => return Ok(stats),
+                Some(_) => continue,
+                // from here on row by row
+                None => agg = None,
+            }
+        }
         let sql = format!("SELECT {cols}, id FROM {table} WHERE id > {last_id} ORDER BY id LIMIT {PAGE_ROWS}");
         let t0 = Instant::now();
         let rows = con.raw_rows(&sql).map_err(|e| format!("reading {table} after id {last_id}: {e}"))?;
@@ -195,23 +321,7 @@ fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, St
                 return Err(format!("a row of {table} after id {last_id} has no id"));
             };
             last_id = last_id.max(id);
-            let Some(rec) = row_to_rec(row) else {
-                if stats.skipped < 10 {
-                    lm_err!("skipping malformed row id {id} of {table}");
-                }
-                stats.skipped += 1;
-                continue;
-            };
-            let sid = row.get(12).and_then(Value::int);
-            if rec.state.is_terminated() || rec.expires <= now || sid != Some(i64::from(server_id())) {
-                stats.skipped += 1;
-                continue;
-            }
-            match st.store.lock_aor(rec.aor).merge_restored(&rec) {
-                Ok(Restored::Added | Restored::ReplacedLive) => stats.added += 1,
-                Ok(Restored::KeptLive) => stats.kept_live += 1,
-                Err(e) => return Err(format!("out of shared memory after {} subscriptions ({e:?}): raise -m", stats.added)),
-            }
+            take_row(st, &mut stats, now, id, row.get(12).and_then(Value::int), row_to_rec(row))?;
         }
         stats.store += t1.elapsed();
         if rows.len() < PAGE_ROWS {
@@ -387,7 +497,16 @@ fn write_batch(con: &DbConn<'_>, tombs: &[Tombstone], rows: &[RowWrite], mode: M
             }
         }
         delete_where(con, &deletes)?;
-        let inserts: Vec<&RowData> = bulk.iter().filter(|w| w.op != RowOp::Delete).map(|w| &w.row).collect();
+        let mut inserts: Vec<&RowData> = bulk.iter().filter(|w| w.op != RowOp::Delete).map(|w| &w.row).collect();
+        // in the order of the table's unique key (subscriber, call_id,
+        // from_tag, to_tag), whose first column also leads the subscriber
+        // index: each statement's index inserts then go to neighbouring
+        // B-tree pages instead of random ones (the snapshot's order is the
+        // hash table's). Profiled on sqlite: its insert work per row
+        // roughly halves; PostgreSQL's and MariaDB's index inserts gain too.
+        inserts.sort_unstable_by(|a, b| {
+            (&a.subscriber, &a.call_id, &a.from_tag, &a.to_tag).cmp(&(&b.subscriber, &b.call_id, &b.from_tag, &b.to_tag))
+        });
         insert_values(con, &inserts)?;
         for w in single {
             write_row(con, w, mode)?;

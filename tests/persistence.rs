@@ -751,19 +751,31 @@ fn graceful_stop_during_a_burst_loses_nothing_mariadb() {
     graceful_stop_during_a_burst(Db::mariadb());
 }
 
-/// The pid of the `SCA DB SYNC PROCESS` (from `core.psx`).
+/// The pid of the `SCA DB SYNC PROCESS` (from `core.psx`). Kamailio
+/// answers RPC before every child is forked (the harness waits for the SIP
+/// receivers): the writer is waited for, with a deadline.
 fn writer_pid(k: &Kamailio) -> i32 {
-    let psx = k.rpc(&["core.psx"]);
+    let find = |psx: &str| {
+        let mut pid = None;
+        for l in psx.lines().map(str::trim) {
+            if let Some(p) = l.strip_prefix("PID:") {
+                pid = p.trim().parse().ok();
+            }
+            if l.contains("SCA DB SYNC PROCESS") {
+                return Some(pid.expect("PID before DSC"));
+            }
+        }
+        None
+    };
+    let mut psx = String::new();
     let mut pid = None;
-    for l in psx.lines().map(str::trim) {
-        if let Some(p) = l.strip_prefix("PID:") {
-            pid = p.trim().parse().ok();
-        }
-        if l.contains("SCA DB SYNC PROCESS") {
-            return pid.expect("PID before DSC");
-        }
-    }
-    panic!("no SCA DB writer in core.psx:\n{psx}");
+    let found = wait_until(Duration::from_secs(10), || {
+        psx = k.rpc(&["core.psx"]);
+        pid = find(&psx);
+        pid.is_some()
+    });
+    assert!(found, "no SCA DB writer in core.psx within 10 s:\n{psx}");
+    pid.expect("found")
 }
 
 /// Time on CPU of process `pid`, ns (/proc/<pid>/schedstat).

@@ -4,7 +4,8 @@
 //! counting allocator that rounds each block as Kamailio's q_malloc does
 //! (8 bytes with Debian's debug build; each block also costs a fragment
 //! header that is not in `used`). Prints the figures (`--nocapture`) and
-//! checks them against the target.
+//! checks them against the target (200 B measured, so 185 B
+//! modelled).
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -126,6 +127,12 @@ fn workload_1_and_groups_of_five_fit_the_target() {
         println!(
             "{aors} AoRs x {phones} phones: {bytes:.1} B and {blocks:.2} blocks per subscription"
         );
-        //assert!(bytes <= 200.0, "{aors}x{phones}: {bytes:.1} B per subscription");
+        // the model reads ~20 B below what workload 1 measures (q_malloc
+        // reuses freed fragments up to ~110 B larger without splitting):
+        // 185 here keeps the measured figure under the 200 B target
+        assert!(
+            bytes <= 185.0,
+            "{aors}x{phones}: {bytes:.1} B per subscription"
+        );
     }
 }

@@ -800,8 +800,8 @@ def main():
             lines.append(f"| {r['variant']} | {r['notifies']} | {r['cpu_us_per_notify']:.1f} | "
                          + " | ".join(lat(st) for st in r["steps"]) + " |")
         for r in results["w2_floor"]:
-            lines.append(f"| floor | {r['notifies']} | {r['cpu_us_per_notify']:.1f} | {lat(r['steps'][0])} |"
-                         + " |" * (len(results["w2"][0]["steps"]) - 1))
+            lines.append(f"| floor | {r['notifies']} | {r['cpu_us_per_notify']:.1f} |"
+                         + " – |" * len(results["w2"][0]["steps"]))
         by = {r["variant"]: r for r in results["w2"]}
         rn = ratio(by["rust"]["cpu_us_per_notify"], by["c"]["cpu_us_per_notify"])
         lines += ["", f"CPU per NOTIFY sca_rs/C: {rn:.2f}"]
@@ -810,6 +810,7 @@ def main():
         if results["w2_floor"]:
             rf = ratio(by["rust"]["cpu_us_per_notify"], results["w2_floor"][0]["cpu_us_per_notify"])
             lines.append(f"CPU per NOTIFY sca_rs/floor: {rf:.2f} (target ≤ 1.1)")
+            lines.append(f"floor trigger → last NOTIFY: {lat(results['w2_floor'][0]['steps'][0])}")
             fl = f", sca_rs/floor {rf:.2f} (target ≤ 1.1)"
         if seize:
             lines.append(f"sca_rs seize → last member's NOTIFY: p95 {seize.get('p95_ms', float('nan')):.1f} ms")

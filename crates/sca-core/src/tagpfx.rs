@@ -308,25 +308,29 @@ mod tests {
 
     #[test]
     fn racing_processes_agree_on_one_number_per_prefix() {
-        let t: &'static TagPrefixes = Box::leak(Box::new(TagPrefixes::new()));
-        let hs: Vec<_> = (0..4)
-            .map(|k| {
-                std::thread::spawn(move || {
-                    (0..200)
-                        .filter_map(|i| {
-                            t.split(format!("{:032x}-{k}", i % 3).as_bytes())
-                                .map(|(n, _)| (i % 3, n))
-                        })
-                        .collect::<Vec<_>>()
+        let t = TagPrefixes::new();
+        let got: Vec<(usize, u8)> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..4)
+                .map(|k| {
+                    let t = &t;
+                    sc.spawn(move || {
+                        (0..200)
+                            .filter_map(|i| {
+                                t.split(format!("{:032x}-{k}", i % 3).as_bytes())
+                                    .map(|(n, _)| (i % 3, n))
+                            })
+                            .collect::<Vec<_>>()
+                    })
                 })
-            })
-            .collect();
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().expect("thread"))
+                .collect()
+        });
         let mut seen = std::collections::HashMap::new();
-        for h in hs {
-            for (p, n) in h.join().expect("thread") {
-                assert_eq!(t.get(n).expect("set"), format!("{p:032x}-").as_bytes());
-                assert_eq!(*seen.entry(n).or_insert(p), p, "a number means one prefix");
-            }
+        for (p, n) in got {
+            assert_eq!(t.get(n).expect("set"), format!("{p:032x}-").as_bytes());
+            assert_eq!(*seen.entry(n).or_insert(p), p, "a number means one prefix");
         }
     }
 }

@@ -61,10 +61,10 @@ pub fn apply(cfg: &Config, st: &Shared, aor: &[u8], e: Option<&mut AorEntry<Shm>
         h.clear();
         let built = match e.as_deref() {
             Some(e) => notify::call_info_header(e, sub.event(), sub.index(), &mut h),
-            None => notify::idle_call_info_header(&sub.to_rec(aor), &mut h),
+            None => notify::idle_call_info_header(&sub.to_rec(aor, &mut Vec::new()), &mut h),
         };
         if built.is_ok() {
-            let _ = notify::send(cfg, &sub.to_rec(aor), &h, now);
+            let _ = notify::send(cfg, &sub.to_rec(aor, &mut Vec::new()), &h, now);
         }
     }
     let Some(e) = e else { return };
@@ -78,7 +78,7 @@ pub fn apply(cfg: &Config, st: &Shared, aor: &[u8], e: Option<&mut AorEntry<Shm>
         let built = notify::call_info_header(e, *event, sub.index(), &mut h);
         let Some(sub) = notify_sent(e, i) else { continue };
         if built.is_ok() {
-            let _ = notify::send(cfg, &sub.to_rec(aor), &h, now);
+            let _ = notify::send(cfg, &sub.to_rec(aor, &mut Vec::new()), &h, now);
         }
     }
     if cs.notify_group {
@@ -103,7 +103,7 @@ fn notify_group(cfg: &Config, entry: &mut AorEntry<Shm>, now: i64) {
             continue;
         }
         if let Some(sub) = notify_sent(entry, i) {
-            let _ = notify::send(cfg, &sub.to_rec(&aor), &h, now);
+            let _ = notify::send(cfg, &sub.to_rec(&aor, &mut Vec::new()), &h, now);
         }
     }
 }
@@ -294,7 +294,7 @@ pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, 
             let aor = e.aor().to_vec();
             match e.find_sub(event, rec.subscriber) {
                 Some(i) => match notify_sent(e, i) {
-                    Some(sub) => built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor), &call_info, now)),
+                    Some(sub) => built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor, &mut Vec::new()), &call_info, now)),
                     None => Err(()),
                 },
                 None => built.and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec.clone() }, &call_info, now)),

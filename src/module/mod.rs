@@ -194,6 +194,13 @@ fn init() -> Result<(), String> {
     crate::host::lock::check_layout()?;
     // keepalive: engine, config destinations, ping timer (needs tm)
     crate::keepalive::init()?;
+    // the To-tag prefixes shared by the stored subscriptions: in shm, so a
+    // prefix number means the same in every process (before the restore)
+    let prefixes = shm::into_shared_ref(sca_core::tagpfx::TagPrefixes::new())
+        .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
+    if !sca_core::tagpfx::install(prefixes) {
+        return Err("the To-tag prefix table was in use before mod_init".into());
+    }
     let store = Store::new_in(cfg.log2_slots, Shm)
         .map_err(|_| "out of shared memory creating the SCA tables".to_string())?;
     let tombstones = Locked::new(allocator_api2::vec::Vec::new_in(Shm));

@@ -235,6 +235,12 @@ pub struct Appearances<A: Allocator + Clone> {
     list: ThinVec<Appearance<A>, A>,
 }
 
+impl<A: Allocator + Clone> crate::thinvec::HeaderExtra<A> for Appearances<A> {
+    fn new_in(alloc: &A) -> Self {
+        Appearances::new_in(alloc.clone())
+    }
+}
+
 impl<A: Allocator + Clone> Appearances<A> {
     pub fn new_in(alloc: A) -> Self {
         Appearances { list: ThinVec::new_in(alloc) }

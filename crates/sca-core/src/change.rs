@@ -166,7 +166,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     /// Release appearance `index`; the group is told. False if it was not
     /// in use.
     pub fn release(&mut self, index: u32) -> bool {
-        if self.e.apps.release(index) {
+        if self.e.apps_mut().release(index) {
             self.cs.released.push(index);
             self.cs.notify_group = true;
             true
@@ -178,7 +178,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     /// Release the appearance of a call (by Call-ID and From-tag); the
     /// group is told. Its index, None if there was none.
     pub fn release_by_dialog(&mut self, call_id: &[u8], from_tag: &[u8]) -> Option<u32> {
-        let idx = self.e.apps.release_by_dialog(call_id, from_tag)?;
+        let idx = self.e.apps_mut().release_by_dialog(call_id, from_tag)?;
         self.cs.released.push(idx);
         self.cs.notify_group = true;
         Some(idx)
@@ -190,7 +190,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     /// taken over by a retrieval). Err when no appearance was found;
     /// Ok(None) when the one found is another call's.
     pub fn release_call(&mut self, index: u32, call_id: &[u8], tag: &[u8]) -> Result<Option<u32>, NotFound> {
-        let apps = &self.e.apps;
+        let apps = self.e.apps();
         let idx = if index > 0 && apps.get(index).is_some() {
             index
         } else {
@@ -242,7 +242,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
         now: i64,
     ) -> Result<u32, AnswerError> {
         let alloc = self.alloc();
-        let existing = if self.e.apps.get(index).is_some() { Some(index) } else { self.app_index_by_dialog(d.call_id, d.from_tag) };
+        let existing = if self.e.apps().get(index).is_some() { Some(index) } else { self.app_index_by_dialog(d.call_id, d.from_tag) };
         if let Some(idx) = existing {
             if let Some(app) = self.app_mut(idx) {
                 if state != AppearanceState::Unknown {
@@ -273,7 +273,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     pub fn confirm_pending(&mut self, call_id: &[u8], tag: &[u8], now: i64) -> Option<u32> {
         let idx = self
             .e
-            .apps
+            .apps()
             .by_dialog(call_id, tag)
             .filter(|a| a.state == AppearanceState::ActivePending)
             .map(|a| a.index)?;
@@ -330,12 +330,12 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
             self.cs.ended.push(Ended { sub, notify: live });
             if live && event == EventType::LineSeize && index > 0 {
                 let idx = index as u32;
-                if self.e.apps.get(idx).is_some_and(|a| a.state == AppearanceState::Seized) {
+                if self.e.apps().get(idx).is_some_and(|a| a.state == AppearanceState::Seized) {
                     self.release(idx);
                 }
             }
         }
-        let stale = self.e.apps.purge_stale_after(now, seized_ttl);
+        let stale = self.e.apps_mut().purge_stale_after(now, seized_ttl);
         let n = stale.len();
         if n > 0 {
             self.cs.notify_group = true;
@@ -390,7 +390,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     /// index seized. The group is not told here (the caller knows when).
     pub fn seize(&mut self, index: Option<u32>, owner: &[u8], now: i64) -> Result<u32, SeizeError> {
         let alloc = self.alloc();
-        let idx = self.e.apps.seize(index, owner, now, alloc)?;
+        let idx = self.e.apps_mut().seize(index, owner, now, alloc)?;
         self.cs.seized.push(idx);
         Ok(idx)
     }
@@ -398,7 +398,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     /// Appearance `index`, to change its state or strings (recorded as
     /// changed). None if not in use.
     pub fn app_mut(&mut self, index: u32) -> Option<&mut Appearance<A>> {
-        let app = self.e.apps.get_mut(index)?;
+        let app = self.e.apps_mut().get_mut(index)?;
         if !self.cs.changed_apps.contains(&index) {
             self.cs.changed_apps.push(index);
         }
@@ -408,7 +408,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     /// [`AorEdit::app_mut`] for the rest of the edit's borrow (the edit
     /// itself is done).
     pub fn into_app_mut(self, index: u32) -> Option<&'e mut Appearance<A>> {
-        let app = self.e.apps.get_mut(index)?;
+        let app = self.e.apps_mut().get_mut(index)?;
         if !self.cs.changed_apps.contains(&index) {
             self.cs.changed_apps.push(index);
         }
@@ -418,7 +418,7 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     /// The index of the appearance of the call with `call_id` and
     /// `from_tag` (its dialog as stored), if any.
     pub fn app_index_by_dialog(&self, call_id: &[u8], from_tag: &[u8]) -> Option<u32> {
-        self.e.apps.by_dialog(call_id, from_tag).map(|a| a.index)
+        self.e.apps().by_dialog(call_id, from_tag).map(|a| a.index)
     }
 
     /// [`AorEdit::app_mut`] of the appearance of a call (by Call-ID and
@@ -431,8 +431,8 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
     /// Release every line `owner` holds (a phone that rebooted); the group
     /// is told if there was any. How many.
     pub fn release_owner(&mut self, owner: &[u8]) -> usize {
-        let idx: Vec<u32> = self.e.apps.iter().filter(|a| a.owner() == owner).map(|a| a.index).collect();
-        let n = self.e.apps.release_owner(owner);
+        let idx: Vec<u32> = self.e.apps().iter().filter(|a| a.owner() == owner).map(|a| a.index).collect();
+        let n = self.e.apps_mut().release_owner(owner);
         if n > 0 {
             self.cs.released.extend(idx);
             self.cs.notify_group = true;
@@ -442,17 +442,17 @@ impl<'e, A: Allocator + Clone> AorEdit<'e, A> {
 
     /// The AoR is a shared appearance (an operator's RPC seize).
     pub fn set_shared(&mut self) {
-        self.e.shared = true;
+        self.e.set_shared(true);
     }
 
     /// The AoR stops being a shared appearance (C:
     /// `sca_appearance_unregister`): its appearances go too. Nobody is
     /// told (no call-info subscriber is left to tell).
     pub fn unregister(&mut self) {
-        self.e.shared = false;
-        let gone: Vec<u32> = self.e.apps.iter().map(|a| a.index).collect();
+        self.e.set_shared(false);
+        let gone: Vec<u32> = self.e.apps().iter().map(|a| a.index).collect();
         self.cs.released.extend(gone);
-        self.e.apps = Appearances::new_in(self.alloc());
+        *self.e.apps_mut() = Appearances::new_in(self.alloc());
     }
 
     /// The phone at `contact` is gone (subscriber liveness): its
@@ -521,9 +521,9 @@ mod tests {
         g.put_sub(&rec(b"a", EventType::LineSeize, 10, 1)).expect("put");
         g.put_sub(&rec(b"b", EventType::LineSeize, 10, 2)).expect("put");
         let e = g.entry_mut().expect("entry");
-        e.apps.seize(Some(1), b"a", 50, Global).expect("seize");
-        e.apps.seize(Some(2), b"b", 50, Global).expect("seize");
-        e.apps.get_mut(2).expect("2").set_state(AppearanceState::Active, 50);
+        e.apps_mut().seize(Some(1), b"a", 50, Global).expect("seize");
+        e.apps_mut().seize(Some(2), b"b", 50, Global).expect("seize");
+        e.apps_mut().get_mut(2).expect("2").set_state(AppearanceState::Active, 50);
         let mut cs = ChangeSet::new();
         assert_eq!(e.edit(&mut cs).expire(20), 0);
         // both line-seizes ended with a last NOTIFY; only the seized line went
@@ -531,7 +531,7 @@ mod tests {
         assert!(cs.ended.iter().all(|x| x.notify && x.sub.state == SubState::TerminatedTimeout && x.sub.expires == 0));
         assert_eq!(cs.released, [1]);
         assert!(cs.notify_group);
-        assert_eq!(e.apps.iter().map(|a| a.index).collect::<Vec<_>>(), [2]);
+        assert_eq!(e.apps().iter().map(|a| a.index).collect::<Vec<_>>(), [2]);
         assert_eq!(e.subs.len(), 1);
         // nothing more to expire: an empty change set
         let mut cs = ChangeSet::new();
@@ -565,13 +565,13 @@ mod tests {
         g.put_sub(&rec(b"a", EventType::LineSeize, 100, 1)).expect("put");
         g.put_sub(&rec(b"b", EventType::LineSeize, 100, 2)).expect("put");
         let e = g.entry_mut().expect("entry");
-        e.apps.seize(Some(1), b"a", 50, Global).expect("seize");
-        e.apps.seize(Some(2), b"b", 50, Global).expect("seize");
+        e.apps_mut().seize(Some(1), b"a", 50, Global).expect("seize");
+        e.apps_mut().seize(Some(2), b"b", 50, Global).expect("seize");
         let mut cs = ChangeSet::new();
         let mut ed = e.edit(&mut cs);
         assert_eq!(ed.end_sub(EventType::LineSeize, b"a", SubState::TerminatedNoresource, false), Some(1));
         assert_eq!(ed.end_sub(EventType::LineSeize, b"a", SubState::TerminatedNoresource, false), None);
-        assert!(ed.entry().apps.get(1).is_some(), "kept: the call goes on");
+        assert!(ed.entry().apps().get(1).is_some(), "kept: the call goes on");
         assert_eq!(ed.end_sub(EventType::LineSeize, b"b", SubState::TerminatedNoresource, true), Some(2));
         assert_eq!(cs.ended.len(), 2);
         assert!(cs.ended.iter().all(|x| x.notify && x.sub.state == SubState::TerminatedNoresource));
@@ -587,7 +587,7 @@ mod tests {
         g.put_sub(&rec(b"dead", EventType::LineSeize, 100, 1)).expect("put");
         g.put_sub(&rec(b"alive", EventType::CallInfo, 100, -1)).expect("put");
         let e = g.entry_mut().expect("entry");
-        e.apps.seize(Some(1), b"dead", 50, Global).expect("seize");
+        e.apps_mut().seize(Some(1), b"dead", 50, Global).expect("seize");
         let mut cs = ChangeSet::new();
         assert_eq!(e.edit(&mut cs).contact_gone(b"dead"), (2, 1, 0));
         assert_eq!(cs.released, [1]);

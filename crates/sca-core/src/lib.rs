@@ -14,6 +14,7 @@ pub mod model;
 pub mod packed;
 pub mod store;
 pub mod sync;
+pub mod tagpfx;
 pub mod thinvec;
 #[cfg(test)]
 mod testutil;

@@ -4,9 +4,11 @@
 //! (88 bytes with Debian's debug-enabled q_malloc), and every byte of a
 //! record held in a hash table is paid again for the table's spare
 //! buckets. So a record's strings share one buffer, and the record holds
-//! only a pointer to it: the buffer starts with the `N` end offsets (`u16`)
-//! followed by the bytes. `N` strings: one allocation, 8 bytes in the
-//! record (plus the allocator, zero-sized for shm).
+//! only a pointer to it: the buffer starts with the `N` end offsets
+//! followed by the bytes. The offsets are one byte each when the strings
+//! total less than [`WIDE`] bytes (most records), else a [`WIDE`] marker
+//! byte, a pad byte and `N` `u16`s. `N` strings: one allocation, 8 bytes
+//! in the record (plus the allocator, zero-sized for shm).
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use core::alloc::Layout;
@@ -15,9 +17,14 @@ use core::ptr::NonNull;
 /// Longest total of the strings (SIP messages are at most 64 KB too).
 pub const MAX_TOTAL: usize = u16::MAX as usize;
 
+/// First byte of a header of `u16` offsets; totals below it have `u8`
+/// offsets (which are never this value).
+const WIDE: u8 = 0xff;
+
 pub struct Packed<A: Allocator, const N: usize> {
-    /// `[u16; N]` end offsets, then the bytes: `2 * N + ends[N - 1]` bytes,
-    /// 2-aligned, allocated by `alloc`.
+    /// `[u8; N]` end offsets (total < [`WIDE`]) or `[WIDE, 0]` and
+    /// `[u16; N]` end offsets, then the bytes; allocated by `alloc` with
+    /// [`Packed::layout`].
     ptr: NonNull<u8>,
     alloc: A,
 }
@@ -29,8 +36,18 @@ unsafe impl<A: Allocator + Send, const N: usize> Send for Packed<A, N> {}
 unsafe impl<A: Allocator + Sync, const N: usize> Sync for Packed<A, N> {}
 
 impl<A: Allocator, const N: usize> Packed<A, N> {
-    const HEADER: usize = 2 * N;
+    /// Header bytes for strings of `total` bytes.
+    const fn header(total: usize) -> usize {
+        if total < WIDE as usize {
+            N
+        } else {
+            2 + 2 * N
+        }
+    }
 
+    fn layout(total: usize) -> Result<Layout, AllocError> {
+        Layout::from_size_align(Self::header(total) + total, 2).map_err(|_| AllocError)
+    }
 
     /// Copies `parts` into one allocation of exactly their total size plus
     /// the offsets. Err when the allocator fails or the total exceeds
@@ -40,31 +57,54 @@ impl<A: Allocator, const N: usize> Packed<A, N> {
         if total > MAX_TOTAL || N == 0 {
             return Err(AllocError);
         }
-        let layout = Layout::from_size_align(Self::HEADER + total, 2).map_err(|_| AllocError)?;
-        let ptr = alloc.allocate(layout)?.cast::<u8>();
+        let header = Self::header(total);
+        let ptr = alloc.allocate(Self::layout(total)?)?.cast::<u8>();
         let mut end = 0usize;
+        if header != N {
+            // SAFETY: [I17] a wide header has 2 + 2 * N >= 2 bytes.
+            unsafe { ptr.as_ptr().write(WIDE) };
+            // SAFETY: [I17] as above.
+            unsafe { ptr.as_ptr().add(1).write(0) };
+        }
         for (i, p) in parts.iter().enumerate() {
-            // SAFETY: [I17] the buffer has HEADER + total bytes; offset 2 * i < HEADER
-            // and HEADER + end + p.len() <= HEADER + total; the source is a
-            // separate slice, so the regions do not overlap.
+            // SAFETY: [I17] the buffer has header + total bytes; the offset
+            // slot of i is inside the header (i < N; 2 + 2 * i + 2 <= header
+            // when wide) and header + end + p.len() <= header + total; the
+            // source is a separate slice, so the regions do not overlap.
             unsafe {
-                core::ptr::copy_nonoverlapping(p.as_ptr(), ptr.as_ptr().add(Self::HEADER + end), p.len());
+                core::ptr::copy_nonoverlapping(p.as_ptr(), ptr.as_ptr().add(header + end), p.len());
                 end += p.len();
-                ptr.as_ptr().add(2 * i).cast::<u16>().write_unaligned(end as u16);
+                if header == N {
+                    ptr.as_ptr().add(i).write(end as u8);
+                } else {
+                    ptr.as_ptr().add(2 + 2 * i).cast::<u16>().write_unaligned(end as u16);
+                }
             }
         }
         Ok(Packed { ptr, alloc })
     }
 
-    fn end(&self, i: usize) -> usize {
+    fn wide(&self) -> bool {
+        // SAFETY: [I17] every header has at least one byte (N > 0), written
+        // by new_in: WIDE, or a narrow end offset (< WIDE).
+        unsafe { self.ptr.as_ptr().read() == WIDE }
+    }
+
+    /// (header length, end offset of string `i`)
+    fn end(&self, i: usize) -> (usize, usize) {
         debug_assert!(i < N);
-        // SAFETY: [I17] i < N, so 2 * i + 2 <= HEADER, inside the buffer written
-        // by new_in.
-        unsafe { self.ptr.as_ptr().add(2 * i).cast::<u16>().read_unaligned() as usize }
+        if self.wide() {
+            // SAFETY: [I17] i < N, so 2 + 2 * i + 2 <= 2 + 2 * N, inside the
+            // wide header new_in wrote.
+            (2 + 2 * N, unsafe { self.ptr.as_ptr().add(2 + 2 * i).cast::<u16>().read_unaligned() as usize })
+        } else {
+            // SAFETY: [I17] i < N, inside the narrow header new_in wrote.
+            (N, unsafe { self.ptr.as_ptr().add(i).read() as usize })
+        }
     }
 
     fn total(&self) -> usize {
-        self.end(N - 1)
+        self.end(N - 1).1
     }
 
     /// The `i`th string (empty when `i` is out of range).
@@ -72,20 +112,21 @@ impl<A: Allocator, const N: usize> Packed<A, N> {
         if i >= N {
             return &[];
         }
-        let start = if i == 0 { 0 } else { self.end(i - 1) };
-        let end = self.end(i);
+        let (header, end) = self.end(i);
+        let start = if i == 0 { 0 } else { self.end(i - 1).1 };
         if start > end {
             return &[];
         }
         // SAFETY: [I17] new_in wrote non-decreasing ends <= total, and the bytes
-        // [HEADER, HEADER + total) are initialised; the slice lives as long
+        // [header, header + total) are initialised; the slice lives as long
         // as &self, which owns the buffer.
-        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(Self::HEADER + start), end - start) }
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(header + start), end - start) }
     }
 
     /// Bytes allocated (for memory accounting).
     pub fn heap_len(&self) -> usize {
-        Self::HEADER + self.total()
+        let total = self.total();
+        Self::header(total) + total
     }
 }
 
@@ -94,7 +135,7 @@ impl<A: Allocator, const N: usize> Drop for Packed<A, N> {
         // SAFETY: [I17] new_in allocated ptr with exactly this layout, which it
         // checked (the total is read back from the header it wrote).
         unsafe {
-            let layout = Layout::from_size_align_unchecked(Self::HEADER + self.total(), 2);
+            let layout = Layout::from_size_align_unchecked(self.heap_len(), 2);
             self.alloc.deallocate(self.ptr, layout)
         }
     }
@@ -113,7 +154,7 @@ mod tests {
         assert_eq!(p.get(2), b"tag");
         assert_eq!(p.get(3), b"x");
         assert_eq!(p.get(4), b"");
-        assert_eq!(p.heap_len(), 8 + 11);
+        assert_eq!(p.heap_len(), 4 + 11, "one byte per offset");
         assert_eq!(core::mem::size_of::<Packed<Global, 4>>(), 8, "one pointer in the record");
     }
 
@@ -125,5 +166,18 @@ mod tests {
         let p: Packed<Global, 2> = Packed::new_in([&big, b""], Global).expect("64 KB fits");
         assert_eq!(p.get(0).len(), MAX_TOTAL);
         assert!(Packed::<Global, 2>::new_in([&big, b"y"], Global).is_err(), "one byte more does not");
+    }
+
+    #[test]
+    fn narrow_and_wide_headers_meet_at_255_bytes() {
+        for total in [0usize, 1, 200, 253, 254, 255, 256, 300, 1000] {
+            let a = vec![b'a'; total / 3];
+            let b = vec![b'b'; total - total / 3 - 1.min(total)];
+            let c = vec![b'c'; 1.min(total)];
+            let p: Packed<Global, 3> = Packed::new_in([&a, &b, &c], Global).expect("alloc");
+            assert_eq!((p.get(0), p.get(1), p.get(2)), (&a[..], &b[..], &c[..]), "total {total}");
+            let header = if total < 255 { 3 } else { 8 };
+            assert_eq!(p.heap_len(), header + total, "total {total}");
+        }
     }
 }

@@ -26,6 +26,7 @@ use hashbrown::HashTable;
 use crate::appearance::Appearances;
 use crate::model::{EventType, SubState};
 use crate::packed::Packed;
+use crate::tagpfx::{self, ToTag};
 use crate::thinvec::ThinVec;
 use crate::sync::{Guard, Locked, RawLock};
 
@@ -71,11 +72,14 @@ const S_FROM_TAG: usize = 2;
 const S_TO_TAG: usize = 3;
 const S_RR: usize = 4;
 
-/// A stored subscription: its strings in one allocation.
+/// A stored subscription: its strings in one allocation, the To-tag
+/// without its shared prefix when it has one ([`crate::tagpfx`]).
 pub struct Subscription<A: Allocator> {
     strs: Packed<A, 5>,
     pub(crate) event: EventType,
     pub(crate) state: SubState,
+    /// The To-tag's prefix in [`tagpfx::table`] (0: the tag is whole).
+    tag_prefix: u8,
     pub(crate) expires: i64,
     pub(crate) index: i32,
     pub(crate) notify_cseq: u32,
@@ -100,13 +104,12 @@ pub struct Subscription<A: Allocator> {
 
 impl<A: Allocator> Subscription<A> {
     fn new_in(r: &SubscriptionRec<'_>, alloc: A) -> Result<Self, AllocError> {
+        let (tag_prefix, to_tag) = tagpfx::table().split(r.to_tag).unwrap_or((0, r.to_tag));
         Ok(Subscription {
-            strs: Packed::new_in(
-                [r.subscriber, r.call_id, r.from_tag, r.to_tag, r.record_route],
-                alloc,
-            )?,
+            strs: Packed::new_in([r.subscriber, r.call_id, r.from_tag, to_tag, r.record_route], alloc)?,
             event: r.event,
             state: r.state,
+            tag_prefix,
             expires: r.expires,
             index: r.index,
             notify_cseq: r.notify_cseq,
@@ -229,8 +232,14 @@ impl<A: Allocator> Subscription<A> {
     pub fn from_tag(&self) -> &[u8] {
         self.strs.get(S_FROM_TAG)
     }
-    pub fn to_tag(&self) -> &[u8] {
-        self.strs.get(S_TO_TAG)
+    /// The To-tag (read it with [`ToTag`]'s methods, or whole with
+    /// [`ToTag::in_buf`]).
+    pub fn to_tag(&self) -> ToTag<'_> {
+        let prefix = match self.tag_prefix {
+            0 => &[][..],
+            n => tagpfx::table().get(n).unwrap_or(&[]),
+        };
+        ToTag::new(prefix, self.strs.get(S_TO_TAG))
     }
     pub fn record_route(&self) -> &[u8] {
         self.strs.get(S_RR)
@@ -241,7 +250,14 @@ impl<A: Allocator> Subscription<A> {
         self.call_id() == r.call_id && self.from_tag() == r.from_tag && self.to_tag() == r.to_tag
     }
 
-    pub fn to_rec<'s>(&'s self, aor: &'s [u8]) -> SubscriptionRec<'s> {
+    /// As a record; its To-tag rebuilt in `buf` when stored split.
+    pub fn to_rec<'s>(&'s self, aor: &'s [u8], buf: &'s mut std::vec::Vec<u8>) -> SubscriptionRec<'s> {
+        self.to_rec_tagged(aor, self.to_tag().in_buf(buf))
+    }
+
+    /// As a record with `to_tag`, the whole To-tag (from
+    /// [`Subscription::to_tag`]).
+    pub fn to_rec_tagged<'s>(&'s self, aor: &'s [u8], to_tag: &'s [u8]) -> SubscriptionRec<'s> {
         SubscriptionRec {
             aor,
             subscriber: self.subscriber(),
@@ -251,7 +267,7 @@ impl<A: Allocator> Subscription<A> {
             index: self.index,
             call_id: self.call_id(),
             from_tag: self.from_tag(),
-            to_tag: self.to_tag(),
+            to_tag,
             record_route: self.record_route(),
             notify_cseq: self.notify_cseq,
             subscribe_cseq: self.subscribe_cseq,
@@ -263,17 +279,19 @@ impl<A: Allocator> Subscription<A> {
     }
 }
 
-/// All state of one AoR: two pointers and a flag, as it sits in a hash
-/// table whose spare buckets cost as much as used ones. The AoR itself is
-/// the tail of the subscriptions' allocation; the hash is recomputed from
-/// it when the table grows (rare).
+/// All state of one AoR: one pointer, as it sits in a hash table whose
+/// spare buckets cost as much as used ones. The AoR itself is the tail of
+/// the subscriptions' allocation, its appearances (a pointer, none
+/// allocated while there are none) and whether it is shared (a flag) are
+/// in that allocation's header; the hash is recomputed from the AoR when
+/// the table grows (rare).
 pub struct AorEntry<A: Allocator + Clone> {
-    /// The subscriptions, with the AoR as their allocation's tail.
-    pub(crate) subs: ThinVec<Subscription<A>, A>,
-    pub(crate) apps: Appearances<A>,
-    /// A shared appearance (the C module's "registered appearance list"):
-    /// set when a subscription is stored, cleared by [`AorEdit::unregister`](crate::change::AorEdit::unregister).
-    pub(crate) shared: bool,
+    /// The subscriptions, with the AoR as their allocation's tail, the
+    /// appearances in its header and its flag the AoR's "shared
+    /// appearance" (the C module's "registered appearance list"): set when
+    /// a subscription is stored, cleared by
+    /// [`AorEdit::unregister`](crate::change::AorEdit::unregister).
+    pub(crate) subs: ThinVec<Subscription<A>, A, Appearances<A>>,
 }
 
 impl<A: Allocator + Clone> AorEntry<A> {
@@ -286,14 +304,33 @@ impl<A: Allocator + Clone> AorEntry<A> {
         &self.subs
     }
 
-    /// The appearances (lines in use).
+    /// The appearances (lines in use), kept in the header of the
+    /// subscriptions' allocation (which an entry always has: it holds the
+    /// AoR).
     pub fn apps(&self) -> &Appearances<A> {
-        &self.apps
+        match self.subs.extra() {
+            Some(a) => a,
+            None => unreachable!("an entry's subscriptions always have an allocation"),
+        }
+    }
+
+    pub(crate) fn apps_mut(&mut self) -> &mut Appearances<A> {
+        match self.subs.extra_mut() {
+            Some(a) => a,
+            None => unreachable!("an entry's subscriptions always have an allocation"),
+        }
     }
 
     /// Is this AoR a shared appearance (C: `sca_uri_is_shared_appearance`)?
     pub fn is_shared(&self) -> bool {
-        self.shared
+        self.subs.flag()
+    }
+
+    /// Mark the AoR shared or not (its subscriptions' allocation always
+    /// exists: it holds the AoR).
+    pub(crate) fn set_shared(&mut self, on: bool) {
+        let set = self.subs.set_flag(on);
+        debug_assert!(set, "an entry's subscriptions always have an allocation");
     }
 
     pub fn find_sub(&self, event: EventType, subscriber: &[u8]) -> Option<usize> {
@@ -305,7 +342,7 @@ impl<A: Allocator + Clone> AorEntry<A> {
     }
 
     fn is_empty(&self) -> bool {
-        self.subs.is_empty() && self.apps.is_empty() && !self.shared
+        self.subs.is_empty() && self.apps().is_empty() && !self.is_shared()
     }
 
     pub fn has_subscribers(&self, event: EventType) -> bool {
@@ -316,7 +353,7 @@ impl<A: Allocator + Clone> AorEntry<A> {
     /// (marks the AoR shared). On `NoMemory` nothing changed.
     pub(crate) fn put_sub(&mut self, r: &SubscriptionRec<'_>) -> Result<Stored, StoreError> {
         let mut sub = Subscription::new_in(r, self.subs.allocator().clone())?;
-        self.shared = true;
+        self.set_shared(true);
         match self.find_sub(r.event, r.subscriber) {
             Some(i) => {
                 // the same row in the DB: its history carries over
@@ -351,7 +388,7 @@ impl<A: Allocator + Clone> AorEntry<A> {
                 i += 1;
             }
         }
-        let (released, flagged) = self.apps.owner_gone(contact);
+        let (released, flagged) = self.apps_mut().owner_gone(contact);
         ContactGone { ended, released, flagged }
     }
 }
@@ -542,8 +579,6 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
         if self.entry().is_none() {
             let e = AorEntry {
                 subs: ThinVec::with_tail_in(aor, subs, self.alloc.clone())?,
-                apps: Appearances::new_in(self.alloc.clone()),
-                shared: false,
             };
             let rehash = |e: &AorEntry<A>| Store::<A, L>::hash(e.aor());
             self.guard.aors.try_reserve(1, rehash).map_err(|_| StoreError::NoMemory)?;
@@ -595,7 +630,7 @@ impl<A: Allocator + Clone, L: RawLock> AorGuard<'_, A, L> {
 
     /// Is this AoR a shared appearance (C: `sca_uri_is_shared_appearance`)?
     pub fn is_shared(&self) -> bool {
-        self.entry().is_some_and(|e| e.shared)
+        self.entry().is_some_and(|e| e.is_shared())
     }
 
     pub fn alloc(&self) -> A {
@@ -673,9 +708,9 @@ mod tests {
             }
             g.put_sub(&rec(aor, b"sip:dead@1", EventType::LineSeize)).expect("put");
             let e = g.entry_mut().expect("entry");
-            e.apps.seize(Some(1), b"sip:dead@1", 0, Global).expect("seize");
-            e.apps.seize(Some(2), b"sip:dead@1", 0, Global).expect("seize");
-            e.apps.get_mut(2).expect("2").set_state(crate::parse::appearance::AppearanceState::Active, 1);
+            e.apps_mut().seize(Some(1), b"sip:dead@1", 0, Global).expect("seize");
+            e.apps_mut().seize(Some(2), b"sip:dead@1", 0, Global).expect("seize");
+            e.apps_mut().get_mut(2).expect("2").set_state(crate::parse::appearance::AppearanceState::Active, 1);
         }
         let mut g = s.lock_aor(aor);
         let e = g.entry_mut().expect("entry");
@@ -688,7 +723,7 @@ mod tests {
         assert_eq!(gone.flagged, 1);
         assert_eq!(e.subs.len(), 1);
         assert_eq!(e.subs[0].subscriber(), b"sip:alive@2");
-        assert_eq!(e.apps.iter().map(|a| a.index).collect::<std::vec::Vec<_>>(), [2]);
+        assert_eq!(e.apps().iter().map(|a| a.index).collect::<std::vec::Vec<_>>(), [2]);
         assert!(e.contact_gone(b"sip:nobody@3").is_empty());
     }
 
@@ -706,7 +741,7 @@ mod tests {
             assert_eq!(g.put_sub(&r), Ok(Stored::Replaced));
             let found = g.find_sub(EventType::CallInfo, b"sip:100@10.0.0.1").expect("found");
             assert_eq!(found.expires, 2000);
-            assert_eq!(found.to_rec(aor), r);
+            assert_eq!(found.to_rec(aor, &mut std::vec::Vec::new()), r);
         }
         assert_eq!(s.subscription_count(EventType::CallInfo), 2);
         assert_eq!(s.subscription_count(EventType::LineSeize), 1);

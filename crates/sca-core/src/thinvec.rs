@@ -18,30 +18,48 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 #[repr(C)]
-struct Header {
+struct Header<X> {
     len: u16,
     cap: u16,
+    /// The tail's length, and [`FLAG`].
     tail: u32,
+    /// The owner's value kept in the allocation (`()` for most).
+    extra: X,
 }
+
+/// A value a ThinVec keeps in its allocation's header for its owner (the
+/// store: an AoR's appearances, beside its subscriptions), made when the
+/// first allocation is.
+pub trait HeaderExtra<A>: Sized {
+    fn new_in(alloc: &A) -> Self;
+}
+
+impl<A> HeaderExtra<A> for () {
+    fn new_in(_: &A) {}
+}
+
+/// A bit of the owner's in the header's `tail` word (see
+/// [`ThinVec::set_flag`]); the tail's length is the other 31 bits.
+const FLAG: u32 = 1 << 31;
 
 /// Most elements a ThinVec holds.
 pub const MAX_LEN: usize = u16::MAX as usize;
 
-pub struct ThinVec<T, A: Allocator> {
+pub struct ThinVec<T, A: Allocator, X: HeaderExtra<A> = ()> {
     /// None: empty, no tail, nothing allocated. Some: a Header, then `cap`
     /// slots of T (the first `len` initialised), then `tail` bytes,
     /// allocated by `alloc` with [`ThinVec::layout`]`(cap, tail)`.
-    ptr: Option<NonNull<Header>>,
+    ptr: Option<NonNull<Header<X>>>,
     alloc: A,
-    _owns: PhantomData<T>,
+    _owns: PhantomData<(T, X)>,
 }
 
 // SAFETY: [I16] ThinVec owns its elements and buffer exclusively, like Vec.
-unsafe impl<T: Send, A: Allocator + Send> Send for ThinVec<T, A> {}
+unsafe impl<T: Send, A: Allocator + Send, X: HeaderExtra<A> + Send> Send for ThinVec<T, A, X> {}
 // SAFETY: [I16] `&ThinVec` only gives `&T`, like Vec.
-unsafe impl<T: Sync, A: Allocator + Sync> Sync for ThinVec<T, A> {}
+unsafe impl<T: Sync, A: Allocator + Sync, X: HeaderExtra<A> + Sync> Sync for ThinVec<T, A, X> {}
 
-impl<T, A: Allocator> ThinVec<T, A> {
+impl<T, A: Allocator, X: HeaderExtra<A>> ThinVec<T, A, X> {
     pub fn new_in(alloc: A) -> Self {
         ThinVec { ptr: None, alloc, _owns: PhantomData }
     }
@@ -50,16 +68,16 @@ impl<T, A: Allocator> ThinVec<T, A> {
     /// with room for `cap` elements (one allocation where a later push
     /// would have taken a second).
     pub fn with_tail_in(tail: &[u8], cap: usize, alloc: A) -> Result<Self, AllocError> {
-        if tail.len() > u32::MAX as usize || cap > MAX_LEN {
+        if tail.len() >= FLAG as usize || cap > MAX_LEN {
             return Err(AllocError);
         }
         let (layout, off) = Self::layout(cap, tail.len())?;
-        let p = alloc.allocate(layout)?.cast::<Header>();
+        let p = alloc.allocate(layout)?.cast::<Header<X>>();
         // SAFETY: [I17] the allocation has room for a Header (aligned by the
         // layout), cap elements (uninitialised, len 0) and, at off, for the
         // tail; the source is a separate slice.
         unsafe {
-            p.as_ptr().write(Header { len: 0, cap: cap as u16, tail: tail.len() as u32 });
+            p.as_ptr().write(Header { len: 0, cap: cap as u16, tail: tail.len() as u32, extra: X::new_in(&alloc) });
             core::ptr::copy_nonoverlapping(tail.as_ptr(), p.as_ptr().cast::<u8>().add(off), tail.len());
         }
         Ok(ThinVec { ptr: Some(p), alloc, _owns: PhantomData })
@@ -69,13 +87,46 @@ impl<T, A: Allocator> ThinVec<T, A> {
     /// bytes, offset of the tail)
     fn layout(cap: usize, tail: usize) -> Result<(Layout, usize), AllocError> {
         let items = Layout::array::<T>(cap).map_err(|_| AllocError)?;
-        let (l, _) = Layout::new::<Header>().extend(items).map_err(|_| AllocError)?;
+        let (l, _) = Layout::new::<Header<X>>().extend(items).map_err(|_| AllocError)?;
         let (l, tail_off) = l.extend(Layout::array::<u8>(tail).map_err(|_| AllocError)?).map_err(|_| AllocError)?;
         Ok((l.pad_to_align(), tail_off))
     }
 
     fn tail_len(&self) -> usize {
-        self.header().map_or(0, |h| h.tail as usize)
+        self.header().map_or(0, |h| (h.tail & !FLAG) as usize)
+    }
+
+    /// The owner's value in the header (None when nothing is allocated).
+    pub fn extra(&self) -> Option<&X> {
+        self.header().map(|h| &h.extra)
+    }
+
+    /// The owner's value in the header, mutably.
+    pub fn extra_mut(&mut self) -> Option<&mut X> {
+        // SAFETY: [I17] a Some ptr points to the live Header this vector
+        // wrote, and &mut self is exclusive.
+        self.ptr.map(|p| unsafe { &mut (*p.as_ptr()).extra })
+    }
+
+    /// The owner's flag bit (false when nothing is allocated).
+    pub fn flag(&self) -> bool {
+        self.header().is_some_and(|h| h.tail & FLAG != 0)
+    }
+
+    /// Set or clear the owner's flag bit, kept in the allocation's header
+    /// (a vector made by [`ThinVec::with_tail_in`] always has one); false
+    /// (nothing changed) when nothing is allocated.
+    pub fn set_flag(&mut self, on: bool) -> bool {
+        match self.ptr {
+            None => false,
+            Some(p) => {
+                // SAFETY: [I17] a Some ptr points to the live Header this vector
+                // wrote, and &mut self is exclusive.
+                let h = unsafe { &mut *p.as_ptr() };
+                h.tail = if on { h.tail | FLAG } else { h.tail & !FLAG };
+                true
+            }
+        }
     }
 
     /// The bytes given to [`ThinVec::with_tail_in`] (empty otherwise).
@@ -91,7 +142,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
         }
     }
 
-    fn header(&self) -> Option<&Header> {
+    fn header(&self) -> Option<&Header<X>> {
         // SAFETY: [I17] a Some ptr points to the live Header this vector wrote.
         self.ptr.map(|p| unsafe { &*p.as_ptr() })
     }
@@ -109,7 +160,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
     }
 
     fn data_offset() -> usize {
-        let h = core::mem::size_of::<Header>();
+        let h = core::mem::size_of::<Header<X>>();
         let a = core::mem::align_of::<T>();
         h.div_ceil(a) * a
     }
@@ -134,6 +185,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
             return Err(AllocError);
         }
         let tail = self.tail_len();
+        let flag = if self.flag() { FLAG } else { 0 };
         let (new_layout, new_tail_off) = Self::layout(want, tail)?;
         let new = match self.ptr {
             None => self.alloc.allocate(new_layout)?.cast::<u8>(),
@@ -151,10 +203,21 @@ impl<T, A: Allocator> ThinVec<T, A> {
                 }
             }
         };
-        let h = new.cast::<Header>();
-        // SAFETY: [I17] the allocation starts with room for a Header (aligned by
-        // the layout); len and tail are kept, cap is the new one.
-        unsafe { h.as_ptr().write(Header { len: len as u16, cap: want as u16, tail: tail as u32 }) };
+        let h = new.cast::<Header<X>>();
+        if self.ptr.is_none() {
+            // SAFETY: [I17] a new allocation starts with room for a Header
+            // (aligned by the layout): written whole.
+            unsafe { h.as_ptr().write(Header { len: 0, cap: 0, tail: 0, extra: X::new_in(&self.alloc) }) };
+        }
+        // SAFETY: [I17] the allocation starts with the Header (grown: moved
+        // bitwise with its extra, which stays); len and tail are kept, cap
+        // is the new one.
+        unsafe {
+            let hp = h.as_ptr();
+            (*hp).len = len as u16;
+            (*hp).cap = want as u16;
+            (*hp).tail = tail as u32 | flag;
+        }
         self.ptr = Some(h);
         Ok(())
     }
@@ -264,7 +327,7 @@ impl<T, A: Allocator> ThinVec<T, A> {
     }
 }
 
-impl<T, A: Allocator> Deref for ThinVec<T, A> {
+impl<T, A: Allocator, X: HeaderExtra<A>> Deref for ThinVec<T, A, X> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         let len = self.header().map_or(0, |h| h.len as usize);
@@ -274,7 +337,7 @@ impl<T, A: Allocator> Deref for ThinVec<T, A> {
     }
 }
 
-impl<T, A: Allocator> DerefMut for ThinVec<T, A> {
+impl<T, A: Allocator, X: HeaderExtra<A>> DerefMut for ThinVec<T, A, X> {
     fn deref_mut(&mut self) -> &mut [T] {
         let len = self.len();
         // SAFETY: [I17] as in deref, and &mut self is exclusive.
@@ -282,11 +345,14 @@ impl<T, A: Allocator> DerefMut for ThinVec<T, A> {
     }
 }
 
-impl<T, A: Allocator> Drop for ThinVec<T, A> {
+impl<T, A: Allocator, X: HeaderExtra<A>> Drop for ThinVec<T, A, X> {
     fn drop(&mut self) {
         self.clear();
         let (cap, tail) = (self.capacity(), self.tail_len());
         if let Some(p) = self.ptr.take() {
+            // SAFETY: [I17] the header's extra was written when the allocation
+            // was made and is dropped once, here, before the memory goes.
+            unsafe { core::ptr::drop_in_place(&mut (*p.as_ptr()).extra) };
             if let Ok((layout, _)) = Self::layout(cap, tail) {
                 // SAFETY: [I17] p was allocated by self.alloc with this layout
                 // (try_reserve_exact / with_tail_in); the elements were
@@ -307,7 +373,7 @@ mod tests {
         ThinVec::new_in(Global)
     }
 
-    fn push(t: &mut ThinVec<Rc<u32>, Global>, x: &Rc<u32>) {
+    fn push<X: HeaderExtra<Global>>(t: &mut ThinVec<Rc<u32>, Global, X>, x: &Rc<u32>) {
         t.try_reserve_exact(1).expect("reserve");
         assert!(t.push_within_capacity(x.clone()).is_ok());
     }
@@ -377,6 +443,7 @@ mod tests {
         assert_eq!(t.tail(), tail);
         assert_eq!(vals(&t), [6, 1, 2, 42, 3, 4]);
         let empty: ThinVec<u8, Global> = ThinVec::with_tail_in(b"", 0, Global).expect("alloc");
+        assert!(!empty.flag());
         assert_eq!(empty.tail(), b"");
         // a u8 vector: the tail right after odd element counts
         let mut bytes: ThinVec<u8, Global> = ThinVec::with_tail_in(b"xyz", 2, Global).expect("alloc");
@@ -387,5 +454,55 @@ mod tests {
             assert_eq!(bytes.tail(), b"xyz");
         }
         assert_eq!(&bytes[..], [0, 1, 2, 3, 4]);
+    }
+
+    /// An owner's value with a drop to count.
+    struct Counted(Rc<u32>);
+    impl HeaderExtra<Global> for Counted {
+        fn new_in(_: &Global) -> Self {
+            Counted(Rc::new(7))
+        }
+    }
+
+    #[test]
+    fn the_extra_lives_as_long_as_the_allocation_and_survives_growth() {
+        let mut t: ThinVec<Rc<u32>, Global, Counted> = ThinVec::with_tail_in(b"sip:x@y", 0, Global).expect("alloc");
+        let probe = t.extra().expect("made with the allocation").0.clone();
+        assert_eq!(Rc::strong_count(&probe), 2);
+        t.extra_mut().expect("extra").0 = Rc::new(9);
+        assert_eq!(Rc::strong_count(&probe), 1, "replaced: the old value dropped");
+        let nine = t.extra().expect("extra").0.clone();
+        for i in 0..6 {
+            push(&mut t, &Rc::new(i));
+            assert_eq!(*t.extra().expect("extra").0, 9, "after {} pushes", i + 1);
+            assert_eq!(t.tail(), b"sip:x@y");
+        }
+        assert_eq!(Rc::strong_count(&nine), 2);
+        drop(t);
+        assert_eq!(Rc::strong_count(&nine), 1, "dropped with the vector");
+        let mut lazy: ThinVec<u8, Global, Counted> = ThinVec::new_in(Global);
+        assert!(lazy.extra().is_none());
+        lazy.try_reserve_exact(1).expect("reserve");
+        assert_eq!(lazy.extra().map(|c| *c.0), Some(7), "made with the first allocation");
+    }
+
+    #[test]
+    fn the_flag_survives_growth_and_leaves_the_tail_alone() {
+        let tail = b"sip:flagged@example.com";
+        let mut t: ThinVec<Rc<u32>, Global> = ThinVec::with_tail_in(tail, 1, Global).expect("alloc");
+        assert!(!t.flag());
+        assert!(t.set_flag(true));
+        assert!(t.flag());
+        for i in 0..5 {
+            push(&mut t, &Rc::new(i));
+            assert!(t.flag(), "after {} pushes", i + 1);
+            assert_eq!(t.tail(), tail);
+        }
+        assert!(t.set_flag(false));
+        assert!(!t.flag());
+        assert_eq!((t.tail(), vals(&t)), (&tail[..], vec![0, 1, 2, 3, 4]));
+        let mut none = v();
+        assert!(!none.set_flag(true), "nothing allocated: no room for a flag");
+        assert!(!none.flag());
     }
 }

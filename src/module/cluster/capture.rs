@@ -15,7 +15,8 @@ pub(crate) fn capture(snap: &Snapshot, g: &mut AorGuard<'_, Shm, KLock>) -> Vec<
     if stamped.is_empty() {
         return Vec::new();
     }
-    let recs = replica::records(snap, g, &stamped);
+    let mut tags = Vec::new();
+    let recs = replica::records(snap, g, &stamped, &mut tags);
     encode_changes(&recs)
 }
 

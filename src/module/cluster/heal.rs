@@ -214,7 +214,8 @@ pub(super) fn store_chunk(
             if full || only.is_some_and(|d| !d.contains(e.aor())) {
                 return;
             }
-            let recs = digest::entry_records(e, n.id, now, seized_ttl);
+            let mut tags = Vec::new();
+            let recs = digest::entry_records(e, n.id, now, seized_ttl, &mut tags);
             if recs.iter().map(|r| r.encoded_len()).sum::<usize>() + RESERVE > b.room()
                 && b.record_count() > 0
             {

@@ -95,7 +95,7 @@ pub fn aor_sum<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64, se
         any = true;
     }
     for a in e
-        .apps
+        .apps()
         .iter()
         .filter(|a| a.inc != 0 && !purge_due(a.state, a.mtime, now, seized_ttl))
     {
@@ -202,18 +202,21 @@ impl Differing {
 /// What has expired at `now`, or is [`purge_due`], is left out: each node
 /// purges it on its own, and a peer that has already done so must not get
 /// it back.
-pub fn entry_records<A: Allocator + Clone>(
-    e: &AorEntry<A>,
+/// `tags` is room for the subscriptions' rebuilt To-tags.
+pub fn entry_records<'a, A: Allocator + Clone>(
+    e: &'a AorEntry<A>,
     self_id: u32,
     now: i64,
     seized_ttl: i64,
-) -> Vec<Record<'_>> {
-    let mut recs: Vec<Record<'_>> = e
-        .subs
-        .iter()
-        .filter(|s| s.expires > now)
-        .map(|s| {
-            let mut r = replica::sub_put_record(e.aor(), s);
+    tags: &'a mut Vec<Vec<u8>>,
+) -> Vec<Record<'a>> {
+    let live = || e.subs.iter().filter(move |s| s.expires > now);
+    replica::to_tags(live(), tags);
+    let tags: &'a Vec<Vec<u8>> = tags;
+    let mut recs: Vec<Record<'a>> = live()
+        .zip(tags)
+        .map(|(s, tag)| {
+            let mut r = replica::sub_put_record(e.aor(), s, tag);
             if let Record::SubPut(p) = &mut r {
                 if p.origin == 0 {
                     p.origin = self_id;
@@ -223,7 +226,7 @@ pub fn entry_records<A: Allocator + Clone>(
             r
         })
         .collect();
-    if e.shared || !e.apps.is_empty() {
+    if e.is_shared() || !e.apps().is_empty() {
         let mut r = replica::aor_apps_record(e, Vec::new());
         if let Record::AorApps(a) = &mut r {
             a.apps.retain(|x| !purge_due(x.state, x.mtime, now, seized_ttl));
@@ -354,14 +357,14 @@ mod tests {
             .expect("put");
         let e = g.entry().expect("entry");
         let puts = |now| {
-            entry_records(e, 1, now, SEIZED_TTL)
+            entry_records(e, 1, now, SEIZED_TTL, &mut Vec::new())
                 .iter()
                 .filter(|r| matches!(r, Record::SubPut(_)))
                 .count()
         };
         assert_eq!(puts(999), 1);
         assert_eq!(puts(1000), 0);
-        match &entry_records(e, 7, 0, SEIZED_TTL)[0] {
+        match &entry_records(e, 7, 0, SEIZED_TTL, &mut Vec::new())[0] {
             Record::SubPut(p) => assert_eq!(
                 (p.origin, p.ver),
                 (7, Ver::new(0, 7)),

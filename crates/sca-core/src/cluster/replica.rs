@@ -108,7 +108,8 @@ fn sub_content<A: Allocator>(s: &Subscription<A>) -> u64 {
     h.write_i64(s.expires);
     h.write_i32(s.index);
     h.write_u32(s.subscribe_cseq);
-    for part in [s.call_id(), s.from_tag(), s.to_tag(), s.record_route()] {
+    let mut tag = Vec::new();
+    for part in [s.call_id(), s.from_tag(), s.to_tag().in_buf(&mut tag), s.record_route()] {
         h.write_usize(part.len());
         h.write(part);
     }
@@ -162,11 +163,11 @@ impl Snapshot {
                 .map(|s| SubSnap { event: s.event, subscriber: s.subscriber().to_vec(), content: sub_content(s), ver: s.ver })
                 .collect(),
             apps: e
-                .apps
+                .apps()
                 .iter()
                 .map(|a| AppSnap { index: a.index, inc: a.inc, content: app_content(a), ver: a.ver })
                 .collect(),
-            shared: e.shared,
+            shared: e.is_shared(),
         }
     }
 }
@@ -219,10 +220,10 @@ pub fn stamp<A: Allocator + Clone, L: RawLock>(
             s.ver = Ver::next(now_ms, old, node);
             out.sub_puts.push(i);
         }
-        if e.shared != before.shared {
+        if e.is_shared() != before.shared {
             out.apps_changed = true;
         }
-        for a in e.apps.iter_mut() {
+        for a in e.apps_mut().iter_mut() {
             if a.inc == 0 {
                 continue;
             }
@@ -254,7 +255,7 @@ pub fn stamp<A: Allocator + Clone, L: RawLock>(
         out.tombstones.push(Tombstone { index: b.index, inc: Ver::unpack(b.inc), ver: Ver::unpack(ver) });
     }
     if let Some(e) = g.entry_mut() {
-        for a in e.apps.iter_mut().filter(|a| a.inc == 0) {
+        for a in e.apps_mut().iter_mut().filter(|a| a.inc == 0) {
             // a new seize: after every release of this index known here
             let wm = tombs.get(app_key(&aor, a.index)).map_or(0, |t| t.inc);
             a.pred = wm;
@@ -290,40 +291,50 @@ fn app_rec<A: Allocator + Clone>(a: &Appearance<A>) -> AppearanceRec<'_> {
 /// its release watermark (a tombstone of its `pred`), and the releases in
 /// `tombstones`.
 pub fn aor_apps_record<'a, A: Allocator + Clone>(e: &'a AorEntry<A>, mut tombstones: Vec<Tombstone>) -> Record<'a> {
-    for a in e.apps.iter().filter(|a| a.pred != 0) {
+    for a in e.apps().iter().filter(|a| a.pred != 0) {
         if !tombstones.iter().any(|t| t.index == a.index && t.inc.pack() >= a.pred) {
             tombstones.push(Tombstone { index: a.index, inc: Ver::unpack(a.pred), ver: Ver::unpack(a.pred) });
         }
     }
     Record::AorApps(AorApps {
         aor: e.aor(),
-        shared: e.shared,
+        shared: e.is_shared(),
         shared_ver: Ver::ZERO,
-        apps: e.apps.iter().map(app_rec).collect(),
+        apps: e.apps().iter().map(app_rec).collect(),
         tombstones,
     })
 }
 
-/// The `SUB_PUT` record of a subscription.
-pub fn sub_put_record<'a, A: Allocator>(aor: &'a [u8], s: &'a Subscription<A>) -> Record<'a> {
+/// The `SUB_PUT` record of a subscription whose whole To-tag is `to_tag`
+/// (see [`to_tags`]).
+pub fn sub_put_record<'a, A: Allocator>(aor: &'a [u8], s: &'a Subscription<A>, to_tag: &'a [u8]) -> Record<'a> {
     let ver = Ver::unpack(s.ver);
-    Record::SubPut(SubPut { sub: s.to_rec(aor), origin: ver.node, ver })
+    Record::SubPut(SubPut { sub: s.to_rec_tagged(aor, to_tag), origin: ver.node, ver })
 }
 
-/// The records of what [`stamp`] found, borrowed from the AoR and the
-/// snapshot.
+/// The whole To-tags of `subs` into `tags` (cleared first), one per
+/// subscription in order, for records that borrow them.
+pub fn to_tags<'s, A: Allocator + 's>(subs: impl Iterator<Item = &'s Subscription<A>>, tags: &mut Vec<Vec<u8>>) {
+    tags.clear();
+    tags.extend(subs.map(|s| s.to_tag().to_vec()));
+}
+
+/// The records of what [`stamp`] found, borrowed from the AoR, the
+/// snapshot and `tags` (room for the rebuilt To-tags).
 pub fn records<'a, A: Allocator + Clone, L: RawLock>(
     before: &'a Snapshot,
     g: &'a AorGuard<'_, A, L>,
     st: &Stamped,
+    tags: &'a mut Vec<Vec<u8>>,
 ) -> Vec<Record<'a>> {
     let mut out = Vec::new();
     let entry = g.entry();
     if let Some(e) = entry {
-        for &i in &st.sub_puts {
-            if let Some(s) = e.subs.get(i) {
-                out.push(sub_put_record(e.aor(), s));
-            }
+        let put = || st.sub_puts.iter().filter_map(|&i| e.subs.get(i));
+        to_tags(put(), tags);
+        let tags: &'a Vec<Vec<u8>> = tags;
+        for (s, tag) in put().zip(tags) {
+            out.push(sub_put_record(e.aor(), s, tag));
         }
     }
     for &(j, ver) in &st.sub_dels {
@@ -468,7 +479,7 @@ pub struct AppsOutcome {
 /// is that release or older, or it was seized without knowing of it.
 fn exclude<A: Allocator + Clone, L: RawLock>(g: &mut AorGuard<'_, A, L>, index: u32, wm: u64, fresh: bool) -> bool {
     match g.entry_mut() {
-        Some(e) if e.apps.get(index).is_some_and(|a| a.inc <= wm || (fresh && a.pred < wm)) => e.apps.release(index),
+        Some(e) if e.apps().get(index).is_some_and(|a| a.inc <= wm || (fresh && a.pred < wm)) => e.apps_mut().release(index),
         _ => false,
     }
 }
@@ -485,7 +496,7 @@ pub fn apply_aor_apps<A: Allocator + Clone, L: RawLock>(
     let mut out = AppsOutcome::default();
     let alloc = g.alloc();
     if r.shared && !g.is_shared() {
-        g.entry_or_insert()?.shared = true;
+        g.entry_or_insert()?.set_shared(true);
     }
     for t in &r.tombstones {
         let key = app_key(r.aor, t.index);
@@ -506,7 +517,7 @@ pub fn apply_aor_apps<A: Allocator + Clone, L: RawLock>(
             out.stale += 1;
             continue;
         }
-        let local = g.entry().and_then(|e| e.apps.get(a.index)).map(|l| (l.inc, l.ver, l.owner().to_vec()));
+        let local = g.entry().and_then(|e| e.apps().get(a.index)).map(|l| (l.inc, l.ver, l.owner().to_vec()));
         match local {
             Some((li, lv, _)) if li == inc && ver <= lv => {
                 out.stale += 1;
@@ -540,7 +551,7 @@ pub fn apply_aor_apps<A: Allocator + Clone, L: RawLock>(
             strs: a.str_parts(),
         };
         let app = Appearance::from_parts(&parts, alloc.clone())?;
-        g.entry_or_insert()?.apps.put(app)?;
+        g.entry_or_insert()?.apps_mut().put(app)?;
         out.changed = true;
     }
     g.prune();

@@ -59,7 +59,8 @@ impl Node {
         if st.is_empty() {
             return None;
         }
-        let recs = records(&snap, &g, &st);
+        let mut tags = Vec::new();
+        let recs = records(&snap, &g, &st, &mut tags);
         self.seq += 1;
         Some(codec::encode(&Header::new(Kind::Changes, self.id, 7, self.seq), &recs).expect("encode"))
     }
@@ -102,7 +103,7 @@ impl Node {
                     s.ver
                 ));
             }
-            for a in e.apps.iter() {
+            for a in e.apps().iter() {
                 out.push(format!(
                     "app {} {:?} {} inc={} ver={} callee={}",
                     a.index,
@@ -120,7 +121,7 @@ impl Node {
 
     fn owner_of(&self, index: u32) -> Option<Vec<u8>> {
         let g = self.store.lock_aor(AOR);
-        g.entry().and_then(|e| e.apps.get(index)).map(|a| a.owner().to_vec())
+        g.entry().and_then(|e| e.apps().get(index)).map(|a| a.owner().to_vec())
     }
 }
 
@@ -132,7 +133,7 @@ fn seize(idx: u32, owner: &'static [u8]) -> impl FnOnce(&mut AorGuard<'_, Global
     move |g| {
         let alloc = g.alloc();
         if let Ok(e) = g.entry_or_insert() {
-            let _ = e.apps.seize(Some(idx), owner, 10, alloc);
+            let _ = e.apps_mut().seize(Some(idx), owner, 10, alloc);
         }
     }
 }
@@ -140,7 +141,7 @@ fn seize(idx: u32, owner: &'static [u8]) -> impl FnOnce(&mut AorGuard<'_, Global
 fn release(idx: u32) -> impl FnOnce(&mut AorGuard<'_, Global, SpinLock>) {
     move |g| {
         if let Some(e) = g.entry_mut() {
-            e.apps.release(idx);
+            e.apps_mut().release(idx);
         }
         g.prune();
     }
@@ -148,7 +149,7 @@ fn release(idx: u32) -> impl FnOnce(&mut AorGuard<'_, Global, SpinLock>) {
 
 fn set_state(idx: u32, st: AppearanceState) -> impl FnOnce(&mut AorGuard<'_, Global, SpinLock>) {
     move |g| {
-        if let Some(a) = g.entry_mut().and_then(|e| e.apps.get_mut(idx)) {
+        if let Some(a) = g.entry_mut().and_then(|e| e.apps_mut().get_mut(idx)) {
             a.set_state(st, 11);
         }
     }
@@ -437,7 +438,7 @@ impl Node {
             codec::Builder::new(&Header::new(Kind::Changes, self.id, 7, 1)).expect("builder");
         self.store.for_each_aor(|e| {
             if diff.contains(e.aor()) {
-                for r in digest::entry_records(e, self.id, 0, crate::appearance::SEIZED_TTL) {
+                for r in digest::entry_records(e, self.id, 0, crate::appearance::SEIZED_TTL, &mut Vec::new()) {
                     b.push(&r).expect("fits");
                 }
             }

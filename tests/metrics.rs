@@ -242,6 +242,15 @@ fn notify_with(ua: &mut Ua, what: &str) -> SipMessage {
     }
 }
 
+/// Rows in the sqlite DB's subscription table.
+fn db_rows(k: &Kamailio) -> i64 {
+    k.sqlite("SELECT count(*) FROM sca_subscriptions;")
+        .expect("sqlite")
+        .trim()
+        .parse()
+        .expect("count")
+}
+
 /// Assert `after - before` for each named statistic.
 fn assert_moved(before: &Stats, after: &Stats, expect: &[(&str, i64)]) {
     for (name, delta) in expect {
@@ -486,12 +495,7 @@ fn every_statistic_moves_by_what_sip_keepalive_and_the_db_did() {
         wait_until(WAIT, || both(&k)["db_backlog"] == 0),
         "DB backlog drained"
     );
-    let rows: i64 = k
-        .sqlite("SELECT count(*) FROM sca_subscriptions;")
-        .expect("sqlite")
-        .trim()
-        .parse()
-        .expect("count");
+    let rows = db_rows(&k);
     let s7 = both(&k);
     assert_eq!(
         rows,
@@ -837,12 +841,7 @@ fn a_failing_db_counts_failed_rows_and_keeps_the_backlog() {
         healed["db_rows_written"] >= before["db_rows_written"] + 2,
         "{before:?} -> {healed:?}"
     );
-    let rows: i64 = k
-        .sqlite("SELECT count(*) FROM sca_subscriptions;")
-        .expect("sqlite")
-        .trim()
-        .parse()
-        .expect("count");
+    let rows = db_rows(&k);
     assert_eq!(rows, 3, "every subscription in the DB");
     // no attempt is left to fail: the next write (a fourth phone) succeeds
     let mut d = phone(&k, "D", "104");

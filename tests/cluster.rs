@@ -554,6 +554,19 @@ fn seize_and_call(c: &Cluster, a: &mut Phone, others: &mut [&mut Phone], d: &mut
 }
 
 /// Wait until `sca.cluster` says `synced` on every running node.
+/// Phones A, B and C of line 100, homed on nodes 1, 2 and 3, each
+/// subscribed to call-info, once every node stores the three.
+fn three_phones_watching(c: &Cluster) -> (Phone, Phone, Phone) {
+    let mut a = Phone::new(c, "A", "100", 1);
+    let mut b = Phone::new(c, "B", "100", 2);
+    let mut cc = Phone::new(c, "C", "100", 3);
+    for p in [&mut a, &mut b, &mut cc] {
+        p.subscribe_call_info();
+    }
+    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    (a, b, cc)
+}
+
 fn wait_synced(c: &Cluster, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
@@ -1611,13 +1624,7 @@ fn expired_line_seize_frees_the_line_on_every_node() {
     };
     c.wait_mesh(MESH);
     wait_synced(&c, Duration::from_secs(10));
-    let mut a = Phone::new(&c, "A", "100", 1);
-    let mut b = Phone::new(&c, "B", "100", 2);
-    let mut cc = Phone::new(&c, "C", "100", 3);
-    for p in [&mut a, &mut b, &mut cc] {
-        p.subscribe_call_info();
-    }
-    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let (mut a, mut b, mut cc) = three_phones_watching(&c);
 
     // seize (Expires 15) on node 1, never refreshed
     let (_ls, r) = a.seize("1");
@@ -1700,13 +1707,7 @@ fn a_line_stuck_in_seized_is_purged_on_every_node() {
     };
     c.wait_mesh(MESH);
     wait_synced(&c, Duration::from_secs(10));
-    let mut a = Phone::new(&c, "A", "100", 1);
-    let mut b = Phone::new(&c, "B", "100", 2);
-    let mut cc = Phone::new(&c, "C", "100", 3);
-    for p in [&mut a, &mut b, &mut cc] {
-        p.subscribe_call_info();
-    }
-    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let (mut a, mut b, mut cc) = three_phones_watching(&c);
 
     // B seizes line 1 through node 2 for 120 s and never calls
     b.ua.proxy = b.home;
@@ -1951,13 +1952,7 @@ fn an_rpc_deactivation_reaches_every_node() {
     };
     c.wait_mesh(MESH);
     wait_synced(&c, Duration::from_secs(10));
-    let mut a = Phone::new(&c, "A", "100", 1);
-    let mut b = Phone::new(&c, "B", "100", 2);
-    let mut cc = Phone::new(&c, "C", "100", 3);
-    for p in [&mut a, &mut b, &mut cc] {
-        p.subscribe_call_info();
-    }
-    c.wait_agree("subscriptions", AGREE, subscriptions, |v| v.len() == 3);
+    let (mut a, mut b, mut cc) = three_phones_watching(&c);
 
     // A seizes line 1 through node 1 for 120 s
     a.ua.proxy = a.home;

@@ -119,9 +119,11 @@ fn notify_sent(e: &mut AorEntry<Shm>, i: usize) -> Option<&Subscription<Shm>> {
 /// A locked AoR being changed: its [`ChangeSet`] is applied, and (local
 /// changes) replicated, when it is finished or dropped.
 pub struct Edit<'s> {
-    /// The AoR's lock (None only inside `drop`, which unlocks before it
-    /// broadcasts).
-    g: Option<AorGuard<'s, Shm, KLock>>,
+    /// The AoR's lock. Fields drop in declaration order once `drop` ran:
+    /// this one first, so the AoR is unlocked before `told` sends.
+    g: AorGuard<'s, Shm, KLock>,
+    /// What the end of the edit tells outside the lock (filled by `drop`).
+    told: Told,
     st: &'s Shared,
     /// Cluster: the AoR as locked, for the capture.
     snap: Option<Snapshot>,
@@ -136,7 +138,7 @@ pub fn edit<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
     let g = st.store.lock_aor(aor);
     let snap = cluster::enabled().then(|| Snapshot::take(g.entry()));
     let watched = Watched::take(g.entry());
-    Edit { g: Some(g), st, snap, watched, cs: ChangeSet::new(), now }
+    Edit { g, told: Told::default(), st, snap, watched, cs: ChangeSet::new(), now }
 }
 
 /// Lock `aor` to apply a peer's records to it: effects, no replication.
@@ -147,19 +149,19 @@ pub fn edit<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
 pub fn edit_from_peer<'s>(st: &'s Shared, aor: &'s [u8], now: i64) -> Edit<'s> {
     let g = st.store.lock_aor(aor);
     let watched = Watched::take(g.entry());
-    Edit { g: Some(g), st, snap: None, watched, cs: ChangeSet::new(), now }
+    Edit { g, told: Told::default(), st, snap: None, watched, cs: ChangeSet::new(), now }
 }
 
 impl<'s> Deref for Edit<'s> {
     type Target = AorGuard<'s, Shm, KLock>;
     fn deref(&self) -> &Self::Target {
-        self.g.as_ref().expect("an edit holds its lock until dropped")
+        &self.g
     }
 }
 
 impl DerefMut for Edit<'_> {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.g.as_mut().expect("an edit holds its lock until dropped")
+        &mut self.g
     }
 }
 
@@ -167,14 +169,14 @@ impl Edit<'_> {
     /// The AoR's entry as an edit that records what it changes (None: no
     /// such AoR).
     pub fn core(&mut self) -> Option<AorEdit<'_, Shm>> {
-        let e = self.g.as_mut()?.entry_mut()?;
+        let e = self.g.entry_mut()?;
         Some(e.edit(&mut self.cs))
     }
 
     /// [`Edit::core`], the entry created if absent (dropped again at the
     /// end of the edit if it stays empty).
     pub fn core_or_insert(&mut self) -> Result<AorEdit<'_, Shm>, StoreError> {
-        self.g.as_mut().expect("an edit holds its lock until dropped").edit_or_insert(&mut self.cs)
+        self.g.edit_or_insert(&mut self.cs)
     }
 
     /// The changes so far (for a peer's apply, which records by hand what
@@ -199,7 +201,7 @@ impl Edit<'_> {
     /// failed is never told, as in the C module (an error leaves the
     /// phone's subscriptions as they were).
     pub fn defer_effects(&mut self) -> Deferred {
-        let e = self.g.as_ref().and_then(|g| g.entry());
+        let e = self.g.entry();
         let watch = self.watched.take().map(|w| w.delta(e)).unwrap_or_default();
         Deferred { cs: core::mem::take(&mut self.cs), watch }
     }
@@ -212,34 +214,46 @@ pub struct Deferred {
 }
 
 impl Drop for Edit<'_> {
+    /// Apply the changes and capture them for the peers, under the lock;
+    /// the broadcast and liveness follow in [`Told`]'s drop, after `g`'s
+    /// has unlocked.
     fn drop(&mut self) {
-        let Some(mut g) = self.g.take() else { return };
         // nothing told and nothing captured while unwinding: the change
         // may be half done
-        let mut msgs = Vec::new();
-        let mut watch = WatchDelta::default();
-        if !std::thread::panicking() {
-            let cs = core::mem::take(&mut self.cs);
-            if !cs.is_empty() {
-                if let Some(cfg) = config() {
-                    let aor = g.aor().to_vec();
-                    apply(cfg, self.st, &aor, g.entry_mut(), cs, self.now);
-                }
-            }
-            g.prune();
-            if let Some(w) = self.watched.take() {
-                watch = w.delta(g.entry());
-            }
-            if let Some(snap) = self.snap.take() {
-                msgs = cluster::capture(&snap, &mut g);
+        if std::thread::panicking() {
+            return;
+        }
+        let cs = core::mem::take(&mut self.cs);
+        if !cs.is_empty() {
+            if let Some(cfg) = config() {
+                let aor = self.g.aor().to_vec();
+                apply(cfg, self.st, &aor, self.g.entry_mut(), cs, self.now);
             }
         }
-        // unlocked before anything is sent
-        drop(g);
-        if !msgs.is_empty() {
-            cluster::broadcast(msgs);
+        self.g.prune();
+        if let Some(w) = self.watched.take() {
+            self.told.watch = w.delta(self.g.entry());
         }
-        watch.tell();
+        if let Some(snap) = self.snap.take() {
+            self.told.msgs = cluster::capture(&snap, &mut self.g);
+        }
+    }
+}
+
+/// An edit's effects outside the AoR's lock: its records for the peers,
+/// and what liveness is to hear.
+#[derive(Default)]
+struct Told {
+    msgs: Vec<Vec<u8>>,
+    watch: WatchDelta,
+}
+
+impl Drop for Told {
+    fn drop(&mut self) {
+        if !self.msgs.is_empty() {
+            cluster::broadcast(core::mem::take(&mut self.msgs));
+        }
+        core::mem::take(&mut self.watch).tell();
     }
 }
 

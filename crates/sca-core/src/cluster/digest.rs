@@ -29,6 +29,7 @@ use super::codec::{AorApps, Record, SubDel, SubPut, Tombstone};
 use super::replica::{self, app_key, sub_key, Tombs};
 use super::Ver;
 use crate::appearance::PENDING_TTL;
+use crate::model::EventType;
 use crate::parse::appearance::AppearanceState;
 use crate::store::AorEntry;
 
@@ -66,6 +67,20 @@ pub fn purge_due(state: AppearanceState, mtime: i64, now: i64, seized_ttl: i64) 
     }
 }
 
+/// Is line `index` of `e`, in `state`, seized by a line-seize
+/// subscription that has expired at `now`? The purge releases it on each
+/// node at its own time (as it does what is [`purge_due`]), so a node
+/// that has released it must not get it back from one that has not yet.
+fn seize_expired<A: Allocator + Clone>(e: &AorEntry<A>, index: u32, state: AppearanceState, now: i64) -> bool {
+    state == AppearanceState::Seized
+        && e.subs.iter().any(|s| {
+            s.event == EventType::LineSeize
+                && !s.state.is_terminated()
+                && s.expires <= now
+                && u32::try_from(s.index) == Ok(index)
+        })
+}
+
 /// The digest of one AoR as this node (`self_id`) holds it at `now`
 /// (seconds): 0 when it holds nothing that is replicated. Subscriptions
 /// that are terminated or expired are left out (each node purges them at
@@ -97,7 +112,9 @@ pub fn aor_sum<A: Allocator + Clone>(e: &AorEntry<A>, self_id: u32, now: i64, se
     for a in e
         .apps()
         .iter()
-        .filter(|a| a.inc != 0 && !purge_due(a.state, a.mtime, now, seized_ttl))
+        .filter(|a| {
+            a.inc != 0 && !purge_due(a.state, a.mtime, now, seized_ttl) && !seize_expired(e, a.index, a.state, now)
+        })
     {
         let mut h = FixedState::with_seed(SEED).build_hasher();
         h.write_u8(b'A');
@@ -229,7 +246,8 @@ pub fn entry_records<'a, A: Allocator + Clone>(
     if e.is_shared() || !e.apps().is_empty() {
         let mut r = replica::aor_apps_record(e, Vec::new());
         if let Record::AorApps(a) = &mut r {
-            a.apps.retain(|x| !purge_due(x.state, x.mtime, now, seized_ttl));
+            a.apps
+                .retain(|x| !purge_due(x.state, x.mtime, now, seized_ttl) && !seize_expired(e, x.index, x.state, now));
         }
         recs.push(r);
     }

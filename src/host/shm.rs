@@ -135,3 +135,67 @@ pub fn total() -> u64 {
     // SAFETY: [I3] fills a local mem_info from the shm manager's counters.
     unsafe { sys::sca_rs_shm_total() as u64 }
 }
+
+/// Helps a long run of small allocations in one process (the start-up
+/// restore, before fork) past Kamailio's default memory manager's search.
+///
+/// q_malloc looks for a free fragment bucket by bucket, from the
+/// request's size up (about 2,100 buckets of 8 bytes), and stops at the
+/// first one that fits. While shared memory is still one big free
+/// fragment, every small request walks all of them to reach it: a
+/// million-row restore spent most of its time there. This keeps a block
+/// of [`FillAid::SPAN`] bytes allocated, and once about that much has been
+/// allocated since, allocates a new one and frees the old: the old one,
+/// with used blocks on both sides, is then a free fragment a few hundred
+/// buckets up, which the next requests are cut from. Other managers (TLSF,
+/// f_malloc) find a fragment without a walk; for them it is an allocation
+/// and a free every few dozen rows. It changes where blocks are placed,
+/// never what is allocated: without shared memory to spare it does
+/// nothing.
+#[derive(Debug)]
+pub struct FillAid {
+    held: Option<NonNull<u8>>,
+    /// `available()` when the block in use was freed for the next requests.
+    mark: u64,
+}
+
+impl FillAid {
+    /// Small enough that a walk to it is short, big enough to serve a
+    /// few dozen requests.
+    pub const SPAN: usize = 4096;
+
+    pub fn new() -> Self {
+        FillAid { held: raw_alloc(Self::SPAN), mark: available() }
+    }
+
+    /// Call between allocations (a restored row): hands the next span over
+    /// once the last one is used up.
+    pub fn tick(&mut self) {
+        let now = available();
+        if self.mark.saturating_sub(now) < Self::SPAN as u64 {
+            return;
+        }
+        let next = raw_alloc(Self::SPAN);
+        if let Some(old) = core::mem::replace(&mut self.held, next) {
+            // SAFETY: [I3] `old` came from shm_malloc in this value and is
+            // freed once, here.
+            unsafe { sys::sca_rs_shm_free(old.as_ptr().cast()) };
+        }
+        self.mark = available();
+    }
+}
+
+impl Default for FillAid {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for FillAid {
+    fn drop(&mut self) {
+        if let Some(p) = self.held.take() {
+            // SAFETY: [I3] as in `tick`: allocated here, freed once.
+            unsafe { sys::sca_rs_shm_free(p.as_ptr().cast()) };
+        }
+    }
+}

@@ -159,6 +159,8 @@ struct RestoreStats {
     read: Duration,
     /// Time storing into shared memory.
     store: Duration,
+    /// Keeps q_malloc's search short while the rows are stored.
+    aid: crate::host::shm::FillAid,
 }
 
 /// Which restore read a backend gets: its rows aggregated into one text
@@ -213,6 +215,7 @@ fn take_row(
         Ok(Restored::KeptLive) => stats.kept_live += 1,
         Err(e) => return Err(format!("out of shared memory after {} subscriptions ({e:?}): raise -m", stats.added)),
     }
+    stats.aid.tick();
     Ok(())
 }
 

@@ -69,6 +69,8 @@ const KEY_OPS: [&core::ffi::CStr; 3] = [OP_EQ, OP_EQ, OP_EQ];
 static API: OnceLock<DbApi> = OnceLock::new();
 /// `subs_table`, checked to be a plain identifier (it goes into SQL text).
 static TABLE: OnceLock<String> = OnceLock::new();
+/// `db_url` is PostgreSQL's (its multi-row INSERTs are built on arrays).
+static POSTGRES: OnceLock<bool> = OnceLock::new();
 
 fn server_id() -> i32 {
     crate::host::proc::server_id()
@@ -83,6 +85,7 @@ pub fn bind(url: &[u8], table: &[u8]) -> Result<(), String> {
     let api = DbApi::bind(url)?;
     let _ = API.set(api);
     let _ = TABLE.set(t.to_string());
+    let _ = POSTGRES.set(url.starts_with(b"postgres:"));
     Ok(())
 }
 
@@ -467,9 +470,15 @@ fn delete_where(con: &DbConn<'_>, conds: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// INSERT `rows`, [`sql::CHUNK`] rows a statement.
+/// INSERT `rows`, [`sql::CHUNK`] rows a statement (PostgreSQL: one array
+/// a column, [`sql::ARRAY_CHUNK`] rows a statement).
 fn insert_values(con: &DbConn<'_>, rows: &[&RowData]) -> Result<(), String> {
-    for stmt in sql::inserts(table(), &COLUMNS, rows, server_id()) {
+    let stmts = if POSTGRES.get().copied().unwrap_or(false) {
+        sql::inserts_unnest(table(), &COLUMNS, rows, server_id())
+    } else {
+        sql::inserts(table(), &COLUMNS, rows, server_id())
+    };
+    for stmt in stmts {
         con.raw_rows(&stmt).map_err(|e| format!("multi-row insert: {e}"))?;
     }
     Ok(())

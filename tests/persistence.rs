@@ -975,6 +975,14 @@ fn odd_call_ids_survive(db: Db) {
     }
     let st = k.stop().expect("graceful stop");
     assert!(st.success(), "{st}");
+    if matches!(db, Db::Sqlite(..)) {
+        // on sqlite the values are bound through the sqlite library
+        assert!(
+            k.log().contains("at shutdown (3 rows written, 0 deletes, through the sqlite library)"),
+            "the final flush used the sqlite library\n{}",
+            k.log_tail(20)
+        );
+    }
     let mut got = db.query("SELECT call_id FROM sca_subscriptions;");
     got.sort();
     let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();

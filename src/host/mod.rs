@@ -24,6 +24,7 @@ pub mod proc;
 pub mod rpc;
 pub mod shm;
 pub mod sl;
+pub mod sqlite;
 pub mod stats;
 mod sys;
 pub mod tm;

@@ -34,6 +34,7 @@ use sca_core::persist::{self, page, sql, RowData, RowOp, RowWrite};
 use sca_core::store::{Restored, SubscriptionRec};
 
 use crate::host::db::{DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
+use crate::host::sqlite::{Bind, Sqlite};
 use crate::host::log::B;
 use crate::module::metrics;
 use crate::module::params::Config;
@@ -123,6 +124,48 @@ fn open(cfg: &Config) -> Result<DbConn<'static>, String> {
         }
     }
     Ok(con)
+}
+
+/// The DB writer's connection: Kamailio's DB API, and on a `sqlite://`
+/// URL the same file through the sqlite library (see
+/// [`crate::host::sqlite`]): its batches are then written with prepared
+/// statements, one bound row at a time, instead of SQL text that
+/// db_sqlite would parse again for every statement.
+pub struct WriterConn {
+    api: DbConn<'static>,
+    native: Option<Sqlite>,
+}
+
+/// The file db_sqlite opened for this connection, as sqlite resolved it
+/// (`PRAGMA database_list`, the main database's row): the library then
+/// opens that very file, however the URL spelled it.
+fn sqlite_file(api: &DbConn<'_>) -> Option<Vec<u8>> {
+    let rows = api.raw_rows("PRAGMA database_list").ok()?;
+    let main = rows.iter().find(|r| r.get(1).map(Value::bytes) == Some(&b"main"[..]))?;
+    let file = main.get(2).map(Value::bytes)?;
+    (!file.is_empty()).then(|| file.to_vec())
+}
+
+fn open_writer(cfg: &Config) -> Result<WriterConn, String> {
+    let api = open(cfg)?;
+    let file = if is_sqlite(cfg) && crate::host::sqlite::available() { sqlite_file(&api) } else { None };
+    let native = match file {
+        Some(path) => match Sqlite::open(&path, 5000) {
+            Ok(n) => match n.exec("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768") {
+                Ok(()) => Some(n),
+                Err(e) => {
+                    lm_warn!("SCA DB writer: {e}; writing through db_sqlite instead");
+                    None
+                }
+            },
+            Err(e) => {
+                lm_warn!("SCA DB writer: {e}; writing through db_sqlite instead");
+                None
+            }
+        },
+        _ => None,
+    };
+    Ok(WriterConn { api, native })
 }
 
 fn row_to_rec(row: &[Value]) -> Option<SubscriptionRec<'_>> {
@@ -531,6 +574,83 @@ fn write_batch(con: &DbConn<'_>, tombs: &[Tombstone], rows: &[RowWrite], mode: M
     result
 }
 
+/// [`write_batch`] on the sqlite library: the same statements in the same
+/// order (deletes of ended subscriptions; per row its key's delete unless
+/// it is a fast-mode insert, its dialog's delete in careful mode; then the
+/// inserts in the unique key's order), each prepared once and run with
+/// the row's values bound, so any byte goes through.
+fn write_batch_native(db: &Sqlite, tombs: &[Tombstone], rows: &[RowWrite], mode: Mode) -> Result<(), String> {
+    let t = table();
+    db.exec("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let mut del_key = db.prepare(&format!("DELETE FROM {t} WHERE subscriber = ? AND aor = ? AND event = ?"))?;
+        let mut del_dialog = db.prepare(&format!(
+            "DELETE FROM {t} WHERE subscriber = ? AND call_id = ? AND from_tag = ? AND to_tag = ?"
+        ))?;
+        let mut ins = db.prepare(&format!(
+            "INSERT INTO {t} ({}) VALUES ({})",
+            COLUMNS.join(", "),
+            vec!["?"; COLUMNS.len()].join(", ")
+        ))?;
+        for d in tombs {
+            del_key.run(&[Bind::Text(&d.subscriber), Bind::Text(&d.aor), Bind::Int(d.event as i64)])?;
+        }
+        for w in rows {
+            let r = &w.row;
+            if mode == Mode::Careful || w.op != RowOp::Insert {
+                del_key.run(&[Bind::Text(&r.subscriber), Bind::Text(&r.aor), Bind::Int(r.event as i64)])?;
+            }
+            if mode == Mode::Careful && w.op != RowOp::Delete {
+                del_dialog.run(&[
+                    Bind::Text(&r.subscriber),
+                    Bind::Text(&r.call_id),
+                    Bind::Text(&r.from_tag),
+                    Bind::Text(&r.to_tag),
+                ])?;
+            }
+        }
+        let mut inserts: Vec<&RowData> = rows.iter().filter(|w| w.op != RowOp::Delete).map(|w| &w.row).collect();
+        // (the order of the table's unique key: see write_batch)
+        inserts.sort_unstable_by(|a, b| {
+            (&a.subscriber, &a.call_id, &a.from_tag, &a.to_tag).cmp(&(&b.subscriber, &b.call_id, &b.from_tag, &b.to_tag))
+        });
+        for r in inserts {
+            ins.run(&[
+                Bind::Text(&r.subscriber),
+                Bind::Text(&r.aor),
+                Bind::Int(r.event as i64),
+                Bind::Int(i64::from(i32::try_from(r.expires).unwrap_or(i32::MAX))),
+                Bind::Int(r.state as i64),
+                Bind::Int(i64::from(r.index.max(0))),
+                Bind::Text(&r.call_id),
+                Bind::Text(&r.from_tag),
+                Bind::Text(&r.to_tag),
+                Bind::Text(&r.record_route),
+                Bind::Int(i64::from(r.notify_cseq as i32)),
+                Bind::Int(i64::from(r.subscribe_cseq.wrapping_add(1) as i32)),
+                Bind::Int(i64::from(server_id())),
+            ])
+            .map_err(|e| format!("{e} (subscription of {})", B(&r.subscriber)))?;
+        }
+        Ok(())
+    })()
+    .and_then(|()| db.exec("COMMIT"));
+    if result.is_err() {
+        // (after a failed COMMIT the transaction may be gone already)
+        let _ = db.exec("ROLLBACK");
+    }
+    result
+}
+
+/// A batch through the writer's connection: the sqlite library's when it
+/// has one, else Kamailio's DB API.
+fn write_batch_on(con: &WriterConn, tombs: &[Tombstone], rows: &[RowWrite], mode: Mode) -> Result<(), String> {
+    match &con.native {
+        Some(db) => write_batch_native(db, tombs, rows, mode),
+        None => write_batch(&con.api, tombs, rows, mode),
+    }
+}
+
 /// What is committed after [`write_batch_resilient`].
 struct Written {
     /// The first `tombs` deletes committed.
@@ -544,18 +664,18 @@ struct Written {
 /// The batch the fast way; if that fails, the careful way; if that fails
 /// too, each delete and row in its own transaction, so a row the DB
 /// refuses does not hold up the others (it stays marked and is retried).
-fn write_batch_resilient(con: &DbConn<'_>, tombs: &[Tombstone], rows: Vec<RowWrite>, first: Mode) -> Written {
+fn write_batch_resilient(con: &WriterConn, tombs: &[Tombstone], rows: Vec<RowWrite>, first: Mode) -> Written {
     let mut err = String::new();
     let modes: &[Mode] = if first == Mode::Fast { &[Mode::Fast, Mode::Careful] } else { &[Mode::Careful] };
     for &mode in modes {
-        match write_batch(con, tombs, &rows, mode) {
+        match write_batch_on(con, tombs, &rows, mode) {
             Ok(()) => return Written { tombs: tombs.len(), rows, error: None },
             Err(e) => err = e,
         }
     }
     let mut done_tombs = 0;
     for t in tombs {
-        if write_batch(con, std::slice::from_ref(t), &[], Mode::Careful).is_err() {
+        if write_batch_on(con, std::slice::from_ref(t), &[], Mode::Careful).is_err() {
             break;
         }
         done_tombs += 1;
@@ -563,7 +683,7 @@ fn write_batch_resilient(con: &DbConn<'_>, tombs: &[Tombstone], rows: Vec<RowWri
     let total = rows.len();
     let ok: Vec<RowWrite> = rows
         .into_iter()
-        .filter(|w| done_tombs == tombs.len() && write_batch(con, &[], std::slice::from_ref(w), Mode::Careful).is_ok())
+        .filter(|w| done_tombs == tombs.len() && write_batch_on(con, &[], std::slice::from_ref(w), Mode::Careful).is_ok())
         .collect();
     let error = (done_tombs < tombs.len() || ok.len() < total).then(|| {
         format!(
@@ -579,7 +699,7 @@ fn write_batch_resilient(con: &DbConn<'_>, tombs: &[Tombstone], rows: Vec<RowWri
 const BIG_BATCH: usize = 1000;
 
 /// One batch of the writer. Returns the rows written.
-fn flush(st: &Shared, con: &DbConn<'_>) -> Result<usize, String> {
+fn flush(st: &Shared, con: &WriterConn) -> Result<usize, String> {
     // the deletes first: a subscription that ended and came back after
     // this point is in the snapshot and written after its delete
     let tombs = st.peek_tombstones();
@@ -611,15 +731,19 @@ fn flush(st: &Shared, con: &DbConn<'_>) -> Result<usize, String> {
 
 /// One tick of the DB writer process: a pending restore first, then a
 /// batch, with a connection of this process, reconnecting as needed.
-pub fn flush_with_reconnect(cfg: &Config, st: &Shared, conn: &mut Option<DbConn<'static>>, now: i64) {
+pub fn flush_with_reconnect(cfg: &Config, st: &Shared, conn: &mut Option<WriterConn>, now: i64) {
     if st.restore_pending.load(Ordering::Acquire) && !restore_retry(cfg, st, now) {
         // writing now could put a second row beside a row not read yet
         return;
     }
     if conn.is_none() {
-        match open(cfg) {
+        match open_writer(cfg) {
             Ok(c) => {
-                lm_notice!("SCA DB writer connected to {}", B(cfg.db_url.as_deref().unwrap_or_default()));
+                lm_notice!(
+                    "SCA DB writer connected to {}{}",
+                    B(cfg.db_url.as_deref().unwrap_or_default()),
+                    if c.native.is_some() { " (batches through the sqlite library, prepared statements)" } else { "" }
+                );
                 *conn = Some(c);
             }
             Err(e) => {
@@ -671,7 +795,7 @@ pub fn flush_at_exit(cfg: &Config, st: &Shared) {
              their changes since the last periodic DB write are not saved"
         );
     }
-    let con = match open(cfg) {
+    let con = match open_writer(cfg) {
         Ok(c) => c,
         Err(e) => {
             lm_err!("final SCA DB flush: {e}");
@@ -681,7 +805,11 @@ pub fn flush_at_exit(cfg: &Config, st: &Shared) {
     let n = rows.len();
     let w = write_batch_resilient(&con, &tombs, rows, Mode::Careful);
     match w.error {
-        None => lm_info!("SCA subscriptions flushed to the DB at shutdown ({n} rows written, {} deletes)", w.tombs),
+        None => lm_info!(
+            "SCA subscriptions flushed to the DB at shutdown ({n} rows written, {} deletes{})",
+            w.tombs,
+            if con.native.is_some() { ", through the sqlite library" } else { "" }
+        ),
         Some(e) => lm_err!("final SCA DB flush incomplete: {e}"),
     }
 }

@@ -276,7 +276,7 @@ entry! {
 
 thread_local! {
     /// The DB writer process's connection (one per process, I6).
-    static CONN: core::cell::RefCell<Option<crate::host::db::DbConn<'static>>> =
+    static CONN: core::cell::RefCell<Option<db::WriterConn>> =
         const { core::cell::RefCell::new(None) };
 }
 

@@ -107,13 +107,15 @@ soak: build
 
 # Benchmarks against Debian's C sca.so / keepalive.so and a floor config
 # (bench/bench.py); prints the tables and ratios and rewrites
-# docs/performance.md, .json and .png (the plot needs Debian's
-# python3-matplotlib, installed here rather than in setup: only bench needs it).
+# docs/performance.md, .json and .png, then instructions per SUBSCRIBE
+# under callgrind (bench/callgrind.py, printed only). The plot needs Debian's
+# python3-matplotlib, installed here rather than in setup: only bench needs it.
 BENCH_ARGS ?=
 bench: build
 	@/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
 	python3 bench/bench.py $(BENCH_ARGS)
+	python3 bench/callgrind.py --variants floor,rust-nodb,rust
 
 # Run Kamailio in the foreground with the module on the example config
 # (sqlite DB under .build/run, SIP on udp 127.0.0.1:5060, kamcmd socket

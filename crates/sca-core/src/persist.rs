@@ -357,7 +357,7 @@ pub mod sql {
     /// PostgreSQL: the INSERTs of [`inserts`] as one array a column and
     /// `unnest`, [`ARRAY_CHUNK`] rows each. The server parses an array
     /// literal as one value instead of a node per VALUES item: 20,000 rows
-    /// went in at 42,000-44,000 rows/s instead of 24,000-26,000.
+    /// went in at 29,000-44,000 rows/s instead of 24,000-26,000 (psql).
     pub fn inserts_unnest(table: &str, columns: &[&str], rows: &[&RowData], server_id: i32) -> Vec<String> {
         use core::fmt::Write;
         rows.chunks(ARRAY_CHUNK)

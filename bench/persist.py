@@ -106,6 +106,10 @@ class Postgres:
                   "||'.'||((i/256)%256)||'.'||(i%256)||':5060', 'sip:'||i||'@127.0.0.1', 1, "
                   f"CAST(extract(epoch FROM now()) AS INTEGER) + 3600, 0, 0, 'cid-'||i, 'ft', 'tt', '', 1, 1, 0 "
                   f"FROM generate_series(1, {n}) AS i;")
+        # a restart meets a DB at rest, not one still writing out and
+        # analysing a bulk load in the background (autovacuum): settle it
+        self.psql("VACUUM ANALYZE sca_subscriptions;")
+        self.psql("CHECKPOINT;")
 
     def count(self):
         return int(self.psql("SELECT count(*) FROM sca_subscriptions;").strip() or 0)

@@ -387,10 +387,12 @@ impl PortReservation {
                     .map_err(|e| format!("local_addr: {e}"))?
                     .port()
             };
-            // free on the others too (sockets closed again at once)
-            if ips[1..]
-                .iter()
-                .any(|ip| UdpSocket::bind(SocketAddrV4::new(*ip, port)).is_err())
+            // free on the others too, and for TCP on all of them (a config
+            // with TCP listens on the same port: a CI run once failed on
+            // "tcp_init(): bind ... Address already in use"); the sockets
+            // close again at once
+            if ips[1..].iter().any(|ip| UdpSocket::bind(SocketAddrV4::new(*ip, port)).is_err())
+                || ips.iter().any(|ip| std::net::TcpListener::bind(SocketAddrV4::new(*ip, port)).is_err())
             {
                 continue;
             }

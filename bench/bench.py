@@ -149,9 +149,10 @@ def stop_kamailio(k):
         pass
 
 
-def cpu_ticks(pgid):
-    """utime+stime (clock ticks) of every process in the group."""
-    total = 0
+def group_stats(pgid):
+    """pid -> the fields of /proc/<pid>/stat after the comm, for every
+    process in the group ([2] = pgrp, [11] = utime, [12] = stime)."""
+    out = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -161,10 +162,14 @@ def cpu_ticks(pgid):
         except OSError:
             continue
         fields = st[st.rindex(")") + 2:].split()
-        # fields[2] = pgrp, [11] = utime, [12] = stime (after the comm)
         if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total
+            out[int(pid)] = fields
+    return out
+
+
+def cpu_ticks(pgid):
+    """utime+stime (clock ticks) of every process in the group."""
+    return sum(int(f[11]) + int(f[12]) for f in group_stats(pgid).values())
 
 
 def fill_db(db, aors, phones):

@@ -75,18 +75,7 @@ def wrapper(d, out):
 
 
 def group_pids(pgid):
-    pids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        if int(st[st.rindex(")") + 2:].split()[2]) == pgid:
-            pids.append(int(pid))
-    return sorted(pids)
+    return sorted(B.group_stats(pgid))
 
 
 def psx(d):

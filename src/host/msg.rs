@@ -162,11 +162,32 @@ impl<'a> SipMsg<'a> {
         self.hdr_body(self.raw.record_route)
     }
 
+    /// Bodies of the headers the parser typed `ty`, in order, from `first`
+    /// (the message's pointer to the first of them, or the head of the
+    /// header list) on: an integer compare per header instead of a name's.
+    fn headers_of_type(&self, first: *mut sys::hdr_field, ty: sys::hdr_types_t) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut cur = first;
+        core::iter::from_fn(move || loop {
+            // SAFETY: [I2] the header list is NULL-terminated, built by the parser.
+            let h = unsafe { cur.as_ref() }?;
+            cur = h.next;
+            if h.type_ == ty {
+                // SAFETY: [I2] a hdr_field's body points into the message buffer.
+                return Some(trim(unsafe { as_bytes(&h.body) }));
+            }
+        })
+    }
+
+    /// The first Call-Info header's body (headers parsed).
+    pub fn call_info(&self) -> Option<&'a [u8]> {
+        self.headers_of_type(self.raw.headers, sys::_hdr_types_t_HDR_CALLINFO_T).next()
+    }
+
     /// All Record-Route header bodies joined with ", " (RFC 3261 12.1.1
     /// route set order as received).
     pub fn record_route_set(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for b in self.headers_named(b"Record-Route", None) {
+        for b in self.headers_of_type(self.raw.record_route, sys::_hdr_types_t_HDR_RECORDROUTE_T) {
             if !out.is_empty() {
                 out.extend_from_slice(b", ");
             }

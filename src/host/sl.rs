@@ -51,7 +51,8 @@ pub fn reply_totag<'a>(msg: &mut SipMsg<'a>) -> Option<&'a [u8]> {
     if unsafe { sys::sca_rs_sl_get_totag(msg.as_ptr(), &mut s) } < 0 {
         return None;
     }
-    // SAFETY: [I14] see above; the caller copies it before the next message.
+    // SAFETY: [I14] see above; the caller reads it while handling `msg` only
+    // ('a, the message's lifetime) and copies what it keeps.
     let t = unsafe { kstr::as_bytes(&s) };
     (!t.is_empty()).then_some(t)
 }

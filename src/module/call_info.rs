@@ -171,7 +171,7 @@ pub fn update<'m>(
             return -1;
         }
     };
-    let ci_hdr = msg.headers_named(b"Call-Info", None).next();
+    let ci_hdr = msg.call_info();
     let ci = match ci_hdr {
         None => Ci { index: 0, state: AppearanceState::Idle },
         Some(v) => match callinfo::parse(v) {

@@ -305,10 +305,10 @@ pub fn subscribe_notifies(st: &Shared, cfg: &Config, rec: &SubscriptionRec<'_>, 
     let sent = match guard.entry_mut() {
         Some(e) => {
             let built = notify::call_info_header(e, event, index, &mut call_info);
-            let aor = e.aor().to_vec();
+            // the entry locked by rec.aor holds exactly those bytes
             match e.find_sub(event, rec.subscriber) {
                 Some(i) => match notify_sent(e, i) {
-                    Some(sub) => built.and_then(|()| notify::send(cfg, &sub.to_rec(&aor, &mut Vec::new()), &call_info, now)),
+                    Some(sub) => built.and_then(|()| notify::send(cfg, &sub.to_rec(rec.aor, &mut Vec::new()), &call_info, now)),
                     None => Err(()),
                 },
                 None => built.and_then(|()| notify::send(cfg, &SubscriptionRec { notify_cseq: 1, ..rec.clone() }, &call_info, now)),

@@ -92,8 +92,9 @@ struct Request<'m> {
     expires: u32,
     call_id: &'m [u8],
     from_tag: &'m [u8],
-    /// Our To-tag: the request's (in-dialog) or the one sl will send.
-    to_tag: Vec<u8>,
+    /// Our To-tag: the request's (in-dialog) or the one sl will send
+    /// (sl's per-process buffer, the same for this request until the next).
+    to_tag: &'m [u8],
     in_dialog: bool,
     record_route: Vec<u8>,
     cseq: u32,
@@ -164,14 +165,13 @@ fn parse_request<'m>(cfg: &Config, msg: &mut SipMsg<'m>, event: EventType) -> Re
             lm_err!("cannot get a To-tag for the reply to SUBSCRIBE {}", B(ruri));
             Reject(400, "Bad Shared Call Appearance Request")
         })?;
-        let tag = tag.to_vec();
         let aor = parse::uri::extract_aor(ruri).map_err(|e| {
             lm_err!("cannot get an AoR from Request-URI {}: {e}", B(ruri));
             BAD_SCA_REQUEST
         })?;
         (aor, tag, false, msg.record_route_set())
     } else {
-        (to.uri, to.tag.to_vec(), true, msg.record_route_set())
+        (to.uri, to.tag, true, msg.record_route_set())
     };
     if parse::uri::host_of(aor).is_err() {
         lm_err!("AoR {} of SUBSCRIBE has no host", B(aor));
@@ -258,7 +258,7 @@ pub fn handle_subscribe_uris<'m>(
     // line-seize: the index to seize, from the (required) Call-Info
     let mut seize_index: Option<u32> = None;
     if event == EventType::LineSeize {
-        let Some(ci) = msg.headers_named(b"Call-Info", None).next() else {
+        let Some(ci) = msg.call_info() else {
             return reply_error(msg, Reject(400, "Bad Request - missing Call-Info header"));
         };
         match parse::callinfo::parse(ci) {
@@ -300,7 +300,7 @@ pub fn handle_subscribe_uris<'m>(
         index: seize_index.map_or(-1, |i| i as i32),
         call_id: req.call_id,
         from_tag: req.from_tag,
-        to_tag: &req.to_tag,
+        to_tag: req.to_tag,
         record_route: &req.record_route,
         notify_cseq: 0,
         subscribe_cseq: req.cseq,
@@ -323,7 +323,7 @@ pub fn handle_subscribe_uris<'m>(
     extra.extend_from_slice(b"\r\nContact: ");
     extra.extend_from_slice(cfg.server_address.as_deref().unwrap_or(req.ruri));
     extra.extend_from_slice(b"\r\nAllow-Events: call-info, line-seize\r\n");
-    extra.extend_from_slice(format!("Expires: {}\r\n", req.expires).as_bytes());
+    parse::format::write_expires_header(&mut extra, req.expires);
     if sl::reply(msg, code, reason, &extra).is_err() {
         return reply_error(msg, Reject(500, "Internal server error"));
     }

@@ -132,6 +132,13 @@ pub fn write_index_header(out: &mut Vec<u8>, host: &[u8], index: u32) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Append `Expires: <secs>\r\n`.
+pub fn write_expires_header(out: &mut Vec<u8>, secs: u32) {
+    out.extend_from_slice(b"Expires: ");
+    push_decimal(out, secs);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Append `Event: call-info\r\n` or `Event: line-seize\r\n`.
 pub fn write_event_header(out: &mut Vec<u8>, event: EventType) {
     out.extend_from_slice(b"Event: ");
@@ -211,6 +218,8 @@ mod tests {
             render(|o| write_idle_value(o, b"example.com:5070")),
             "<sip:example.com:5070>;appearance-index=*;appearance-state=idle"
         );
+        assert_eq!(render(|o| write_expires_header(o, 0)), "Expires: 0\r\n");
+        assert_eq!(render(|o| write_expires_header(o, 3600)), "Expires: 3600\r\n");
     }
 
     #[test]

@@ -158,10 +158,6 @@ impl<'a> SipMsg<'a> {
         Some((it.next()?, it.next().unwrap_or(&[])))
     }
 
-    pub fn record_route(&self) -> Option<&'a [u8]> {
-        self.hdr_body(self.raw.record_route)
-    }
-
     /// Bodies of the headers the parser typed `ty`, in order, from `first`
     /// (the message's pointer to the first of them, or the head of the
     /// header list) on: an integer compare per header instead of a name's.

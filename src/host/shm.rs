@@ -147,9 +147,9 @@ pub fn total() -> u64 {
 /// of [`FillAid::SPAN`] bytes allocated, and once about that much has been
 /// allocated since, allocates a new one and frees the old: the old one,
 /// with used blocks on both sides, is then a free fragment about 1,000
-/// buckets up (fewer as it is cut), which the next requests are cut from. Other managers (TLSF,
-/// f_malloc) find a fragment without a walk; for them it is an allocation
-/// and a free every few dozen rows. It changes where blocks are placed,
+/// buckets up (fewer as it is cut), which the next requests are cut from.
+/// Other managers (TLSF, f_malloc) find a fragment without a walk; for
+/// them it is an allocation and a free every few dozen rows. It changes where blocks are placed,
 /// never what is allocated: without shared memory to spare it does
 /// nothing.
 #[derive(Debug)]

@@ -318,11 +318,9 @@ pub fn handle_subscribe_uris<'m>(
 
     let (code, reason) = event.ok_reply();
     let mut extra = Vec::with_capacity(160);
-    extra.extend_from_slice(b"Event: ");
-    extra.extend_from_slice(event.name().as_bytes());
-    extra.extend_from_slice(b"\r\nContact: ");
-    extra.extend_from_slice(cfg.server_address.as_deref().unwrap_or(req.ruri));
-    extra.extend_from_slice(b"\r\nAllow-Events: call-info, line-seize\r\n");
+    parse::format::write_event_header(&mut extra, event);
+    parse::format::write_contact_header(&mut extra, cfg.server_address.as_deref().unwrap_or(req.ruri));
+    extra.extend_from_slice(b"Allow-Events: call-info, line-seize\r\n");
     parse::format::write_expires_header(&mut extra, req.expires);
     if sl::reply(msg, code, reason, &extra).is_err() {
         return reply_error(msg, Reject(500, "Internal server error"));

@@ -249,7 +249,7 @@ fn main() {
         "rpc_export_t", "rpc_export", "module_exports", "cmd_export_t", "param_export_t",
         "sr_kemi_t", "sr_kemi_val_t", "str", "gen_lock_t", "sca_rs_dialog", "sip_uri",
         "event_t", "rr_t", "action_u_t", "hdr_types_t", "request_method",
-        "db_func_t", "db1_con_t", "db1_res_t", "db_val_t", "db_row_t", "db_type_t", "db_key_t", "db_op_t",
+        "db_func_t", "db1_con_t", "db1_res_t", "db_id", "db_pooling_t", "db_val_t", "db_row_t", "db_type_t", "db_key_t", "db_op_t",
         // keepalive: the API of modules/keepalive/api.h
         "keepalive_api", "keepalive_api_t", "ka_dest_t", "_ka_dest", "ka_statechanged_f", "ka_response_f",
         "bind_keepalive_f",
@@ -264,7 +264,7 @@ fn main() {
         "rpc_register_array", "get_ticks", "sca_rs_.*", "find_export", "parse_sip_msg_uri",
         "parse_rr_body", "free_rr", "get_body", "parse_to", "get_ticks_raw",
         "db_bind_mod", "db_check_table_version", "db_table_version", "fork_basic_timer",
-        "register_basic_timers",
+        "register_basic_timers", "new_db_id", "free_db_id",
         "fixup_igp_null", "fixup_spve_null", "fixup_free_igp_null", "fixup_free_spve_null",
         // keepalive
         "fixup_spve_all", "fixup_free_spve_all",

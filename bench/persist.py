@@ -32,7 +32,7 @@ import bench as B
 SCHEMA = "/usr/share/kamailio"
 WRITER_RE = re.compile(r"SCA DB writer: (\d+) rows and (\d+) deletes committed in (\d+) ms")
 RESTORE_RE = re.compile(r"restored (\d+) SCA subscriptions from \S+ \((\d+) rows skipped: [^;]*; (\d+) pages\) in (\d+) ms "
-                        r"\(DB read (\d+) ms, store (\d+) ms\)")
+                        r"\(DB read (\d+) ms, store (\d+) ms; read by ([^)]*)\)")
 
 
 def run(cmd, **kw):
@@ -333,6 +333,7 @@ def restore(kind, n, shm_mb, allocators=("qm", "tlsf")):
                 out.append({"backend": db.name, "n": n, "alloc": alloc, "restored": count,
                             "restore_ms": int(m.group(4)) if m else None, "read_ms": int(m.group(5)) if m else None,
                             "store_ms": int(m.group(6)) if m else None, "pages": int(m.group(3)) if m else None,
+                            "via": m.group(7) if m else None,
                             "start_s": start_s, "fill_s": fill_s, "shm_mb_total": shm_mb,
                             "shm_used_bytes": used - base[alloc],
                             "shm_per_sub": (used - base[alloc]) / max(count, 1)})
@@ -365,7 +366,7 @@ def run_all(a, w1):
             for x in restore(kind, n, shm_mb):
                 r["restore"].append(x)
                 print(f"restore {x['backend']:10} n={n} -x {x['alloc']}: {x['restored']} restored in {x['restore_ms']} ms "
-                      f"(DB read {x['read_ms']} ms, store {x['store_ms']} ms, {x['pages']} pages), start "
+                      f"(DB read {x['read_ms']} ms, store {x['store_ms']} ms, {x['pages']} pages, by {x['via']}), start "
                       f"{x['start_s']:.1f} s, shm {x['shm_used_bytes'] / 1e6:.1f} MB ({x['shm_per_sub']:.0f} B/sub, "
                       f"-m {shm_mb})", flush=True)
     for v in ("rust-nodb", "rust-db5"):
@@ -391,13 +392,13 @@ def fmt(r):
                       f"{x['in_memory_at_kill']} in memory, {x['db_rows']} rows, the DB {x['db_behind_s']:.1f} s behind; "
                       f"lost of those older than interval + 1 s: {x['lost_older_than_interval_plus_1s']}."]
     lines += ["", "Restore at start-up (before the workers fork; `-M 8`), with Kamailio's default memory",
-              "manager (`-x qm`) and with TLSF (`-x tlsf`); read: in the DB driver (query, result",
-              "into private memory), store: into shared memory:", "",
-              "| backend | rows | -x | restored | restore ms | read ms | store ms | shm used | B/sub |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "manager (`-x qm`) and with TLSF (`-x tlsf`); read: waiting for the DB and its library",
+              "(the query, the rows), store: parsing and storing into shared memory:", "",
+              "| backend | rows | -x | restored | restore ms | read ms | store ms | read by | shm used | B/sub |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for x in r["restore"]:
         lines.append(f"| {x['backend']} | {x['n']} | {x['alloc']} | {x['restored']} | {x['restore_ms']} | "
-                     f"{x['read_ms']} | {x['store_ms']} | {x['shm_used_bytes'] / 1e6:.1f} MB (-m {x['shm_mb_total']}) | "
+                     f"{x['read_ms']} | {x['store_ms']} | {x['via']} | {x['shm_used_bytes'] / 1e6:.1f} MB (-m {x['shm_mb_total']}) | "
                      f"{x['shm_per_sub']:.0f} |")
     if len(r["cpu"]) == 2:
         nodb, db = r["cpu"]

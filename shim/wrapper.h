@@ -22,6 +22,7 @@
 #include "core/route.h"
 #include "core/mod_fix.h"
 #include "lib/srdb1/db.h"
+#include "lib/srdb1/db_id.h"
 #include "core/timer_proc.h"
 #include "core/globals.h"
 /* keepalive: the API struct other modules bind (bind_keepalive) */

@@ -523,10 +523,16 @@ fn assert_same_keys(what: &str, db: &[String], mem: &[String]) {
     );
 }
 
-/// Kamailio with Kamailio's default memory sizes (`-m 64 -M 8`).
-fn start_default_mem(db: &Db, interval: u32) -> Kamailio {
+/// Kamailio with Kamailio's default memory sizes (`-m 64 -M 8`),
+/// `db_restore_direct` as given.
+fn start_default_mem(db: &Db, interval: u32, direct: bool) -> Kamailio {
     let m = ScaModule::Rust;
-    let params = format!("{}{}", db.load(), sca_modparam(&m, "db_update_interval", &interval.to_string()));
+    let params = format!(
+        "{}{}{}",
+        db.load(),
+        sca_modparam(&m, "db_update_interval", &interval.to_string()),
+        sca_modparam(&m, "db_restore_direct", if direct { "1" } else { "0" })
+    );
     Kamailio::start(
         sca_opts(m)
             .with_db(false)
@@ -540,11 +546,31 @@ fn start_default_mem(db: &Db, interval: u32) -> Kamailio {
     )
 }
 
-fn restores_100k(db: Db) {
+/// The way the restore read the rows, from its log line.
+fn restore_read_by(k: &Kamailio) -> String {
+    let log = k.log();
+    let line = log.lines().find(|l| l.contains("SCA subscriptions from") && l.contains("read by ")).unwrap_or("");
+    line.split("read by ").nth(1).map(|r| r.trim_end().trim_end_matches(')').to_string()).unwrap_or_default()
+}
+
+/// 100,000 rows restored, read each of the ways given: `db_restore_direct`
+/// and the way the log must name (one Kamailio after the other, on the
+/// same table).
+fn restores_100k(db: Db, reads: &[(bool, &str)]) {
     const N: usize = 100_000;
     db.fill(N);
     assert_eq!(db.count(), N + 200);
-    let k = start_default_mem(&db, 5);
+    for &(direct, by) in reads {
+        let mut k = start_default_mem(&db, 5, direct);
+        restored_100k(&db, &k);
+        assert_eq!(restore_read_by(&k), by, "db_restore_direct {direct}: {}", k.log_tail(10));
+        let st = k.stop().expect("graceful stop");
+        assert!(st.success(), "{st}");
+    }
+}
+
+fn restored_100k(db: &Db, k: &Kamailio) {
+    const N: usize = 100_000;
     assert!(
         k.wait_for_log(&format!("restored {N} SCA subscriptions"), Duration::from_secs(5)),
         "{}",
@@ -579,17 +605,39 @@ fn restores_100k(db: Db) {
 
 #[test]
 fn restores_100k_rows_from_sqlite_at_default_memory_sizes() {
-    restores_100k(Db::sqlite());
+    restores_100k(Db::sqlite(), &[(true, "the sqlite library"), (false, "aggregated pages")]);
 }
 
 #[test]
 fn restores_100k_rows_from_postgresql_at_default_memory_sizes() {
-    restores_100k(Db::postgres());
+    restores_100k(Db::postgres(), &[(true, "COPY through libpq"), (false, "aggregated pages")]);
+}
+
+/// The direct read connects as db_postgres does, `con_param` included: a
+/// db_url naming a port where nothing listens, and `con_param` naming the
+/// server's (db_postgres gives it to libpq after the URL's parts). The
+/// restore reads by COPY only if its connection took the `con_param` too.
+#[test]
+fn the_direct_restore_connects_with_db_postgres_con_param() {
+    const N: usize = 300;
+    let db = Db::postgres();
+    db.fill(N);
+    let Db::Pg(pg) = &db else { unreachable!() };
+    // a port nobody listens on (refused at once)
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let url = pg.url().replace(&format!(":{}/", pg.port), &format!(":{nobody}/"));
+    assert_ne!(url, pg.url(), "the URL names another port");
+    let load = format!("{}modparam(\"db_postgres\", \"con_param\", \"port={}\")\n", db.load(), pg.port);
+    let k = start_url(&url, &load, 5);
+    assert!(k.wait_for_log(&format!("restored {N} SCA subscriptions"), Duration::from_secs(10)), "{}", k.log_tail(20));
+    assert_eq!(restore_read_by(&k), "COPY through libpq", "{}", k.log_tail(20));
+    assert!(!k.log().contains("with COPY through libpq ("), "no fallback: {}", k.log_tail(20));
 }
 
 #[test]
 fn restores_100k_rows_from_mariadb_at_default_memory_sizes() {
-    restores_100k(Db::mariadb());
+    // (no direct read for db_mysql: row by row whatever the modparam)
+    restores_100k(Db::mariadb(), &[(true, "pages of rows")]);
 }
 
 #[test]
@@ -954,8 +1002,10 @@ fn a_db_that_goes_away_mid_burst_loses_nothing() {
 /// Call-IDs with a quote, a backslash and non-ASCII bytes (all legal in a
 /// SIP Call-ID, or at least accepted by Kamailio): the multi-row SQL quotes
 /// the first, the others go through the DB API's bound values. Written and
-/// read back byte for byte; after a restart each phone refreshes in its
-/// dialog (202: the dialog was restored exactly).
+/// read back byte for byte; restored the same through the DB API and
+/// directly (COPY's text format escapes the backslash); after a restart
+/// each phone refreshes in its dialog (202: the dialog was restored
+/// exactly).
 fn odd_call_ids_survive(db: Db) {
     let ids = ["it's-a-quote@x", "back\\slash@x", "caf\u{e9}-\u{fc}@x"];
     let mut k = start_url(&db.url(), db.load(), 300);
@@ -988,8 +1038,28 @@ fn odd_call_ids_survive(db: Db) {
     let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(got, want, "Call-IDs written byte for byte");
+    // restored through Kamailio's DB API (db_restore_direct 0), then
+    // directly (the library of sqlite, libpq's COPY): the same subscriptions
+    let m = ScaModule::Rust;
+    let mut k1 = start_url(&db.url(), &format!("{}{}", db.load(), sca_modparam(&m, "db_restore_direct", "0")), 300);
+    // (sca.show_subscription: the expiry as a time, not seconds left)
+    let show = |k: &Kamailio| -> Vec<String> {
+        (0..ids.len()).map(|i| k.rpc(&["sca.show_subscription", &format!("sip:{}@127.0.0.1", 300 + i), "call-info"])).collect()
+    };
+    let via_api = show(&k1);
+    assert!(via_api.iter().all(|l| l.contains(" call-info ")), "{via_api:?}");
+    let by_api = restore_read_by(&k1);
+    let st = k1.stop().expect("graceful stop");
+    assert!(st.success(), "{st}");
     let k2 = start_url(&db.url(), db.load(), 300);
     assert_eq!(k2.rpc(&["sca.subscription_count", "call-info"]), "3 call-info");
+    assert_eq!(show(&k2), via_api, "the same restored either way");
+    let (api, direct) = match db {
+        Db::Sqlite(..) => ("aggregated pages", "the sqlite library"),
+        Db::Pg(..) => ("aggregated pages", "COPY through libpq"),
+        _ => ("pages of rows", "pages of rows"),
+    };
+    assert_eq!((by_api.as_str(), restore_read_by(&k2).as_str()), (api, direct));
     for (ua, d) in &mut phones {
         ua.proxy = k2.addr();
         let s = ua.send_subscribe(d, &Subscribe::new("call-info", 600)).expect("refresh");

@@ -99,6 +99,47 @@ fn read_val(v: &sys::db_val_t) -> Value {
     }
 }
 
+/// The parts of a DB URL, as Kamailio's own parser (srdb1's `new_db_id`,
+/// which every db_* module's connections use) reads them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UrlParts {
+    pub scheme: Option<Vec<u8>>,
+    pub username: Option<Vec<u8>>,
+    pub password: Option<Vec<u8>>,
+    pub host: Option<Vec<u8>>,
+    pub port: Option<u16>,
+    pub database: Option<Vec<u8>>,
+}
+
+/// Parse `url` with Kamailio's DB URL parser. Err: it rejects the URL.
+pub fn url_parts(url: &[u8]) -> Result<UrlParts, String> {
+    let u = kstr::from_bytes(url);
+    // SAFETY: [I6] new_db_id copies the URL into a new private-memory
+    // db_id (not pooled: nothing else refers to it), freed below.
+    let id = unsafe { sys::new_db_id(&u, sys::db_pooling_t_DB_POOLING_NONE) };
+    if id.is_null() {
+        return Err(format!("Kamailio cannot parse the DB URL {}", String::from_utf8_lossy(url)));
+    }
+    let part = |p: *const c_char| {
+        // SAFETY: [I6] each part is null or a NUL-terminated string of
+        // the live db_id, copied at once.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
+    };
+    // SAFETY: [I6] id is the live db_id just made.
+    let r = unsafe { &*id };
+    let parts = UrlParts {
+        scheme: part(r.scheme),
+        username: part(r.username),
+        password: part(r.password),
+        host: part(r.host),
+        port: (r.port != 0).then_some(r.port),
+        database: part(r.database),
+    };
+    // SAFETY: [I6] the db_id is ours, freed once, after the parts were copied.
+    unsafe { sys::free_db_id(id) };
+    Ok(parts)
+}
+
 impl DbApi {
     /// Bind the DB module that serves `url` (mod_init only).
     pub fn bind(url: &[u8]) -> Result<DbApi, String> {

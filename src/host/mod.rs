@@ -20,6 +20,7 @@ pub mod kstr;
 pub mod lock;
 pub mod log;
 pub mod msg;
+pub mod pq;
 pub mod proc;
 pub mod rpc;
 pub mod shm;

@@ -19,7 +19,9 @@ type Db = c_void;
 type Stmt = c_void;
 
 const SQLITE_OK: c_int = 0;
+const SQLITE_ROW: c_int = 100;
 const SQLITE_DONE: c_int = 101;
+const SQLITE_NULL: c_int = 5;
 const SQLITE_OPEN_READWRITE: c_int = 0x2;
 
 /// The functions used, from the loaded library: `Lib`'s fields, and
@@ -62,6 +64,11 @@ sqlite_api! {
     errmsg = c"sqlite3_errmsg": fn(*mut Db) -> *const c_char;
     busy_timeout = c"sqlite3_busy_timeout": fn(*mut Db, c_int) -> c_int;
     bind_parameter_count = c"sqlite3_bind_parameter_count": fn(*mut Stmt) -> c_int;
+    column_count = c"sqlite3_column_count": fn(*mut Stmt) -> c_int;
+    column_type = c"sqlite3_column_type": fn(*mut Stmt, c_int) -> c_int;
+    column_int64 = c"sqlite3_column_int64": fn(*mut Stmt, c_int) -> i64;
+    column_blob = c"sqlite3_column_blob": fn(*mut Stmt, c_int) -> *const c_void;
+    column_bytes = c"sqlite3_column_bytes": fn(*mut Stmt, c_int) -> c_int;
 }
 
 static LIB: OnceLock<Option<Lib>> = OnceLock::new();
@@ -210,6 +217,69 @@ impl Statement<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The current row of a statement being stepped ([`Statement::each_row`]).
+pub struct Row<'s> {
+    st: *mut Stmt,
+    lib: &'s Lib,
+    cols: c_int,
+}
+
+impl Row<'_> {
+    /// Column `i` as an integer (sqlite's conversion of any value, as
+    /// `CAST(... AS INTEGER)`); None for NULL or no such column.
+    pub fn int(&self, i: usize) -> Option<i64> {
+        let i = c_int::try_from(i).ok().filter(|&i| i < self.cols)?;
+        // SAFETY: [I22] st is on a row (SQLITE_ROW) and i is one of its columns.
+        unsafe { ((self.lib.column_type)(self.st, i) != SQLITE_NULL).then(|| (self.lib.column_int64)(self.st, i)) }
+    }
+
+    /// Column `i`'s bytes (a text's UTF-8 as stored); empty for NULL or no
+    /// such column. Borrowed until the statement steps again.
+    pub fn bytes(&self, i: usize) -> &[u8] {
+        let Some(i) = c_int::try_from(i).ok().filter(|&i| i < self.cols) else {
+            return &[];
+        };
+        // SAFETY: [I22] st is on a row and i is one of its columns; blob
+        // then bytes (the order sqlite documents) give the value's buffer,
+        // valid until the next step, which needs `&mut` of the statement
+        // this row borrows.
+        unsafe {
+            let p = (self.lib.column_blob)(self.st, i);
+            let n = (self.lib.column_bytes)(self.st, i);
+            if p.is_null() || n <= 0 {
+                return &[];
+            }
+            core::slice::from_raw_parts(p.cast::<u8>(), n as usize)
+        }
+    }
+}
+
+impl Statement<'_> {
+    /// Step a statement without parameters through its rows, each handed
+    /// to `each`; an error of `each` stops there and is returned.
+    pub fn each_row(&mut self, mut each: impl FnMut(&Row<'_>) -> Result<(), String>) -> Result<(), String> {
+        let lib = self.con.lib;
+        // SAFETY: [I22] st is a live statement of an open connection.
+        let cols = unsafe { (lib.column_count)(self.st) };
+        let r = loop {
+            // SAFETY: [I22] as above; the row handed out is only read
+            // before the next step.
+            match unsafe { (lib.step)(self.st) } {
+                SQLITE_ROW => {
+                    if let Err(e) = each(&Row { st: self.st, lib, cols }) {
+                        break Err(e);
+                    }
+                }
+                SQLITE_DONE => break Ok(()),
+                _ => break Err(self.con.errmsg()),
+            }
+        };
+        // SAFETY: [I22] as above.
+        unsafe { (lib.reset)(self.st) };
+        r
     }
 }
 

@@ -7,7 +7,13 @@
 //!   (`id > last ORDER BY id LIMIT n`, each page freed before the next) so
 //!   a table of any size fits Kamailio's private memory; on sqlite and
 //!   PostgreSQL a page comes back as one aggregated text value
-//!   ([`page`]), one private-memory allocation instead of ~7 a row. A restore that
+//!   ([`page`]), one private-memory allocation instead of ~7 a row. But
+//!   first the rows are read past Kamailio's DB API, through the library
+//!   its driver loaded, each stored as it comes and none in private
+//!   memory: from PostgreSQL in one `COPY ... TO STDOUT` through libpq
+//!   ([`copy`], streamed by the server while they are stored), from
+//!   sqlite by stepping one SELECT through the sqlite library. Where that
+//!   cannot be used or stops, the pages read the rest. A restore that
 //!   fails is logged as an ERROR and retried by the DB writer process until
 //!   it succeeds, merged with what phones subscribed meanwhile.
 //! - Write-behind: a dedicated timer process (like the C module's "SCA DB
@@ -30,10 +36,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sca_core::model::{EventType, SubState};
-use sca_core::persist::{self, page, sql, RowData, RowOp, RowWrite};
+use sca_core::persist::{self, copy, page, sql, RowData, RowOp, RowWrite};
 use sca_core::store::{Restored, SubscriptionRec};
 
-use crate::host::db::{DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
+use crate::host::db::{self as hdb, DbApi, DbConn, Val, Value, OP_EQ, OP_LT};
+use crate::host::pq::{self, Pq};
 use crate::host::sqlite::{Bind, Sqlite};
 use crate::host::log::B;
 use crate::module::metrics;
@@ -201,6 +208,8 @@ struct RestoreStats {
     kept_live: usize,
     skipped: usize,
     pages: usize,
+    /// How the rows were read (the last way, if one took over from another).
+    via: &'static str,
     /// Time in the DB driver (query, result into private memory, copy out).
     read: Duration,
     /// Time storing into shared memory.
@@ -316,11 +325,87 @@ fn restore_agg_page(
     stats.read += t1 - t0;
     stats.store += t1.elapsed();
     stats.pages += 1;
+    stats.via = "aggregated pages";
     *last_id = max_id;
     if text.len() > AGG_PAGE_BYTES {
         *rows = (*rows / 2).max(AGG_PAGE_MIN);
     }
     Ok(Some(lines.len()))
+}
+
+/// A row the direct read stores: parsed (None: a line that cannot be
+/// read), merged; Err stops the read.
+type Sink<'a> = dyn FnMut(Option<page::Row<'_>>) -> Result<(), String> + 'a;
+
+/// The rows after `last_id` read past Kamailio's DB API by `read` (given
+/// `last_id` and the sink that stores each row as it comes, in id
+/// order). Ok(true): all read. Ok(false): the read could not start or
+/// stopped (logged); the rows up to `last_id` are merged and the caller
+/// reads the rest page by page. Err: the store is full.
+fn restore_direct(
+    via: &'static str,
+    st: &Shared,
+    stats: &mut RestoreStats,
+    now: i64,
+    last_id: &mut i64,
+    read: impl FnOnce(i64, &mut Sink<'_>) -> Result<(), String>,
+) -> Result<bool, String> {
+    let t0 = Instant::now();
+    let mut store = Duration::ZERO;
+    let mut full = None;
+    let from = *last_id;
+    let r = read(from, &mut |row| {
+        let t = Instant::now();
+        let row = row.ok_or("a row that cannot be read")?;
+        let r = take_row(st, stats, now, row.id, row.server_id, row.rec);
+        // the rows come by id: those up to here are merged
+        *last_id = (*last_id).max(row.id);
+        store += t.elapsed();
+        r.inspect_err(|e| full = Some(e.clone()))
+    });
+    stats.store += store;
+    stats.read += t0.elapsed().saturating_sub(store);
+    stats.pages += 1;
+    stats.via = via;
+    match (r, full) {
+        (Ok(()), _) => Ok(true),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => {
+            lm_warn!("reading {} by {via} stopped after id {last_id} ({e}): reading the rest a page at a time", table());
+            Ok(false)
+        }
+    }
+}
+
+/// PostgreSQL: one `COPY` through libpq (see [`copy`]), the server
+/// streaming the rows while they are stored.
+fn restore_copy(url: &[u8], st: &Shared, stats: &mut RestoreStats, now: i64, last_id: &mut i64) -> Result<bool, String> {
+    if !pq::available() {
+        return Ok(false);
+    }
+    restore_direct("COPY through libpq", st, stats, now, last_id, |from, sink| {
+        let con = Pq::connect(&hdb::url_parts(url)?)?;
+        let mut bufs: [Vec<u8>; 6] = Default::default();
+        con.copy_out(&copy::query(table(), from), |line| sink(copy::parse(line, &mut bufs)))
+    })
+}
+
+/// sqlite: one SELECT stepped through the sqlite library (see
+/// [`crate::host::sqlite`]) on the file db_sqlite opened.
+fn restore_sqlite(api: &DbConn<'_>, st: &Shared, stats: &mut RestoreStats, now: i64, last_id: &mut i64) -> Result<bool, String> {
+    if !crate::host::sqlite::available() {
+        return Ok(false);
+    }
+    restore_direct("the sqlite library", st, stats, now, last_id, |from, sink| {
+        let file = sqlite_file(api).ok_or("db_sqlite's file not found")?;
+        let con = Sqlite::open(&file, 5000)?;
+        let mut q = con.prepare(&copy::select(table(), from))?;
+        q.each_row(|r| {
+            let ints = core::array::from_fn(|i| r.int(i));
+            let strs = core::array::from_fn(|i| r.bytes(page::INTS.len() + i));
+            sink(page::row(ints, strs, true))
+        })
+    })
 }
 
 /// Read this server's unexpired rows page by page into the store, merged
@@ -342,6 +427,14 @@ fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, St
     let mut stats = RestoreStats::default();
     let mut last_id: i64 = 0;
     let mut agg = page_dialect(cfg);
+    let streamed = match (agg.filter(|_| cfg.db_restore_direct), cfg.db_url.as_deref()) {
+        (Some(page::Dialect::Postgres), Some(url)) => restore_copy(url, st, &mut stats, now, &mut last_id)?,
+        (Some(page::Dialect::Sqlite), _) => restore_sqlite(&con, st, &mut stats, now, &mut last_id)?,
+        _ => false,
+    };
+    if streamed {
+        return Ok(stats);
+    }
     let mut cur = AggCursor { rows: AGG_PAGE_ROWS, bufs: Default::default() };
     loop {
         // Only the primary key in the query: every backend then walks it
@@ -364,6 +457,7 @@ fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, St
         let t1 = Instant::now();
         stats.read += t1 - t0;
         stats.pages += 1;
+        stats.via = "pages of rows";
         for row in &rows {
             let id = row.get(13).and_then(Value::int);
             let Some(id) = id else {
@@ -387,14 +481,15 @@ pub fn restore(cfg: &Config, st: &Shared, now: i64) -> bool {
         Ok(s) => {
             metrics::DB_RESTORED.add(s.added as u64);
             lm_notice!(
-                "restored {} SCA subscriptions from {} ({} rows skipped: expired, ended or another server's; {} pages) in {} ms (DB read {} ms, store {} ms)",
+                "restored {} SCA subscriptions from {} ({} rows skipped: expired, ended or another server's; {} pages) in {} ms (DB read {} ms, store {} ms; read by {})",
                 s.added,
                 B(&cfg.subs_table),
                 s.skipped,
                 s.pages,
                 t0.elapsed().as_millis(),
                 s.read.as_millis(),
-                s.store.as_millis()
+                s.store.as_millis(),
+                s.via
             );
             true
         }

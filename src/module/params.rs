@@ -56,10 +56,14 @@ pub static MAX_SUBSCRIPTIONS: HostCell<c_int> = HostCell::new(Limits::DEFAULT.ma
 /// sca_rs only: the membership table (docs/security.md) and its DB.
 pub static MEMBERS_TABLE: StrParam = StrParam::new();
 pub static MEMBERS_DB_URL: StrParam = StrParam::new();
+/// sca_rs only: the start-up restore reads through the DB driver's
+/// library (libpq's COPY, the sqlite library) rather than Kamailio's DB
+/// API (0: always through the DB API).
+pub static DB_RESTORE_DIRECT: HostCell<c_int> = HostCell::new(1);
 pub static MIN_FREE_SHM_PERCENT: HostCell<c_int> = HostCell::new(Limits::DEFAULT.min_free_shm_percent as c_int);
 
 // + 8: keepalive (src/keepalive/params.rs)
-const N_PARAMS: usize = 33 + 8;
+const N_PARAMS: usize = 34 + 8;
 
 pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"hash_table_size", PARAM_INT, HASH_TABLE_SIZE.get() as *mut c_void),
@@ -94,6 +98,7 @@ pub static PARAMS: HostCell<[ParamExport; N_PARAMS]> = HostCell::new([
     param(c"members_table", PARAM_STR, MEMBERS_TABLE.ptr()),
     param(c"members_db_url", PARAM_STR, MEMBERS_DB_URL.ptr()),
     param(c"seized_ttl", PARAM_INT, SEIZED_TTL.get() as *mut c_void),
+    param(c"db_restore_direct", PARAM_INT, DB_RESTORE_DIRECT.get() as *mut c_void),
     // keepalive: ping_interval, destination, ping_from, delete_counter, ka_*
     crate::keepalive::params::PARAMS[0],
     crate::keepalive::params::PARAMS[1],
@@ -118,6 +123,9 @@ pub struct Config {
     /// it (default 120, the C module's constant).
     pub seized_ttl: u32,
     pub db_update_interval: u32,
+    /// Restore through the DB driver's library where it can (see
+    /// `db_restore_direct`).
+    pub db_restore_direct: bool,
     pub onhold_bflag: i32,
     pub db_url: Option<Vec<u8>>,
     pub subs_table: Vec<u8>,
@@ -254,6 +262,7 @@ impl Config {
             purge_expired_interval: positive("purge_expired_interval", PURGE_EXPIRED_INTERVAL.read())?,
             seized_ttl: positive("seized_ttl", SEIZED_TTL.read())?,
             db_update_interval: positive("db_update_interval", DB_UPDATE_INTERVAL.read())?,
+            db_restore_direct: at_least_zero("db_restore_direct", DB_RESTORE_DIRECT.read(), 1)? == 1,
             onhold_bflag,
             db_url: opt_str(&DB_URL),
             subs_table: opt_str(&SUBS_TABLE).unwrap_or_else(|| b"sca_subscriptions".to_vec()),

@@ -439,9 +439,9 @@ pub mod page {
         Postgres,
     }
 
-    const INTS: [&str; 8] =
+    pub const INTS: [&str; 8] =
         ["id", "server_id", "event", "expires", "state", "app_idx", "notify_cseq", "subscribe_cseq"];
-    const STRS: [&str; 6] = ["subscriber", "aor", "call_id", "from_tag", "to_tag", "record_route"];
+    pub const STRS: [&str; 6] = ["subscriber", "aor", "call_id", "from_tag", "to_tag", "record_route"];
 
     /// The query of the page after `last_id`: at most `rows` rows by id.
     /// The result is one row: count, max(id), the text.
@@ -519,7 +519,6 @@ pub mod page {
         for v in ints.iter_mut() {
             *v = int(fields.next()?);
         }
-        let id = ints[0]?;
         let mut ok = true;
         for b in bufs.iter_mut() {
             match fields.next() {
@@ -530,8 +529,18 @@ pub mod page {
         if fields.next().is_some() {
             return None;
         }
-        let bufs: &'b [Vec<u8>; 6] = bufs;
-        let [s_sub, s_aor, s_cid, s_ft, s_tt, s_rr] = bufs;
+        let [a, b, c, d, e, f] = bufs;
+        row(ints, [a, b, c, d, e, f], ok)
+    }
+
+    /// A row from its integers (in the order of `INTS`: id, server_id,
+    /// event, expires, state, app_idx, notify_cseq, subscribe_cseq) and
+    /// strings (of `STRS`: subscriber, aor, call_id, from_tag, to_tag,
+    /// record_route), `ok` false if a string could not be read. None
+    /// without an id; a row without a usable subscription has `rec` None.
+    pub fn row(ints: [Option<i64>; 8], strs: [&[u8]; 6], ok: bool) -> Option<Row<'_>> {
+        let id = ints[0]?;
+        let [s_sub, s_aor, s_cid, s_ft, s_tt, s_rr] = strs;
         let rec = (|| {
             if !ok {
                 return None;
@@ -565,6 +574,113 @@ pub mod page {
     }
 }
 
+
+
+/// The start-up restore from PostgreSQL as one `COPY ... TO STDOUT`
+/// (through libpq itself, not Kamailio's DB API, which cannot run a
+/// COPY): the server streams the rows in text format while they are
+/// stored, so its work and the store overlap, and no row passes through
+/// Kamailio's private memory. Each line is the columns of
+/// [`page`]'s rows in the same order, separated by tabs; `\N` is a NULL
+/// (an empty string, as in a page), a backslash escapes the bytes that
+/// would break the line.
+pub mod copy {
+    use super::page::{row, Row, INTS, STRS};
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// The rows after `last_id`, by id, their columns in the order
+    /// [`row`](super::page::row) takes them (also the sqlite library's read).
+    pub fn select(table: &str, last_id: i64) -> String {
+        let cols: Vec<&str> = INTS.iter().chain(STRS.iter()).copied().collect();
+        format!("SELECT {} FROM {table} WHERE id > {last_id} ORDER BY id", cols.join(", "))
+    }
+
+    /// The COPY of [`select`].
+    pub fn query(table: &str, last_id: i64) -> String {
+        format!("COPY ({}) TO STDOUT", select(table, last_id))
+    }
+
+    /// Decode one field of COPY's text format into `out`. None: an escape
+    /// it cannot have written.
+    fn unescape(f: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        out.clear();
+        if f == b"\\N" {
+            return Some(());
+        }
+        let mut i = 0;
+        while i < f.len() {
+            let c = f[i];
+            i += 1;
+            if c != b'\\' {
+                out.push(c);
+                continue;
+            }
+            let e = *f.get(i)?;
+            i += 1;
+            out.push(match e {
+                b'b' => 0x08,
+                b'f' => 0x0c,
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'v' => 0x0b,
+                b'0'..=b'7' => {
+                    // up to three octal digits
+                    let mut v = u32::from(e - b'0');
+                    for _ in 0..2 {
+                        match f.get(i) {
+                            Some(&d @ b'0'..=b'7') => {
+                                v = v * 8 + u32::from(d - b'0');
+                                i += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    u8::try_from(v).ok()?
+                }
+                b'x' => {
+                    // one or two hex digits
+                    let hex = |c: u8| (c as char).to_digit(16);
+                    let mut v = hex(*f.get(i)?)?;
+                    i += 1;
+                    if let Some(d) = f.get(i).and_then(|&c| hex(c)) {
+                        v = v * 16 + d;
+                        i += 1;
+                    }
+                    v as u8
+                }
+                // any other escaped byte is itself (\\, the delimiter)
+                other => other,
+            });
+        }
+        Some(())
+    }
+
+    fn int(f: &[u8]) -> Option<i64> {
+        core::str::from_utf8(f).ok()?.parse().ok()
+    }
+
+    /// Parse one line of [`query`]'s output (its newline may be there).
+    /// None: not such a line (no id can be read, or not 14 fields).
+    pub fn parse<'b>(line: &[u8], bufs: &'b mut [Vec<u8>; 6]) -> Option<Row<'b>> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let mut fields = line.split(|&c| c == b'\t');
+        let mut ints = [None; 8];
+        for v in ints.iter_mut() {
+            *v = int(fields.next()?);
+        }
+        let mut ok = true;
+        for b in bufs.iter_mut() {
+            ok &= unescape(fields.next()?, b).is_some();
+        }
+        if fields.next().is_some() {
+            return None;
+        }
+        let [a, b, c, d, e, f] = bufs;
+        row(ints, [a, b, c, d, e, f], ok)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -858,5 +974,39 @@ mod tests {
         assert!(page::parse(b",0,1,1,0,0,0,0,73,61,63,,,", &mut bufs).is_none());
         assert!(page::parse(b"10,0,1,1,0,0,0,0,73,61,63,,", &mut bufs).is_none());
         assert!(page::parse(b"10,0,1,1,0,0,0,0,73,61,63,,,,", &mut bufs).is_none());
+    }
+
+    #[test]
+    fn copy_lines_parse_as_the_rows_would() {
+        let q = copy::query("t", 5);
+        assert_eq!(
+            q,
+            "COPY (SELECT id, server_id, event, expires, state, app_idx, notify_cseq, subscribe_cseq, subscriber, \
+             aor, call_id, from_tag, to_tag, record_route FROM t WHERE id > 5 ORDER BY id) TO STDOUT"
+        );
+        let mut bufs: [Vec<u8>; 6] = Default::default();
+        // escapes: tab, newline, backslash, octal, hex; UTF-8 as it is
+        let line = "7\t0\t2\t1800000000\t1\t3\t4\t5\tsip:a\\tb\\\\c@1\tsip:caf\u{e9}@x\tc\\n1\\101\\x42\tft\ttt\t\\N\n";
+        let r = copy::parse(line.as_bytes(), &mut bufs).expect("line");
+        assert_eq!((r.id, r.server_id), (7, Some(0)));
+        let rec = r.rec.expect("rec");
+        assert_eq!(rec.subscriber, b"sip:a\tb\\c@1");
+        assert_eq!(rec.aor, "sip:caf\u{e9}@x".as_bytes());
+        assert_eq!(rec.call_id, b"c\n1AB");
+        assert_eq!((rec.from_tag, rec.to_tag, rec.record_route), (&b"ft"[..], &b"tt"[..], &b""[..]));
+        assert_eq!((rec.event, rec.expires, rec.state, rec.index), (EventType::LineSeize, 1_800_000_000, SubState::from_i32(1).expect("s"), 3));
+        assert_eq!((rec.notify_cseq, rec.subscribe_cseq), (4, 5));
+        // a NULL server_id and app_idx 0; without a call_id: malformed, id read
+        let r = copy::parse(b"8\t\\N\t1\t1\t0\t0\t0\t0\ts\ta\tc\t\t\t", &mut bufs).expect("line");
+        assert_eq!((r.id, r.server_id, r.rec.expect("rec").index), (8, None, -1));
+        let r = copy::parse(b"9\t0\t1\t1\t0\t0\t0\t0\ts\ta\t\\N\t\t\t", &mut bufs).expect("line");
+        assert_eq!(r.id, 9);
+        assert!(r.rec.is_none());
+        // a bad escape or a bad integer: malformed; no id or the wrong field count: not a line
+        assert!(copy::parse(b"10\t0\t1\t1\t0\t0\t0\t0\ts\ta\tc\\x\t\t\t", &mut bufs).expect("line").rec.is_none());
+        assert!(copy::parse(b"10\t0\tx\t1\t0\t0\t0\t0\ts\ta\tc\t\t\t", &mut bufs).expect("line").rec.is_none());
+        assert!(copy::parse(b"\\N\t0\t1\t1\t0\t0\t0\t0\ts\ta\tc\t\t\t", &mut bufs).is_none());
+        assert!(copy::parse(b"10\t0\t1\t1\t0\t0\t0\t0\ts\ta\tc\t\t", &mut bufs).is_none());
+        assert!(copy::parse(b"10\t0\t1\t1\t0\t0\t0\t0\ts\ta\tc\t\t\t\t", &mut bufs).is_none());
     }
 }

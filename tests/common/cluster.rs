@@ -291,7 +291,8 @@ impl Cluster {
     }
 
     /// Wait until `dmq.list_nodes` on every running node lists every
-    /// running node; panics with each node's list after `timeout`.
+    /// running node, each as active; panics with each node's list after
+    /// `timeout`.
     pub fn wait_mesh(&self, timeout: Duration) {
         let want = self.running().len();
         let deadline = Instant::now() + timeout;
@@ -301,9 +302,16 @@ impl Cluster {
                 .into_iter()
                 .map(|(id, k)| (id, k.kamcmd(&["dmq.list_nodes"])))
                 .collect();
-            let ok = lists
-                .iter()
-                .all(|(_, l)| l.as_ref().is_ok_and(|l| dmq_nodes(l).len() == want));
+            // every node listed by every node, and as active: dmq
+            // replicates only to nodes it lists as active, and a node that
+            // was down stays listed (timeout, disabled) until a ping or its
+            // notification reaches the others again
+            let ok = lists.iter().all(|(_, l)| {
+                l.as_ref().is_ok_and(|l| {
+                    let nodes = dmq_nodes_with_status(l);
+                    nodes.len() == want && nodes.iter().all(|(_, st)| st == "active")
+                })
+            });
             if ok {
                 return;
             }
@@ -315,7 +323,7 @@ impl Cluster {
                 for (id, k) in self.running() {
                     msg += &format!("--- node {id}:\n{}\n", k.log_tail(30));
                 }
-                panic!("dmq did not list {want} nodes everywhere within {timeout:?}\n{msg}");
+                panic!("dmq did not list {want} active nodes everywhere within {timeout:?}\n{msg}");
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -355,16 +363,26 @@ impl Cluster {
 /// The distinct `host:port` entries of a `dmq.list_nodes` answer (a node
 /// whose notification address is itself lists itself twice).
 pub fn dmq_nodes(list: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+    dmq_nodes_with_status(list).into_iter().map(|(n, _)| n).collect()
+}
+
+/// `host:port` and `status` (active, timeout, disabled, pending) of each
+/// node of a `dmq.list_nodes` reply, each node once.
+pub fn dmq_nodes_with_status(list: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
     let mut host = String::new();
+    let mut cur: Option<usize> = None;
     for l in list.lines().map(str::trim) {
         if let Some(h) = l.strip_prefix("host:") {
             host = h.trim().to_string();
         } else if let Some(p) = l.strip_prefix("port:") {
             let e = format!("{host}:{}", p.trim());
-            if !out.contains(&e) {
-                out.push(e);
-            }
+            cur = Some(out.iter().position(|(n, _)| *n == e).unwrap_or_else(|| {
+                out.push((e, String::new()));
+                out.len() - 1
+            }));
+        } else if let (Some(st), Some(i)) = (l.strip_prefix("status:"), cur) {
+            out[i].1 = st.trim().to_string();
         }
     }
     out

@@ -6,8 +6,8 @@
 //! when dropped. Values cross as [`Val`] (borrowed) and come back as
 //! [`Value`] (owned), so no pointer into a driver's result outlives it.
 
-use core::ffi::{c_char, c_int};
-use std::ffi::CStr;
+use core::ffi::{c_char, c_int, c_void};
+use std::ffi::{CStr, CString};
 
 use crate::host::kstr;
 use crate::host::sys;
@@ -99,6 +99,16 @@ fn read_val(v: &sys::db_val_t) -> Value {
     }
 }
 
+/// An empty `Dl_info` for dladdr to fill.
+fn empty_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: core::ptr::null(),
+        dli_fbase: core::ptr::null_mut(),
+        dli_sname: core::ptr::null(),
+        dli_saddr: core::ptr::null_mut(),
+    }
+}
+
 /// The parts of a DB URL, as Kamailio's own parser (srdb1's `new_db_id`,
 /// which every db_* module's connections use) reads them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -168,6 +178,21 @@ impl DbApi {
             }
         }
         Ok(DbApi { f })
+    }
+
+    /// The file of the db_* module bound (its `init`'s object, as the
+    /// loader maps it), for finding what that module loaded.
+    pub fn module_file(&self) -> Option<CString> {
+        let f = self.f.init? as *const c_void;
+        let mut info: libc::Dl_info = empty_dl_info();
+        // SAFETY: [I6] dladdr only reads the loader's tables for an
+        // address of a loaded module; info is written on success.
+        if unsafe { libc::dladdr(f, &mut info) } == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        // SAFETY: [I6] dli_fname is the loader's NUL-terminated path of a
+        // loaded object (never unloaded: Kamailio keeps its modules), copied.
+        Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_owned())
     }
 
     /// Open a connection for this process.

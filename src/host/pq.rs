@@ -146,43 +146,15 @@ struct ConParam {
     next: *const ConParam,
 }
 
-/// The path of the loaded db_postgres.so, found among the process's
-/// loaded objects.
-fn db_postgres_path() -> Option<CString> {
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: libc::size_t, out: *mut c_void) -> c_int {
-        // SAFETY: [I23] the loader hands a valid entry for the call; its
-        // name is null or NUL-terminated; out is the Option below.
-        unsafe {
-            let name = (*info).dlpi_name;
-            if name.is_null() {
-                return 0;
-            }
-            let n = CStr::from_ptr(name);
-            if n.to_bytes().ends_with(b"/db_postgres.so") {
-                *out.cast::<Option<CString>>() = Some(n.to_owned());
-                return 1;
-            }
-        }
-        0
-    }
-    let mut found: Option<CString> = None;
-    // SAFETY: [I23] the callback only reads each entry and writes `found`,
-    // which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut found as *mut Option<CString>).cast()) };
-    found
-}
-
 /// The connection parameters set with db_postgres's `con_param` (sslmode,
 /// a certificate, ...), in its order: every connection db_postgres makes
 /// gets them after the URL's parts, so this one does too.
-fn con_params() -> Vec<(CString, CString)> {
+/// `module` is db_postgres.so's file as the loader maps it.
+fn con_params(module: &CStr) -> Vec<(CString, CString)> {
     let mut out = Vec::new();
-    let Some(path) = db_postgres_path() else {
-        return out;
-    };
     // SAFETY: [I23] RTLD_NOLOAD only finds the module already loaded;
     // the handle is never closed (the module stays loaded for good).
-    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    let h = unsafe { libc::dlopen(module.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
     if h.is_null() {
         return out;
     }
@@ -209,9 +181,9 @@ fn con_params() -> Vec<(CString, CString)> {
 impl Pq {
     /// Connect as db_postgres does: port, host, dbname, user, password
     /// from the URL (absent parts left to libpq's defaults), then
-    /// db_postgres's `con_param`s, the dbname expanded if it is a
-    /// connection string.
-    pub fn connect(parts: &UrlParts) -> Result<Self, String> {
+    /// db_postgres's `con_param`s (read from `module`, db_postgres.so's
+    /// file), the dbname expanded if it is a connection string.
+    pub fn connect(parts: &UrlParts, module: Option<&CStr>) -> Result<Self, String> {
         let lib = lib().ok_or("libpq is not loaded (db_postgres.so is)")?;
         let port = parts.port.map(|p| p.to_string());
         let mut kv: Vec<(CString, CString)> = Vec::new();
@@ -227,7 +199,9 @@ impl Pq {
                 kv.push((k.to_owned(), CString::new(v).map_err(|_| format!("the db_url's {k:?} has a NUL byte"))?));
             }
         }
-        kv.extend(con_params());
+        if let Some(m) = module {
+            kv.extend(con_params(m));
+        }
         let mut keys: Vec<*const c_char> = kv.iter().map(|(k, _)| k.as_ptr()).collect();
         let mut vals: Vec<*const c_char> = kv.iter().map(|(_, v)| v.as_ptr()).collect();
         keys.push(core::ptr::null());

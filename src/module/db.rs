@@ -384,7 +384,8 @@ fn restore_copy(url: &[u8], st: &Shared, stats: &mut RestoreStats, now: i64, las
         return Ok(false);
     }
     restore_direct("COPY through libpq", st, stats, now, last_id, |from, sink| {
-        let con = Pq::connect(&hdb::url_parts(url)?)?;
+        let module = API.get().and_then(DbApi::module_file);
+        let con = Pq::connect(&hdb::url_parts(url)?, module.as_deref())?;
         let mut bufs: [Vec<u8>; 6] = Default::default();
         con.copy_out(&copy::query(table(), from), |line| sink(copy::parse(line, &mut bufs)))
     })

@@ -210,7 +210,8 @@ struct RestoreStats {
     pages: usize,
     /// How the rows were read (the last way, if one took over from another).
     via: &'static str,
-    /// Time in the DB driver (query, result into private memory, copy out).
+    /// Time waiting for the DB: its driver (the query, the result into
+    /// private memory) or its library (the rows of a direct read).
     read: Duration,
     /// Time storing into shared memory.
     store: Duration,
@@ -409,10 +410,12 @@ fn restore_sqlite(api: &DbConn<'_>, st: &Shared, stats: &mut RestoreStats, now: 
     })
 }
 
-/// Read this server's unexpired rows page by page into the store, merged
-/// with what is there (nothing at start-up; a retry after fork finds what
-/// phones subscribed meanwhile). Err: the DB could not be read (rows of
-/// the pages before stay merged; a retry merges them again, harmlessly).
+/// Read this server's unexpired rows into the store (directly where the
+/// backend allows, see [`restore_direct`]; else, or for what a direct
+/// read left, page by page), merged with what is there (nothing at
+/// start-up; a retry after fork finds what phones subscribed meanwhile).
+/// Err: the DB could not be read (rows read before stay merged; a retry
+/// merges them again, harmlessly).
 fn restore_pages(cfg: &Config, st: &Shared, now: i64) -> Result<RestoreStats, String> {
     let table = table();
     let mut con = open(cfg)?;

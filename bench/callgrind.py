@@ -5,7 +5,8 @@ which varies by ±13 % between runs on this machine.
 
 Per variant (bench.py's config: "floor", "rust-nodb", "rust" = sqlite
 `db_url` with `db_update_interval` --db-interval so the writer runs inside
-the window) Kamailio runs under `valgrind --tool=callgrind` (valgrind
+the window; "floor-loaded", a diagnostic: the floor with sca_rs.so loaded
+and never called) Kamailio runs under `valgrind --tool=callgrind` (valgrind
 follows Kamailio's forks; one output file per process, cg.<pid>.<n>):
 
 1. warm-up: --warmup SUBSCRIBEs from AoRs of their own (sip:w<i>@...),
@@ -184,6 +185,10 @@ def run_variant(variant, a, keep):
     db = None
     if variant == "floor":
         load, params, call = "", "", B.FLOOR_CALL
+    elif variant == "floor-loaded":
+        # the floor's routing with sca_rs.so loaded and never called: what
+        # loading the module alone does to Kamailio's own costs
+        load, params, call = f'loadmodule "{so}"', "", B.FLOOR_CALL
     elif variant == "rust-nodb":
         load, params, call = f'loadmodule "{so}"', "", B.SCA_CALL
     elif variant == "rust":
@@ -423,7 +428,9 @@ def report(sums, a):
     for v, s in sums.items():
         p(f"{v:10} {s['ir_per_sub']:10.0f} {s['ir_per_sub_net']:12.0f} {s['window_s']:9.1f} {s['idle_ir_per_s']:10.0f}")
     p("")
-    for x, y in (("rust-nodb", "floor"), ("rust", "floor"), ("rust", "rust-nodb")):
+    pairs = (("rust-nodb", "floor"), ("rust", "floor"), ("rust", "rust-nodb"), ("floor-loaded", "floor"),
+             ("rust-nodb", "floor-loaded"))
+    for x, y in pairs:
         if x in sums and y in sums:
             p(f"{x}/{y}: {sums[x]['ir_per_sub'] / sums[y]['ir_per_sub']:.3f} "
               f"(net of idle {sums[x]['ir_per_sub_net'] / sums[y]['ir_per_sub_net']:.3f}); "
@@ -435,7 +442,7 @@ def report(sums, a):
     p("Without q_malloc's own instructions (qm_*, self):")
     for v, s in sums.items():
         p(f"  {v:10} {s['ir_per_sub'] - qm[v]:10.0f} Ir/SUB (q_malloc {qm[v]:.0f})")
-    for x, y in (("rust-nodb", "floor"), ("rust", "floor"), ("rust", "rust-nodb")):
+    for x, y in pairs:
         if x in sums and y in sums:
             p(f"  {x}/{y}: {(sums[x]['ir_per_sub'] - qm[x]) / (sums[y]['ir_per_sub'] - qm[y]):.3f}")
     p("")

@@ -8,6 +8,53 @@
 //! [`entry!`](crate::entry)-generated entry points, and as the C types of
 //! the export tables and callback signatures ([`raw`]).
 
+/// A C library another module already loaded into Kamailio, used through
+/// its stable C API: `Lib` with one field per function, found by `dlsym`
+/// in the handle `dlopen(soname, RTLD_NOLOAD)` gives (nothing is loaded
+/// or run; the handle is never closed); `lib()` (None: not loaded, or a
+/// function missing) and `available()`. For the sqlite library ([I22])
+/// and libpq ([I23]).
+macro_rules! loaded_library {
+    ($soname:literal; $($field:ident = $sym:literal: fn($($arg:ty),*) -> $ret:ty;)*) => {
+        struct Lib {
+            $($field: unsafe extern "C" fn($($arg),*) -> $ret,)*
+        }
+
+        static LIB: std::sync::OnceLock<Option<Lib>> = std::sync::OnceLock::new();
+
+        fn lib() -> Option<&'static Lib> {
+            LIB.get_or_init(|| {
+                // SAFETY: [I22] [I23] RTLD_NOLOAD only looks the library up
+                // among those already loaded: nothing is loaded or run.
+                let h = unsafe { libc::dlopen($soname.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+                if h.is_null() {
+                    return None;
+                }
+                Some(Lib {
+                    $($field: {
+                        // SAFETY: [I22] [I23] dlsym only reads the live
+                        // handle, never closed.
+                        let p = unsafe { libc::dlsym(h, $sym.as_ptr()) };
+                        if p.is_null() {
+                            return None;
+                        }
+                        // SAFETY: [I22] [I23] the named function of the
+                        // library's stable C API, with the signature it
+                        // documents.
+                        unsafe { core::mem::transmute::<*mut core::ffi::c_void, unsafe extern "C" fn($($arg),*) -> $ret>(p) }
+                    },)*
+                })
+            })
+            .as_ref()
+        }
+
+        /// Is the library loaded (by its db_* module) and usable?
+        pub fn available() -> bool {
+            lib().is_some()
+        }
+    };
+}
+
 pub mod avp;
 pub mod clock;
 pub mod db;

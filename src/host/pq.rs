@@ -14,7 +14,6 @@
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 use std::ffi::CString;
-use std::sync::OnceLock;
 
 use crate::host::db::UrlParts;
 
@@ -26,34 +25,8 @@ const PGRES_COMMAND_OK: c_int = 1;
 const PGRES_TUPLES_OK: c_int = 2;
 const PGRES_COPY_OUT: c_int = 3;
 
-/// The functions used, from the loaded library: `Lib`'s fields, and
-/// `load` finding each by name in the handle.
-macro_rules! pq_api {
-    ($($field:ident = $sym:literal: fn($($arg:ty),*) -> $ret:ty;)*) => {
-        struct Lib {
-            $($field: unsafe extern "C" fn($($arg),*) -> $ret,)*
-        }
-
-        /// # Safety
-        /// `h` is a live handle of libpq (I23).
-        unsafe fn load(h: *mut c_void) -> Option<Lib> {
-            Some(Lib {
-                $($field: {
-                    // SAFETY: [I23] dlsym only reads the live handle.
-                    let p = unsafe { libc::dlsym(h, $sym.as_ptr()) };
-                    if p.is_null() {
-                        return None;
-                    }
-                    // SAFETY: [I23] the named function of libpq's stable C
-                    // API, with the signature it documents.
-                    unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn($($arg),*) -> $ret>(p) }
-                },)*
-            })
-        }
-    };
-}
-
-pq_api! {
+loaded_library! {
+    c"libpq.so.5";
     connectdb_params = c"PQconnectdbParams": fn(*const *const c_char, *const *const c_char, c_int) -> *mut Conn;
     status = c"PQstatus": fn(*const Conn) -> c_int;
     error_message = c"PQerrorMessage": fn(*const Conn) -> *const c_char;
@@ -65,27 +38,6 @@ pq_api! {
     get_copy_data = c"PQgetCopyData": fn(*mut Conn, *mut *mut c_char, c_int) -> c_int;
     freemem = c"PQfreemem": fn(*mut c_void) -> ();
     get_result = c"PQgetResult": fn(*mut Conn) -> *mut PgResult;
-}
-
-static LIB: OnceLock<Option<Lib>> = OnceLock::new();
-
-fn lib() -> Option<&'static Lib> {
-    LIB.get_or_init(|| {
-        // SAFETY: [I23] RTLD_NOLOAD only looks the library up among those
-        // already loaded (by db_postgres.so): nothing is loaded or run.
-        let h = unsafe { libc::dlopen(c"libpq.so.5".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-        if h.is_null() {
-            return None;
-        }
-        // SAFETY: [I23] h is a live handle of the library, never closed.
-        unsafe { load(h) }
-    })
-    .as_ref()
-}
-
-/// Is libpq loaded (by db_postgres) and usable?
-pub fn available() -> bool {
-    lib().is_some()
 }
 
 /// A connection of this process to one PostgreSQL database, closed when

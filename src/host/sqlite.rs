@@ -13,7 +13,6 @@
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 use std::ffi::CString;
-use std::sync::OnceLock;
 
 type Db = c_void;
 type Stmt = c_void;
@@ -24,34 +23,8 @@ const SQLITE_DONE: c_int = 101;
 const SQLITE_NULL: c_int = 5;
 const SQLITE_OPEN_READWRITE: c_int = 0x2;
 
-/// The functions used, from the loaded library: `Lib`'s fields, and
-/// `load` finding each by name in the handle.
-macro_rules! sqlite_api {
-    ($($field:ident = $sym:literal: fn($($arg:ty),*) -> $ret:ty;)*) => {
-        struct Lib {
-            $($field: unsafe extern "C" fn($($arg),*) -> $ret,)*
-        }
-
-        /// # Safety
-        /// `h` is a live handle of the sqlite library (I22).
-        unsafe fn load(h: *mut c_void) -> Option<Lib> {
-            Some(Lib {
-                $($field: {
-                    // SAFETY: [I22] dlsym only reads the live handle.
-                    let p = unsafe { libc::dlsym(h, $sym.as_ptr()) };
-                    if p.is_null() {
-                        return None;
-                    }
-                    // SAFETY: [I22] the named function of sqlite's stable C
-                    // API, with the signature it documents.
-                    unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn($($arg),*) -> $ret>(p) }
-                },)*
-            })
-        }
-    };
-}
-
-sqlite_api! {
+loaded_library! {
+    c"libsqlite3.so.0";
     open_v2 = c"sqlite3_open_v2": fn(*const c_char, *mut *mut Db, c_int, *const c_char) -> c_int;
     close_v2 = c"sqlite3_close_v2": fn(*mut Db) -> c_int;
     exec = c"sqlite3_exec": fn(*mut Db, *const c_char, *const c_void, *mut c_void, *mut *mut c_char) -> c_int;
@@ -69,27 +42,6 @@ sqlite_api! {
     column_int64 = c"sqlite3_column_int64": fn(*mut Stmt, c_int) -> i64;
     column_blob = c"sqlite3_column_blob": fn(*mut Stmt, c_int) -> *const c_void;
     column_bytes = c"sqlite3_column_bytes": fn(*mut Stmt, c_int) -> c_int;
-}
-
-static LIB: OnceLock<Option<Lib>> = OnceLock::new();
-
-fn lib() -> Option<&'static Lib> {
-    LIB.get_or_init(|| {
-        // SAFETY: [I22] RTLD_NOLOAD only looks the library up among those
-        // already loaded (by db_sqlite.so): nothing is loaded or run.
-        let h = unsafe { libc::dlopen(c"libsqlite3.so.0".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-        if h.is_null() {
-            return None;
-        }
-        // SAFETY: [I22] h is a live handle of the library, never closed.
-        unsafe { load(h) }
-    })
-    .as_ref()
-}
-
-/// Is the library loaded (by db_sqlite) and usable?
-pub fn available() -> bool {
-    lib().is_some()
 }
 
 /// A connection of this process to one sqlite file.

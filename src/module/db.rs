@@ -35,7 +35,6 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sca_core::model::{EventType, SubState};
 use sca_core::persist::{self, copy, page, sql, RowData, RowOp, RowWrite};
 use sca_core::store::{Restored, SubscriptionRec};
 
@@ -175,30 +174,17 @@ fn open_writer(cfg: &Config) -> Result<WriterConn, String> {
     Ok(WriterConn { api, native })
 }
 
+/// A row of the row-by-row read (`COLUMNS`, then id): the same record as
+/// every other read builds ([`page::row`]).
 fn row_to_rec(row: &[Value]) -> Option<SubscriptionRec<'_>> {
     let int = |i: usize| row.get(i).and_then(Value::int);
     let bytes = |i: usize| row.get(i).map(Value::bytes).unwrap_or(&[]);
-    let rec = SubscriptionRec {
-        subscriber: bytes(0),
-        aor: bytes(1),
-        event: EventType::from_i32(int(2)? as i32)?,
-        expires: int(3)?,
-        state: SubState::from_i32(int(4)? as i32)?,
-        index: match int(5)? {
-            i if i > 0 => i32::try_from(i).ok()?,
-            _ => -1,
-        },
-        call_id: bytes(6),
-        from_tag: bytes(7),
-        to_tag: bytes(8),
-        record_route: bytes(9),
-        notify_cseq: u32::try_from(int(10)?).unwrap_or(0),
-        subscribe_cseq: u32::try_from(int(11)?).unwrap_or(0),
-    };
-    if rec.subscriber.is_empty() || rec.aor.is_empty() || rec.call_id.is_empty() {
-        return None;
-    }
-    Some(rec)
+    // page::row's order: id, server_id, event, expires, state, app_idx,
+    // notify_cseq, subscribe_cseq; subscriber, aor, call_id, from_tag,
+    // to_tag, record_route
+    let ints = [Some(0), int(12), int(2), int(3), int(4), int(5), int(10), int(11)];
+    let strs = [bytes(0), bytes(1), bytes(6), bytes(7), bytes(8), bytes(9)];
+    page::row(ints, strs, true)?.rec
 }
 
 /// What a restore did.
